@@ -1,0 +1,90 @@
+"""sRGB <-> CIE L*a*b* (D65 white, 2 degree observer) in plain, batched torch.
+
+The network sees only lightness L and predicts the two color channels a*, b*
+(paper section 1 and 3.1), so this conversion is where every image starts and
+ends. The formulas and constants are the ones scikit-image uses (rgb2lab /
+lab2rgb), so our numbers can be checked against its published values.
+
+Tensors carry channels at dim -3: (3, H, W) or (B, 3, H, W). sRGB in [0, 1],
+L in [0, 100], a and b roughly in [-128, 127]. Everything is differentiable
+and runs on any device and float dtype.
+
+    python -c "import lab, torch; print(lab.rgb_to_lab(torch.ones(3, 1, 1)))"
+"""
+import torch
+
+# sRGB primaries -> CIE XYZ (D65), as in scikit-image's xyz_from_rgb.
+RGB_TO_XYZ = (
+    (0.412453, 0.357580, 0.180423),
+    (0.212671, 0.715160, 0.072169),
+    (0.019334, 0.119193, 0.950227),
+)
+WHITE_D65 = (0.95047, 1.0, 1.08883)  # reference white X, Y, Z
+
+# The network's view of Lab (DESIGN.md): L/50 - 1 in [-1, 1] goes in, ab/128
+# comes out of a tanh. Defined here and nowhere else.
+L_CENTER = 50.0
+AB_SCALE = 128.0
+
+
+def _matmul_channels(matrix, x):
+    """Apply a 3x3 matrix to the channel axis (dim -3) of x."""
+    m = torch.tensor(matrix, dtype=torch.float64).to(device=x.device, dtype=x.dtype)
+    return torch.einsum("ij,...jhw->...ihw", m, x)
+
+
+def _white(x):
+    return torch.tensor(WHITE_D65, device=x.device, dtype=x.dtype).view(3, 1, 1)
+
+
+def rgb_to_lab(rgb):
+    """sRGB in [0, 1] -> Lab. (..., 3, H, W) -> (..., 3, H, W)."""
+    # Undo the sRGB gamma. Both branches of torch.where get gradients, so the
+    # power is taken on a clamped input to keep the unused branch finite.
+    lin = torch.where(rgb > 0.04045,
+                      ((rgb.clamp(min=0.04045) + 0.055) / 1.055) ** 2.4,
+                      rgb / 12.92)
+    xyz = _matmul_channels(RGB_TO_XYZ, lin) / _white(rgb)
+    # cbrt has an infinite slope at 0, hence the clamp (same reason as above).
+    f = torch.where(xyz > 0.008856,
+                    xyz.clamp(min=0.008856) ** (1 / 3),
+                    7.787 * xyz + 16 / 116)
+    fx, fy, fz = f.unbind(-3)
+    L = 116 * fy - 16
+    a = 500 * (fx - fy)
+    b = 200 * (fy - fz)
+    return torch.stack([L, a, b], dim=-3)
+
+
+def lab_to_rgb(lab):
+    """Lab -> sRGB, clipped to [0, 1]. (..., 3, H, W) -> (..., 3, H, W)."""
+    L, a, b = lab.unbind(-3)
+    fy = (L + 16) / 116
+    fx = fy + a / 500
+    fz = (fy - b / 200).clamp(min=0)  # scikit-image sets a negative Z to 0 too
+    f = torch.stack([fx, fy, fz], dim=-3)
+    xyz = torch.where(f > 0.2068966, f ** 3, (f - 16 / 116) / 7.787) * _white(lab)
+    xyz_to_rgb = torch.linalg.inv(torch.tensor(RGB_TO_XYZ, dtype=torch.float64)).tolist()
+    lin = _matmul_channels(xyz_to_rgb, xyz)
+    rgb = torch.where(lin > 0.0031308,
+                      1.055 * lin.clamp(min=0.0031308) ** (1 / 2.4) - 0.055,
+                      12.92 * lin)
+    return rgb.clamp(0, 1)
+
+
+def lab_to_net(lab):
+    """Lab -> (L scaled to [-1, 1], ab scaled to about [-1, 1]): the network's units.
+    (..., 3, H, W) -> (..., 1, H, W), (..., 2, H, W)."""
+    return lab[..., :1, :, :] / L_CENTER - 1, lab[..., 1:, :, :] / AB_SCALE
+
+
+def net_to_lab(l, ab):
+    """Inverse of lab_to_net: (..., 1, H, W), (..., 2, H, W) -> (..., 3, H, W)."""
+    return torch.cat([(l + 1) * L_CENTER, ab * AB_SCALE], dim=-3)
+
+
+def gray_rgb(l):
+    """The gray sRGB image with lightness l (network units), (..., 1, H, W) ->
+    (..., 3, H, W) in [0, 1]: what the Inception branch sees, the same
+    luminance as the encoder's input."""
+    return lab_to_rgb(net_to_lab(l, torch.zeros_like(l).expand(*l.shape[:-3], 2, *l.shape[-2:])))

@@ -1,0 +1,471 @@
+"""The colorization network of the paper, and the Inception-ResNet-v2 it leans on.
+
+Paper: "Automatic colorization of gray-scale images using deep attention models"
+(section 3): an encoder-decoder on the L channel with CoordConv input channels,
+fused with a global embedding from a frozen, ImageNet-pretrained
+Inception-ResNet-v2 (as in Deep Koalarization, Baldassarre et al. 2017), with a
+Luong-style attention over the fused feature map before the decoder.
+
+Read top to bottom:
+  1. InceptionResNetV2: Szegedy et al. 2016, with timm's module names, so the
+     published weights (timm/inception_resnet_v2.tf_in1k) load without renaming.
+  2. Weight files: a small safetensors reader, pickles, Cadene's names, strict
+     checks, and the download of the default weights (only when asked for).
+  3. The colorizer: Encoder, Fusion, Attention, Decoder, Colorizer.
+
+    python -c "import model; print(model.Colorizer(model.ColorizerConfig()))"
+"""
+import hashlib
+import json
+import math
+import os
+import sys
+import urllib.request
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+# -----------------------------------------------------------------------------
+# 1. Inception-ResNet-v2
+
+
+class BasicConv2d(nn.Module):
+    """Conv (no bias) -> BatchNorm (eps 1e-3, as the TensorFlow original) -> ReLU."""
+
+    def __init__(self, cin, cout, kernel_size, stride=1, padding=0):
+        super().__init__()
+        self.conv = nn.Conv2d(cin, cout, kernel_size, stride, padding, bias=False)
+        self.bn = nn.BatchNorm2d(cout, eps=1e-3)
+        self.relu = nn.ReLU(inplace=True)
+
+    def forward(self, x):
+        return self.relu(self.bn(self.conv(x)))
+
+
+def conv_chain(*specs):
+    """BasicConv2d units from (cin, cout, kernel, stride, padding) tuples: a
+    Sequential of them, or the unit itself when there is one (timm's keys
+    are `branch0.conv.weight` there, not `branch0.0.conv.weight`)."""
+    units = [BasicConv2d(*s) for s in specs]
+    return units[0] if len(units) == 1 else nn.Sequential(*units)
+
+
+class Branches(nn.Module):
+    """Runs branch0, branch1, ... on the same input and concatenates on channels.
+    The Mixed (reduction) blocks are exactly this."""
+
+    def __init__(self, *branches):
+        super().__init__()
+        self.n_branches = len(branches)
+        for i, branch in enumerate(branches):
+            self.add_module(f"branch{i}", branch)
+
+    def forward(self, x):
+        return torch.cat([getattr(self, f"branch{i}")(x) for i in range(self.n_branches)], dim=1)
+
+
+class ResidualBlock(Branches):
+    """Block35 / Block17 / Block8: branches, a 1x1 conv back to the input width,
+    scaled and added to the input (the "ResNet" in Inception-ResNet)."""
+
+    def __init__(self, channels, branches, scale, relu=True):
+        super().__init__(*branches)
+        mixed = sum([m for m in b.modules() if isinstance(m, nn.Conv2d)][-1].out_channels
+                    for b in branches)
+        self.conv2d = nn.Conv2d(mixed, channels, 1)  # added after the branches, so state_dict order matches
+        self.scale = scale
+        self.relu = nn.ReLU(inplace=True) if relu else nn.Identity()
+
+    def forward(self, x):
+        mixed = super().forward(x)                                # (B, sum of branch widths, h, w)
+        return self.relu(self.conv2d(mixed) * self.scale + x)
+
+
+def block35(scale=0.17):  # 35x35 grid, 320 channels
+    return ResidualBlock(320, [conv_chain((320, 32, 1)),
+                               conv_chain((320, 32, 1), (32, 32, 3, 1, 1)),
+                               conv_chain((320, 32, 1), (32, 48, 3, 1, 1), (48, 64, 3, 1, 1))], scale)
+
+
+def block17(scale=0.10):  # 17x17 grid, 1088 channels
+    return ResidualBlock(1088, [conv_chain((1088, 192, 1)),
+                                conv_chain((1088, 128, 1), (128, 160, (1, 7), 1, (0, 3)),
+                                           (160, 192, (7, 1), 1, (3, 0)))], scale)
+
+
+def block8(scale=0.20, relu=True):  # 8x8 grid, 2080 channels
+    return ResidualBlock(2080, [conv_chain((2080, 192, 1)),
+                                conv_chain((2080, 192, 1), (192, 224, (1, 3), 1, (0, 1)),
+                                           (224, 256, (3, 1), 1, (1, 0)))], scale, relu)
+
+
+class InceptionResNetV2(nn.Module):
+    """299x299x3 in [-1, 1] -> (B, num_classes) logits. 55,843,464 parameters."""
+
+    def __init__(self, num_classes=1000):
+        super().__init__()
+        # Stem: 299 -> 35
+        self.conv2d_1a = BasicConv2d(3, 32, 3, stride=2)         # 149
+        self.conv2d_2a = BasicConv2d(32, 32, 3)                  # 147
+        self.conv2d_2b = BasicConv2d(32, 64, 3, padding=1)       # 147
+        self.maxpool_3a = nn.MaxPool2d(3, stride=2)              # 73
+        self.conv2d_3b = BasicConv2d(64, 80, 1)                  # 73
+        self.conv2d_4a = BasicConv2d(80, 192, 3)                 # 71
+        self.maxpool_5a = nn.MaxPool2d(3, stride=2)              # 35
+        self.mixed_5b = Branches(                                # 192 -> 320
+            conv_chain((192, 96, 1)),
+            conv_chain((192, 48, 1), (48, 64, 5, 1, 2)),
+            conv_chain((192, 64, 1), (64, 96, 3, 1, 1), (96, 96, 3, 1, 1)),
+            nn.Sequential(nn.AvgPool2d(3, stride=1, padding=1, count_include_pad=False),
+                          BasicConv2d(192, 64, 1)))
+        self.repeat = nn.Sequential(*[block35() for _ in range(10)])
+        self.mixed_6a = Branches(                                # 35 -> 17, 320 -> 1088
+            conv_chain((320, 384, 3, 2)),
+            conv_chain((320, 256, 1), (256, 256, 3, 1, 1), (256, 384, 3, 2)),
+            nn.MaxPool2d(3, stride=2))
+        self.repeat_1 = nn.Sequential(*[block17() for _ in range(20)])
+        self.mixed_7a = Branches(                                # 17 -> 8, 1088 -> 2080
+            conv_chain((1088, 256, 1), (256, 384, 3, 2)),
+            conv_chain((1088, 256, 1), (256, 288, 3, 2)),
+            conv_chain((1088, 256, 1), (256, 288, 3, 1, 1), (288, 320, 3, 2)),
+            nn.MaxPool2d(3, stride=2))
+        self.repeat_2 = nn.Sequential(*[block8() for _ in range(9)])
+        self.block8 = block8(scale=1.0, relu=False)
+        self.conv2d_7b = BasicConv2d(2080, 1536, 1)              # (B, 1536, 8, 8)
+        self.classif = nn.Linear(1536, num_classes)
+
+    def forward(self, x):
+        for name, module in self.named_children():
+            if name == "classif":
+                x = x.mean(dim=(2, 3))                           # global average pool -> (B, 1536)
+            x = module(x)
+        return x
+
+
+# -----------------------------------------------------------------------------
+# 2. Weight files
+
+# safetensors dtype names -> torch dtypes
+SAFETENSORS_DTYPES = {
+    "BOOL": torch.bool, "U8": torch.uint8, "I8": torch.int8, "I16": torch.int16,
+    "U16": torch.uint16, "I32": torch.int32, "U32": torch.uint32, "I64": torch.int64,
+    "U64": torch.uint64, "F16": torch.float16, "BF16": torch.bfloat16,
+    "F32": torch.float32, "F64": torch.float64,
+    "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2,
+}
+
+
+def read_safetensors(path):
+    """Read a .safetensors file into {name: tensor}, checking every offset.
+
+    Layout: 8-byte little-endian header size N, N bytes of JSON, then the raw
+    little-endian tensor bytes; each entry's data_offsets are relative to 8+N.
+    A malformed or truncated file raises ValueError naming the file and fault."""
+    def bad(why):
+        return ValueError(f"{path}: not a valid safetensors file ({why})")
+
+    blob = bytearray(os.path.getsize(path))  # writable, so tensors can share it without a copy
+    with open(path, "rb") as f:
+        f.readinto(blob)
+    if len(blob) < 8:
+        raise bad(f"{len(blob)} bytes, too short for the 8-byte header size")
+    n = int.from_bytes(blob[:8], "little")
+    if n > len(blob) - 8:
+        raise bad(f"header of {n} bytes does not fit in a file of {len(blob)} bytes")
+    try:
+        header = json.loads(blob[8:8 + n].decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise bad(f"header is not JSON: {e}") from None
+    if not isinstance(header, dict):
+        raise bad("header is not a JSON object")
+    data = memoryview(blob)[8 + n:]
+    tensors = {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        if not isinstance(info, dict) or info.get("dtype") not in SAFETENSORS_DTYPES:
+            raise bad(f"tensor {name!r} has no known dtype")
+        dtype = SAFETENSORS_DTYPES[info["dtype"]]
+        shape, offsets = info.get("shape"), info.get("data_offsets")
+        if not (isinstance(shape, list) and all(isinstance(s, int) and s >= 0 for s in shape)):
+            raise bad(f"tensor {name!r} has a bad shape {shape!r}")
+        if not (isinstance(offsets, list) and len(offsets) == 2
+                and all(isinstance(o, int) for o in offsets)):
+            raise bad(f"tensor {name!r} has bad data_offsets {offsets!r}")
+        begin, end = offsets
+        if not 0 <= begin <= end <= len(data):
+            raise bad(f"tensor {name!r} bytes [{begin}, {end}) lie outside the "
+                      f"{len(data)} data bytes (truncated?)")
+        itemsize = torch.empty((), dtype=dtype).element_size()
+        if end - begin != math.prod(shape) * itemsize:
+            raise bad(f"tensor {name!r} has {end - begin} bytes, shape {shape} needs "
+                      f"{math.prod(shape) * itemsize}")
+        if end == begin:
+            tensors[name] = torch.empty(shape, dtype=dtype)
+        else:  # a view into blob: no copy until load_state_dict copies into the model
+            tensors[name] = torch.frombuffer(data[begin:end], dtype=dtype).reshape(shape)
+    return tensors
+
+
+def read_state_dict(path):
+    """Load a state dict from .safetensors, or from a .pth/.bin/.pt pickle
+    (optionally nested under "state_dict" or "model"), safely."""
+    path = str(path)
+    if path.endswith(".safetensors"):
+        return read_safetensors(path)
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises many kinds here; all mean "not a usable checkpoint"
+        raise ValueError(f"{path}: cannot be read as a PyTorch weights file ({e.__class__.__name__}: "
+                         f"{str(e).splitlines()[0] if str(e) else ''})") from None
+    for key in ("state_dict", "model"):
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise ValueError(f"{path}: holds no state dict of tensors")
+    return obj
+
+
+def load_strict(module, state, source):
+    """load_state_dict with an error that names the missing, unexpected and
+    mis-shaped keys (a few of each) and the file they came from."""
+    own = module.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    misshaped = [f"{k} {tuple(state[k].shape)} != {tuple(v.shape)}"
+                 for k, v in own.items() if k in state and state[k].shape != v.shape]
+    problems = [f"{what} ({len(keys)}): {', '.join(keys[:5])}{' ...' if len(keys) > 5 else ''}"
+                for what, keys in (("missing", missing), ("unexpected", unexpected),
+                                   ("wrong shape", misshaped)) if keys]
+    if problems:
+        raise ValueError(f"{source}: weights do not fit {module.__class__.__name__}: "
+                         + "; ".join(problems))
+    module.load_state_dict(state)
+
+
+def inception_state_dict(path):
+    """Read Inception-ResNet-v2 weights in timm or Cadene form as timm's keys."""
+    state = read_state_dict(path)
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    if "last_linear.weight" in state:  # Cadene's pretrainedmodels names the head last_linear
+        state = {k.replace("last_linear.", "classif."): v for k, v in state.items()}
+    if state.get("classif.weight") is not None and state["classif.weight"].shape[0] == 1001:
+        # Cadene's TF port has a background class at index 0; ImageNet's 1000 follow
+        state["classif.weight"] = state["classif.weight"][1:]
+        state["classif.bias"] = state["classif.bias"][1:]
+    return state
+
+
+# The default weights: timm's TensorFlow-trained ImageNet model (top-1 80.43%).
+INCEPTION_URL = "https://huggingface.co/timm/inception_resnet_v2.tf_in1k/resolve/main/model.safetensors"
+INCEPTION_SHA256 = "dbea26b13a5fc8351919fed6a94222c0577ce324b2765fd081a798f837ca9d72"
+
+
+def cache_dir():
+    return os.path.join(os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "colorize")
+
+
+def sha256_of(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def default_inception_path(download=True):
+    """Path of timm's inception_resnet_v2 model.safetensors in the user cache,
+    downloaded (with progress and a sha256 check) when absent and allowed."""
+    path = os.path.join(cache_dir(), "inception_resnet_v2.tf_in1k.safetensors")
+    if os.path.exists(path) or not download:
+        return path
+    os.makedirs(cache_dir(), exist_ok=True)
+    partial = path + ".part"
+    print(f"downloading the Inception-ResNet-v2 weights (224 MB) to {path}", file=sys.stderr)
+    try:
+        with urllib.request.urlopen(INCEPTION_URL, timeout=30) as r, open(partial, "wb") as f:
+            total, done = int(r.headers.get("Content-Length", 0)), 0
+            while chunk := r.read(1 << 20):
+                f.write(chunk)
+                done += len(chunk)
+                print(f"\r  {done / 1e6:.0f}/{total / 1e6:.0f} MB", end="", file=sys.stderr)
+        print(file=sys.stderr)
+    except OSError as e:
+        raise RuntimeError(
+            f"could not download the Inception-ResNet-v2 weights ({e}). Download\n  {INCEPTION_URL}\n"
+            f"by hand and save it as\n  {path}\nor pass --inception PATH (a .safetensors/.pth "
+            f"file), or --inception none to train without the global branch.") from None
+    digest = sha256_of(partial)
+    if digest != INCEPTION_SHA256:
+        os.remove(partial)
+        raise RuntimeError(f"downloaded file has sha256 {digest}, expected {INCEPTION_SHA256}")
+    os.replace(partial, path)
+    return path
+
+
+def load_inception(path):
+    """A frozen InceptionResNetV2 in eval mode with the weights in `path`."""
+    net = InceptionResNetV2()
+    load_strict(net, inception_state_dict(path), path)
+    return net.eval().requires_grad_(False)
+
+
+@torch.no_grad()
+def inception_embedding(inception, gray):
+    """Gray images (B, 3, H, W) in [0, 1] -> (B, 1000) class logits, the global
+    feature of Deep Koalarization. Resized to 299x299 and scaled to [-1, 1]
+    (mean = std = 0.5, as the weights were trained)."""
+    x = F.interpolate(gray, size=(299, 299), mode="bilinear", align_corners=False, antialias=True)
+    return inception(x * 2 - 1).float()                         # (B, 1000)
+
+
+# -----------------------------------------------------------------------------
+# 3. The colorizer
+
+
+@dataclass
+class ColorizerConfig:
+    variant: str = "attention"  # "attention" (the paper) or "baseline" (Deep Koalarization)
+    global_branch: bool = True  # False: no Inception embedding (no weights at hand)
+    width: int = 64             # channels of the first encoder conv; the rest scale with it
+    embed_dim: int = 1000       # size of the Inception embedding
+
+    def __post_init__(self):
+        if self.variant not in ("attention", "baseline"):
+            raise ValueError(f"unknown variant {self.variant!r} (attention or baseline)")
+
+
+def conv_bn_relu(cin, cout, stride=1):
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=False),
+                         nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+
+def coord_channels(x):
+    """CoordConv (Liu et al. 2018): x and y in [-1, 1] as two extra channels, so
+    convolutions can know where in the image they are. (B, C, H, W) -> (B, 2, H, W)."""
+    B, _, H, W = x.shape
+    ys = torch.linspace(-1, 1, H, device=x.device, dtype=x.dtype)
+    xs = torch.linspace(-1, 1, W, device=x.device, dtype=x.dtype)
+    grid = torch.stack(torch.meshgrid(xs, ys, indexing="xy"))    # (2, H, W)
+    return grid.expand(B, 2, H, W)
+
+
+class Encoder(nn.Module):
+    """L (B, 1, H, W) -> features (B, 4w, H/8, W/8). Strided convs, no pooling
+    (paper 3.4: pooling loses the detail the colors must follow)."""
+
+    def __init__(self, w, coords):
+        super().__init__()
+        self.coords = coords
+        cin = 3 if coords else 1
+        plan = [(w, 2), (2 * w, 1), (2 * w, 2), (4 * w, 1), (4 * w, 2), (8 * w, 1), (8 * w, 1), (4 * w, 1)]
+        layers = []
+        for cout, stride in plan:
+            layers.append(conv_bn_relu(cin, cout, stride))
+            cin = cout
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, l):
+        if self.coords:
+            l = torch.cat([l, coord_channels(l)], dim=1)          # (B, 3, H, W)
+        return self.layers(l)                                     # (B, 4w, H/8, W/8)
+
+
+class Fusion(nn.Module):
+    """Tile the global embedding over every position, concatenate it with the
+    encoder features and mix with a 1x1 conv (Deep Koalarization's fusion)."""
+
+    def __init__(self, channels, embed_dim):
+        super().__init__()
+        self.conv = nn.Conv2d(channels + embed_dim, channels, 1)
+
+    def forward(self, feats, embedding):
+        if embedding is not None:
+            B, _, h, w = feats.shape
+            tiled = embedding.to(feats.dtype)[:, :, None, None].expand(B, -1, h, w)
+            feats = torch.cat([feats, tiled], dim=1)              # (B, C + E, h, w)
+        return F.relu(self.conv(feats))                           # (B, C, h, w)
+
+
+class Attention(nn.Module):
+    """Luong "general" attention over the positions of the fused map (paper 3.5).
+
+    For positions t (queries) and s (keys/values) of the map h:
+        q_t = W_a h_t,  alpha_ts = softmax_s(q_t . h_s / sqrt(C)),
+        c_t = sum_s alpha_ts h_s,  out_t = tanh(W_c [c_t; h_t]).
+    Every position can borrow color evidence from anywhere in the image."""
+
+    def __init__(self, channels):
+        super().__init__()
+        self.W_a = nn.Conv2d(channels, channels, 1, bias=False)
+        self.W_c = nn.Conv2d(2 * channels, channels, 1, bias=False)
+
+    def forward(self, h, return_weights=False):
+        B, C, H, W = h.shape
+        keys = h.flatten(2).transpose(1, 2)                       # (B, N, C), N = H*W
+        queries = self.W_a(h).flatten(2).transpose(1, 2)          # (B, N, C)
+        if return_weights:
+            # The readable path: build the N x N matrix to show where each position looks.
+            alpha = torch.softmax(queries @ keys.transpose(1, 2) / math.sqrt(C), dim=-1)  # (B, N, N)
+            context = alpha @ keys                                # (B, N, C)
+        else:
+            # The same numbers without materializing N x N where a fused kernel exists.
+            context = F.scaled_dot_product_attention(queries, keys, keys)  # (B, N, C)
+            alpha = None
+        context = context.transpose(1, 2).reshape(B, C, H, W)     # (B, C, H, W)
+        out = torch.tanh(self.W_c(torch.cat([context, h], dim=1)))
+        return (out, alpha) if return_weights else out
+
+
+class Decoder(nn.Module):
+    """(B, 4w, H/8, W/8) -> ab/128 (B, 2, H, W) through a tanh. Upsampling is
+    bilinear: nearest (Deep Koalarization) leaves 2x2 blocks in the chroma."""
+
+    def __init__(self, w):
+        super().__init__()
+        up = nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False)
+        self.layers = nn.Sequential(
+            conv_bn_relu(4 * w, 2 * w), up,                       # H/4
+            conv_bn_relu(2 * w, w), conv_bn_relu(w, w), up,       # H/2
+            nn.Conv2d(w, w // 2, 3, padding=1), nn.ReLU(inplace=True),
+            nn.Conv2d(w // 2, 2, 3, padding=1), nn.Tanh(), up)    # H
+        for m in self.modules():  # Xavier init for the decoder (paper 4.1)
+            if isinstance(m, nn.Conv2d):
+                nn.init.xavier_uniform_(m.weight)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+
+    def forward(self, x):
+        return self.layers(x)
+
+
+class Colorizer(nn.Module):
+    """Colorizer(l, embedding) -> ab/128.
+    l: (B, 1, H, W) lightness in [-1, 1], H and W multiples of 8, any aspect.
+    embedding: (B, embed_dim) Inception logits, or None when global_branch=False.
+    Returns (B, 2, H, W) in [-1, 1]."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.config = config
+        w = config.width
+        self.encoder = Encoder(w, coords=config.variant == "attention")
+        self.fusion = Fusion(4 * w, config.embed_dim if config.global_branch else 0)
+        self.attention = Attention(4 * w) if config.variant == "attention" else None
+        self.decoder = Decoder(w)
+
+    def forward(self, l, embedding=None, return_attention=False):
+        if l.shape[-1] % 8 or l.shape[-2] % 8:
+            raise ValueError(f"input height and width must be multiples of 8, got {tuple(l.shape[-2:])}")
+        if (embedding is not None) != self.config.global_branch:
+            raise ValueError("pass the Inception embedding exactly when the model has a global branch")
+        x = self.fusion(self.encoder(l), embedding)               # (B, 4w, H/8, W/8)
+        alpha = None
+        if self.attention is not None:
+            x = self.attention(x, return_weights=return_attention)
+            if return_attention:
+                x, alpha = x                                      # alpha: (B, N, N)
+        ab = self.decoder(x)                                      # (B, 2, H, W)
+        return (ab, alpha) if return_attention else ab

@@ -1,0 +1,421 @@
+"""Tests: python -m pytest   (CPU only, a few minutes on two cores)
+
+Each test compares against a reference where one exists: Lab against
+scikit-image's published values, the Inception against timm's key set and
+parameter count, weight files against the logits of the model that wrote them,
+the CLIs run as a user runs them."""
+import io
+import json
+import math
+import os
+import struct
+import urllib.error
+
+import pytest
+import torch
+
+import lab
+import model
+
+torch.set_num_threads(2)
+
+# -----------------------------------------------------------------------------
+# lab.py
+
+# scikit-image 0.26 rgb2lab (REFERENCE.md)
+RGB2LAB = [
+    ((1, 0, 0), (53.240588, 80.092308, 67.202751)),
+    ((0, 1, 0), (87.735099, -86.183030, 83.179703)),
+    ((0, 0, 1), (32.295673, 79.185591, -107.857300)),
+    ((1, 1, 1), (100.0, -0.002455, 0.004653)),
+    ((0.5, 0.5, 0.5), (53.388965, -0.001468, 0.002784)),
+    ((0, 0, 0), (0.0, 0.0, 0.0)),
+]
+# scikit-image lab2rgb, out of gamut, to 3 decimals
+LAB2RGB = [
+    ((50, -12, 85), (0.501, 0.481, 0.0)),
+    ((50, 12, -85), (0.0, 0.482, 1.0)),
+    ((90, -4, -47), (0.578, 0.914, 1.0)),
+]
+
+
+def pixel(values, dtype=torch.float64):
+    return torch.tensor(values, dtype=dtype).view(3, 1, 1)
+
+
+@pytest.mark.parametrize("rgb,expected", RGB2LAB)
+def test_rgb_to_lab_matches_published_values(rgb, expected):
+    got = lab.rgb_to_lab(pixel(rgb)).flatten()
+    assert torch.allclose(got, torch.tensor(expected, dtype=torch.float64), atol=1e-3), got
+
+
+@pytest.mark.parametrize("lab_value,expected", LAB2RGB)
+def test_lab_to_rgb_matches_published_out_of_gamut_values(lab_value, expected):
+    got = lab.lab_to_rgb(pixel(lab_value)).flatten()
+    assert torch.allclose(got, torch.tensor(expected, dtype=torch.float64), atol=1.5e-3), got
+
+
+def test_lab_round_trip_batched_and_unbatched():
+    torch.manual_seed(0)
+    rgb = torch.rand(4, 3, 16, 24, dtype=torch.float64)
+    batched = lab.rgb_to_lab(rgb)
+    assert batched.shape == rgb.shape
+    assert torch.allclose(lab.rgb_to_lab(rgb[1]), batched[1])  # (3, H, W) gives the same
+    assert torch.allclose(lab.lab_to_rgb(batched), rgb, atol=1e-6)
+    L = batched[:, 0]
+    assert L.min() >= 0 and L.max() <= 100
+    # float32 agrees with float64 closely enough for 8-bit images
+    assert torch.allclose(lab.rgb_to_lab(rgb.float()).double(), batched, atol=2e-3)
+
+
+def test_lab_is_differentiable_everywhere_including_black():
+    rgb = torch.cat([torch.zeros(1, 3, 2, 2), torch.rand(1, 3, 2, 2)]).requires_grad_()
+    lab.lab_to_rgb(lab.rgb_to_lab(rgb)).sum().backward()
+    assert torch.isfinite(rgb.grad).all()
+
+
+def test_lab_to_rgb_clips_to_unit_range():
+    wild = torch.tensor([[100.0, 120.0, -120.0], [0.0, -100.0, 100.0]]).T.reshape(3, 1, 2)
+    out = lab.lab_to_rgb(wild)
+    assert out.min() >= 0 and out.max() <= 1
+
+
+def test_network_scaling_round_trips():
+    lab_img = lab.rgb_to_lab(torch.rand(2, 3, 8, 8))
+    l, ab = lab.lab_to_net(lab_img)
+    assert l.shape == (2, 1, 8, 8) and ab.shape == (2, 2, 8, 8)
+    assert l.min() >= -1 and l.max() <= 1 and ab.abs().max() <= 1
+    assert torch.allclose(lab.net_to_lab(l, ab), lab_img)
+
+
+def test_gray_rgb_has_the_same_lightness_and_no_color():
+    l, _ = lab.lab_to_net(lab.rgb_to_lab(torch.rand(1, 3, 8, 8, dtype=torch.float64)))
+    gray = lab.gray_rgb(l)
+    assert gray.shape == (1, 3, 8, 8)
+    back = lab.rgb_to_lab(gray)
+    assert torch.allclose(back[:, :1] / 50 - 1, l, atol=1e-4)
+    assert back[:, 1:].abs().max() < 0.01
+
+
+# -----------------------------------------------------------------------------
+# model.py: Inception-ResNet-v2 and its weight files
+
+
+@pytest.fixture(scope="module")
+def inception():
+    """A randomly initialized Inception with non-trivial BatchNorm statistics,
+    so a wrongly loaded buffer changes the logits."""
+    torch.manual_seed(0)
+    net = model.InceptionResNetV2()
+    for m in net.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.1, 0.1)
+            m.running_var.uniform_(0.5, 1.5)
+    return net.eval()
+
+
+@pytest.fixture(scope="module")
+def probe():
+    torch.manual_seed(1)
+    return torch.rand(2, 3, 99, 99) * 2 - 1  # small input: the net only needs >= 75 px
+
+
+def test_inception_matches_timm_keys_shapes_and_parameter_count(inception):
+    state = inception.state_dict()
+    assert len(state) == 1306
+    assert sum(k.endswith("num_batches_tracked") for k in state) == 204
+    assert sum(p.numel() for p in inception.parameters()) == 55_843_464
+    expected_shapes = {
+        "conv2d_1a.conv.weight": (32, 3, 3, 3),
+        "mixed_5b.branch0.conv.weight": (96, 192, 1, 1),
+        "repeat.0.branch0.conv.weight": (32, 320, 1, 1),
+        "mixed_6a.branch0.conv.weight": (384, 320, 3, 3),
+        "mixed_7a.branch0.1.conv.weight": (384, 256, 3, 3),
+        "repeat_1.0.branch0.conv.weight": (192, 1088, 1, 1),
+        "block8.branch0.conv.weight": (192, 2080, 1, 1),
+        "mixed_5b.branch1.1.conv.weight": (64, 48, 5, 5),
+        "mixed_5b.branch3.1.conv.weight": (64, 192, 1, 1),
+        "repeat.9.conv2d.weight": (320, 128, 1, 1),
+        "repeat.9.conv2d.bias": (320,),
+        "mixed_6a.branch1.2.conv.weight": (384, 256, 3, 3),
+        "repeat_1.19.branch1.1.conv.weight": (160, 128, 1, 7),
+        "repeat_1.19.branch1.2.conv.weight": (192, 160, 7, 1),
+        "mixed_7a.branch2.2.conv.weight": (320, 288, 3, 3),
+        "repeat_2.8.branch1.1.conv.weight": (224, 192, 1, 3),
+        "block8.conv2d.weight": (2080, 448, 1, 1),
+        "conv2d_7b.conv.weight": (1536, 2080, 1, 1),
+        "classif.weight": (1000, 1536),
+    }
+    for key, shape in expected_shapes.items():
+        assert tuple(state[key].shape) == shape, key
+    assert "repeat_2.9.conv2d.weight" not in state and "block8.relu" not in str(list(state))
+
+
+def test_inception_stem_sizes_at_299():
+    net = model.InceptionResNetV2().eval()
+    x = torch.zeros(1, 3, 299, 299)
+    sizes = {}
+    with torch.no_grad():
+        for name, module in net.named_children():
+            if name == "classif":
+                break
+            x = module(x)
+            sizes[name] = tuple(x.shape[1:])
+    assert sizes["conv2d_1a"] == (32, 149, 149)
+    assert sizes["maxpool_5a"] == (192, 35, 35)
+    assert sizes["mixed_5b"] == (320, 35, 35)
+    assert sizes["mixed_6a"] == (1088, 17, 17)
+    assert sizes["mixed_7a"] == (2080, 8, 8)
+    assert sizes["conv2d_7b"] == (1536, 8, 8)
+
+
+def write_safetensors(tensors, path, metadata=None):
+    """Writes the safetensors layout by hand (the reference format, so the
+    reader is tested against bytes it did not write itself)."""
+    names = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
+             torch.int64: "I64", torch.uint8: "U8"}
+    header, blobs, offset = {}, [], 0
+    if metadata:
+        header["__metadata__"] = metadata
+    for name, t in tensors.items():
+        data = t.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b""
+        header[name] = {"dtype": names[t.dtype], "shape": list(t.shape),
+                        "data_offsets": [offset, offset + len(data)]}
+        blobs.append(data)
+        offset += len(data)
+    head = json.dumps(header).encode()
+    head += b" " * (-len(head) % 8)  # the format pads the header to 8 bytes
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(head)) + head + b"".join(blobs))
+
+
+@pytest.fixture(scope="module")
+def weight_files(inception, tmp_path_factory):
+    d = tmp_path_factory.mktemp("weights")
+    state = inception.state_dict()
+    files = {}
+    files["safetensors"] = d / "model.safetensors"
+    write_safetensors(state, files["safetensors"], metadata={"format": "pt"})
+    files["pth"] = d / "plain.pth"
+    torch.save(state, files["pth"])
+    files["bin nested state_dict"] = d / "pytorch_model.bin"
+    torch.save({"state_dict": state, "epoch": 3}, files["bin nested state_dict"])
+    files["pt nested model"] = d / "ckpt.pt"
+    torch.save({"model": state}, files["pt nested model"])
+    # Cadene's pretrainedmodels: last_linear, 1001 classes with background at row 0
+    cadene = {k.replace("classif.", "last_linear."): v for k, v in state.items()}
+    cadene["last_linear.weight"] = torch.cat([torch.randn(1, 1536), state["classif.weight"]])
+    cadene["last_linear.bias"] = torch.cat([torch.randn(1), state["classif.bias"]])
+    files["cadene 1001"] = d / "inceptionresnetv2-520b38e4.pth"
+    torch.save(cadene, files["cadene 1001"])
+    return files
+
+
+@pytest.mark.parametrize("kind", ["safetensors", "pth", "bin nested state_dict",
+                                  "pt nested model", "cadene 1001"])
+def test_every_weight_format_loads_and_gives_identical_logits(kind, weight_files, inception, probe):
+    loaded = model.load_inception(weight_files[kind])
+    assert not loaded.training and not any(p.requires_grad for p in loaded.parameters())
+    with torch.no_grad():
+        assert torch.equal(loaded(probe), inception(probe))
+
+
+def test_safetensors_reader_reads_half_precision_and_empty_tensors(tmp_path):
+    tensors = {"h": torch.randn(3, 4).half(), "b": torch.randn(5).bfloat16(),
+               "i": torch.arange(6).view(2, 3), "e": torch.zeros(0, 4)}
+    write_safetensors(tensors, tmp_path / "t.safetensors")
+    got = model.read_safetensors(tmp_path / "t.safetensors")
+    assert set(got) == set(tensors)
+    for k, t in tensors.items():
+        assert got[k].dtype == t.dtype and torch.equal(got[k], t), k
+
+
+def raw_safetensors(path, header, data=b"", length=None):
+    head = json.dumps(header).encode() if isinstance(header, dict) else header
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(head) if length is None else length) + head + data)
+    return path
+
+
+@pytest.mark.parametrize("case,why", [
+    ("empty", "too short"),
+    ("huge header", "does not fit"),
+    ("not json", "not JSON"),
+    ("json list", "not a JSON object"),
+    ("bad dtype", "no known dtype"),
+    ("bad shape", "bad shape"),
+    ("offsets outside", "outside"),
+    ("size mismatch", "needs"),
+    ("truncated", "outside"),
+])
+def test_safetensors_reader_refuses_malformed_files(tmp_path, case, why):
+    p = tmp_path / f"{case.replace(' ', '_')}.safetensors"
+    ok = {"w": {"dtype": "F32", "shape": [2, 2], "data_offsets": [0, 16]}}
+    if case == "empty":
+        p.write_bytes(b"\x01\x02")
+    elif case == "huge header":
+        raw_safetensors(p, ok, bytes(16), length=2**63)
+    elif case == "not json":
+        raw_safetensors(p, b"{not json", bytes(16))
+    elif case == "json list":
+        raw_safetensors(p, b"[1, 2]", bytes(16))
+    elif case == "bad dtype":
+        raw_safetensors(p, {"w": {"dtype": "F33", "shape": [2, 2], "data_offsets": [0, 16]}}, bytes(16))
+    elif case == "bad shape":
+        raw_safetensors(p, {"w": {"dtype": "F32", "shape": [-2, 2], "data_offsets": [0, 16]}}, bytes(16))
+    elif case == "offsets outside":
+        raw_safetensors(p, {"w": {"dtype": "F32", "shape": [2, 2], "data_offsets": [8, 24]}}, bytes(16))
+    elif case == "size mismatch":
+        raw_safetensors(p, {"w": {"dtype": "F32", "shape": [3, 2], "data_offsets": [0, 16]}}, bytes(16))
+    elif case == "truncated":
+        write_safetensors({"w": torch.randn(64, 64)}, p)
+        p.write_bytes(p.read_bytes()[:-100])
+    with pytest.raises(ValueError, match=why) as err:
+        model.read_safetensors(p)
+    assert str(p) in str(err.value)
+
+
+def test_strict_loading_names_missing_unexpected_and_misshaped_keys(inception, tmp_path):
+    state = dict(inception.state_dict())
+    del state["repeat.3.branch0.conv.weight"]
+    state["extra.weight"] = torch.zeros(1)
+    state["classif.bias"] = torch.zeros(7)
+    torch.save(state, tmp_path / "broken.pth")
+    with pytest.raises(ValueError) as err:
+        model.load_inception(tmp_path / "broken.pth")
+    msg = str(err.value)
+    for part in ("missing (1): repeat.3.branch0.conv.weight", "unexpected (1): extra.weight",
+                 "classif.bias (7,) != (1000,)", "broken.pth"):
+        assert part in msg
+
+
+def test_a_file_that_is_not_weights_is_refused_clearly(tmp_path):
+    junk = tmp_path / "junk.pth"
+    junk.write_bytes(b"this is not a checkpoint")
+    with pytest.raises(ValueError, match="junk.pth: cannot be read"):
+        model.read_state_dict(junk)
+    torch.save({"lr": 0.1}, tmp_path / "config.pt")
+    with pytest.raises(ValueError, match="no state dict"):
+        model.read_state_dict(tmp_path / "config.pt")
+
+
+class FakeResponse(io.BytesIO):
+    headers = {"Content-Length": "11"}
+
+
+def test_download_checks_sha256_and_leaves_nothing_behind(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setattr(model.urllib.request, "urlopen", lambda url, timeout: FakeResponse(b"not weights"))
+    with pytest.raises(RuntimeError, match="sha256"):
+        model.default_inception_path()
+    assert os.listdir(tmp_path / "colorize") == []
+    import hashlib
+    monkeypatch.setattr(model, "INCEPTION_SHA256", hashlib.sha256(b"not weights").hexdigest())
+    path = model.default_inception_path()
+    assert open(path, "rb").read() == b"not weights"
+    assert os.listdir(tmp_path / "colorize") == [os.path.basename(path)]
+
+
+def test_offline_download_explains_the_manual_steps(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+
+    def offline(url, timeout):
+        raise urllib.error.URLError("no network")
+    monkeypatch.setattr(model.urllib.request, "urlopen", offline)
+    with pytest.raises(RuntimeError) as err:
+        model.default_inception_path()
+    assert model.INCEPTION_URL in str(err.value) and "--inception none" in str(err.value)
+
+
+def test_inception_embedding_takes_gray_images_to_logits(inception):
+    gray = torch.rand(2, 1, 64, 80).expand(2, 3, 64, 80)
+    emb = model.inception_embedding(inception, gray)
+    assert emb.shape == (2, 1000) and torch.isfinite(emb).all()
+    assert not emb.requires_grad
+
+
+# -----------------------------------------------------------------------------
+# model.py: the colorizer
+
+VARIANTS = [("attention", True), ("attention", False), ("baseline", True), ("baseline", False)]
+
+
+@pytest.mark.parametrize("variant,global_branch", VARIANTS)
+@pytest.mark.parametrize("size", [(64, 64), (48, 104)])
+def test_colorizer_output_shape_and_range(variant, global_branch, size):
+    net = model.Colorizer(model.ColorizerConfig(variant=variant, global_branch=global_branch, width=16))
+    l = torch.rand(2, 1, *size) * 2 - 1
+    ab = net(l, torch.randn(2, 1000) if global_branch else None)
+    assert ab.shape == (2, 2, *size)
+    assert ab.abs().max() <= 1
+
+
+def test_variants_differ_as_the_paper_says():
+    att = model.Colorizer(model.ColorizerConfig(variant="attention"))
+    base = model.Colorizer(model.ColorizerConfig(variant="baseline"))
+    assert att.attention is not None and att.encoder.layers[0][0].in_channels == 3  # L + x + y
+    assert base.attention is None and base.encoder.layers[0][0].in_channels == 1
+    assert att.fusion.conv.in_channels == 256 + 1000
+    nog = model.Colorizer(model.ColorizerConfig(global_branch=False))
+    assert nog.fusion.conv.in_channels == 256
+
+
+def test_colorizer_refuses_bad_inputs():
+    net = model.Colorizer(model.ColorizerConfig(width=8))
+    with pytest.raises(ValueError, match="multiples of 8"):
+        net(torch.zeros(1, 1, 30, 32), torch.zeros(1, 1000))
+    with pytest.raises(ValueError, match="embedding"):
+        net(torch.zeros(1, 1, 32, 32))
+    with pytest.raises(ValueError, match="unknown variant"):
+        model.ColorizerConfig(variant="transformer")
+
+
+def test_attention_weights_sum_to_one_and_match_the_fused_kernel():
+    torch.manual_seed(0)
+    att = model.Attention(32)
+    h = torch.randn(2, 32, 6, 10)
+    out_w, alpha = att(h, return_weights=True)
+    assert alpha.shape == (2, 60, 60)
+    assert torch.allclose(alpha.sum(-1), torch.ones(2, 60), atol=1e-5)
+    assert (alpha >= 0).all()
+    assert torch.allclose(att(h), out_w, atol=1e-5)  # scaled_dot_product_attention path
+
+
+def test_colorizer_returns_attention_maps_for_visualization():
+    net = model.Colorizer(model.ColorizerConfig(global_branch=False, width=8)).eval()
+    ab, alpha = net(torch.zeros(1, 1, 32, 48), return_attention=True)
+    assert ab.shape == (1, 2, 32, 48) and alpha.shape == (1, 4 * 6, 4 * 6)
+
+
+def test_coord_channels_span_minus_one_to_one():
+    grid = model.coord_channels(torch.zeros(2, 1, 3, 5))
+    assert grid.shape == (2, 2, 3, 5)
+    assert torch.equal(grid[0, 0, 0], torch.linspace(-1, 1, 5))   # x varies along width
+    assert torch.equal(grid[0, 1, :, 0], torch.linspace(-1, 1, 3))  # y along height
+
+
+def checkerboard(size=64, cell=16):
+    """An RGB checkerboard of orange and blue squares: two lightnesses, two colors."""
+    yy, xx = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
+    mask = ((yy // cell + xx // cell) % 2).bool()
+    rgb = torch.empty(3, size, size)
+    for c, (a, b) in enumerate(zip((1.0, 0.9, 0.2), (0.1, 0.2, 0.8))):
+        rgb[c] = torch.where(mask, torch.tensor(a), torch.tensor(b))
+    return rgb
+
+
+@pytest.mark.parametrize("variant", ["attention", "baseline"])
+def test_small_colorizer_overfits_a_colored_checkerboard(variant):
+    torch.manual_seed(0)
+    l, ab = lab.lab_to_net(lab.rgb_to_lab(checkerboard())[None])
+    net = model.Colorizer(model.ColorizerConfig(variant=variant, width=16))
+    emb = torch.randn(1, 1000)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    losses = []
+    for _ in range(120):
+        loss = torch.nn.functional.mse_loss(net(l, emb), ab)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0] / 10, losses[::20]
