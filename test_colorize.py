@@ -419,3 +419,201 @@ def test_small_colorizer_overfits_a_colored_checkerboard(variant):
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < losses[0] / 10, losses[::20]
+
+
+# -----------------------------------------------------------------------------
+# data.py
+
+import subprocess
+import sys
+
+import numpy as np
+from PIL import Image
+
+import data
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def make_photo(path, size=(96, 64), seed=0, **save_args):
+    """A small color picture: smooth gradients in two hues plus noise."""
+    rng = np.random.default_rng(seed)
+    w, h = size
+    y, x = np.mgrid[0:h, 0:w] / max(w, h)
+    base = rng.uniform(0.2, 0.8, 3)
+    img = np.stack([base[0] + 0.3 * x, base[1] + 0.3 * y, base[2] - 0.3 * x * y], -1)
+    img = np.clip(img + rng.normal(0, 0.03, img.shape), 0, 1)
+    Image.fromarray((img * 255).astype(np.uint8)).save(path, **save_args)
+    return path
+
+
+def test_find_images_recurses_and_ignores_case(tmp_path):
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    make_photo(tmp_path / "x.JPG")
+    make_photo(tmp_path / "a" / "y.png")
+    make_photo(tmp_path / "a" / "b" / "z.WebP")
+    (tmp_path / "notes.txt").write_text("not an image")
+    found = [os.path.relpath(p, tmp_path) for p in data.find_images(tmp_path)]
+    assert found == [os.path.join("a", "b", "z.WebP"), os.path.join("a", "y.png"), "x.JPG"]
+
+
+def test_split_is_deterministic_holds_out_some_and_uses_train_val_folders(tmp_path):
+    for i in range(40):
+        (tmp_path / f"{i}.jpg").touch()
+    train, val = data.split_images(tmp_path)
+    assert 1 <= len(val) <= 8 and len(train) + len(val) == 40 and not set(train) & set(val)
+    assert data.split_images(tmp_path) == (train, val)
+    (tmp_path / "train").mkdir()
+    (tmp_path / "val").mkdir()
+    (tmp_path / "train" / "t.png").touch()
+    (tmp_path / "val" / "v.png").touch()
+    assert data.split_images(tmp_path) == ([str(tmp_path / "train" / "t.png")], [str(tmp_path / "val" / "v.png")])
+
+
+def test_empty_or_missing_folder_is_a_clear_error(tmp_path):
+    with pytest.raises(ValueError, match="no images found"):
+        data.split_images(tmp_path)
+    with pytest.raises(ValueError, match="no such folder"):
+        data.split_images(tmp_path / "nope")
+
+
+@pytest.mark.parametrize("mode", ["L", "LA", "P", "RGBA", "CMYK", "I;16", "RGB"])
+def test_load_image_takes_any_mode_to_rgb(tmp_path, mode):
+    rgb = Image.open(make_photo(tmp_path / "src.png"))
+    if mode == "I;16":
+        gray16 = (np.asarray(rgb.convert("L"), dtype=np.uint16) * 257)
+        im = Image.fromarray(gray16)  # uint16 -> mode I;16
+    else:
+        im = rgb.convert(mode)
+    path = tmp_path / ("x.tif" if mode == "CMYK" else "x.png")
+    im.save(path)
+    out, alpha = data.load_image(path)
+    assert out.mode == "RGB" and out.size == (96, 64)
+    assert (alpha is not None) == (mode in ("LA", "RGBA"))
+    if mode == "I;16":  # 16-bit values scale down to the full 8-bit range, not clipped at 255
+        assert np.abs(np.asarray(out)[..., 0].astype(int) - np.asarray(rgb.convert("L"))).max() <= 1
+
+
+def test_load_image_applies_exif_orientation(tmp_path):
+    im = Image.open(make_photo(tmp_path / "src.png", size=(96, 64)))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
+    im.save(tmp_path / "rot.jpg", exif=exif)
+    assert data.load_image(tmp_path / "rot.jpg")[0].size == (64, 96)
+
+
+def test_dataset_crops_and_passes_over_bad_and_gray_files(tmp_path):
+    good = make_photo(tmp_path / "good.jpg", size=(300, 200))
+    (tmp_path / "broken.jpg").write_bytes(good.read_bytes()[:300])
+    Image.open(good).convert("L").save(tmp_path / "gray.jpg")
+    files = [str(tmp_path / n) for n in ("broken.jpg", "gray.jpg", "good.jpg")]
+    for train in (True, False):
+        rgb, skipped = data.ImageFolder(files, size=64, train=train)[0]
+        assert rgb.shape == (3, 64, 64) and rgb.dtype == torch.uint8
+        assert len(skipped) == 2
+        assert "broken.jpg: unreadable" in skipped[0] and "gray.jpg: grayscale" in skipped[1]
+
+
+# -----------------------------------------------------------------------------
+# train.py, through its command line
+
+
+def run(*cmd, timeout=300):
+    return subprocess.run([sys.executable, *map(str, cmd)], cwd=HERE, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def photo_dir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("photos")
+    for i in range(6):
+        make_photo(d / f"p{i}.jpg", size=(80 + 8 * i, 64), seed=i)
+    return d
+
+
+TINY = ["--inception", "none", "--width", "8", "--size", "32", "--batch-size", "4", "--workers", "0"]
+
+
+def test_train_cli_writes_checkpoint_samples_curves_and_resumes(photo_dir, tmp_path):
+    out = tmp_path / "run"
+    r = run("train.py", "--data", photo_dir, "--out", out, "--max-steps", 6, "--eval-every", 3,
+            "--log-every", 2, *TINY)
+    assert r.returncode == 0, r.stderr
+    assert "step 6/6 | loss" in r.stdout and "img/s | eta" in r.stdout
+    for name in ("ckpt.pt", "samples.png", "loss.png", "log.csv"):
+        assert (out / name).exists(), name
+    ckpt = torch.load(out / "ckpt.pt", weights_only=True)
+    assert ckpt["step"] == 6 and ckpt["config"]["width"] == 8 and ckpt["inception"] is None
+    assert Image.open(out / "samples.png").size == (3 * 32, 32)  # gray | prediction | truth
+    rows = (out / "log.csv").read_text().splitlines()
+    assert rows[0] == "step,loss,img_per_s,val_mse,val_psnr" and len(rows) == 1 + 3 + 2
+
+    r = run("train.py", "--data", photo_dir, "--out", out, "--max-steps", 10, "--eval-every", 3,
+            "--log-every", 2, "--resume", *TINY)
+    assert r.returncode == 0, r.stderr
+    assert "resumed from" in r.stdout and "at step 6" in r.stdout
+    assert "step 8/10 | loss" in r.stdout and "step 2/" not in r.stdout
+    ckpt = torch.load(out / "ckpt.pt", weights_only=True)
+    assert ckpt["step"] == 10
+    steps = [row["step"] for row in ckpt["history"] if "loss" in row]
+    assert steps == [2, 4, 6, 8, 10]  # the same curve, continued
+
+
+def test_training_drives_the_loss_down(photo_dir, tmp_path):
+    r = run("train.py", "--data", photo_dir, "--out", tmp_path, "--max-steps", 60, "--eval-every", 60,
+            "--log-every", 10, "--lr", "3e-3", *TINY)
+    assert r.returncode == 0, r.stderr
+    losses = [row["loss"] for row in torch.load(tmp_path / "ckpt.pt", weights_only=True)["history"]
+              if "loss" in row]
+    assert losses[-1] < losses[0] / 2, losses
+
+
+def test_train_reports_corrupt_and_grayscale_files_and_goes_on(photo_dir, tmp_path):
+    d = tmp_path / "data"
+    d.mkdir()
+    for p in photo_dir.iterdir():
+        (d / p.name).write_bytes(p.read_bytes())
+    (d / "corrupt.jpg").write_bytes(b"\xff\xd8\xff garbage")
+    Image.open(photo_dir / "p0.jpg").convert("L").save(d / "old.png")
+    r = run("train.py", "--data", d, "--out", tmp_path / "run", "--max-steps", 8, "--eval-every", 8,
+            *TINY[:-2], "--workers", "1")
+    assert r.returncode == 0, r.stderr
+    assert "corrupt.jpg: unreadable" in r.stdout and "old.png: grayscale" in r.stdout
+    assert "Skipped 1 unreadable files and left out 1 grayscale photos" in r.stdout
+
+
+def test_train_refuses_missing_or_empty_data_in_one_line(tmp_path):
+    for folder in (tmp_path / "missing", tmp_path):
+        r = run("train.py", "--data", folder, "--inception", "none")
+        assert r.returncode == 2 and "Traceback" not in r.stderr
+        assert r.stderr.strip().count("\n") == 0 and str(folder) in r.stderr
+
+
+def test_diverging_loss_stops_and_keeps_the_last_good_checkpoint(photo_dir, tmp_path):
+    r = run("train.py", "--data", photo_dir, "--out", tmp_path, "--max-steps", 200, "--eval-every", 1,
+            "--lr", "1e30", *TINY)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "loss is nan" in r.stdout or "loss is inf" in r.stdout, r.stdout
+    ckpt = torch.load(tmp_path / "ckpt.pt", weights_only=True)
+    assert all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
+
+
+def test_train_with_inception_weights_records_them(photo_dir, tmp_path, inception):
+    weights = tmp_path / "irv2.safetensors"
+    write_safetensors(inception.state_dict(), weights)
+    r = run("train.py", "--data", photo_dir, "--out", tmp_path / "run", "--max-steps", 2,
+            "--eval-every", 2, "--inception", weights, *TINY[2:])
+    assert r.returncode == 0, r.stderr
+    ckpt = torch.load(tmp_path / "run" / "ckpt.pt", weights_only=True)
+    assert ckpt["config"]["global_branch"] is True
+    assert ckpt["inception"] == {"file": "irv2.safetensors", "sha256": model.sha256_of(weights)}
+
+
+def test_torchrun_two_processes_on_cpu(photo_dir, tmp_path):
+    r = run("-m", "torch.distributed.run", "--nproc-per-node", 2, "--master-port", 29517,
+            "train.py", "--data", photo_dir, "--out", tmp_path, "--max-steps", 4, "--eval-every", 4,
+            "--log-every", 2, *TINY)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.count("done: 4 steps") == 1  # only rank 0 speaks
+    assert [p.name for p in tmp_path.glob("*.pt")] == ["ckpt.pt"]
+    assert torch.load(tmp_path / "ckpt.pt", weights_only=True)["step"] == 4

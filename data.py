@@ -1,0 +1,149 @@
+"""Image folders -> uint8 RGB crops for training and validation.
+
+    dataset = ImageFolder(train_files, size=256, train=True)
+    rgb, skipped = dataset[0]        # (3, 256, 256) uint8, and any files passed over
+
+Every image under a folder (recursively) is used; with DIR/train and DIR/val
+present those are the split, otherwise about 5% of the files are held out by a
+hash of their path, so the split never changes between runs. Crops stay uint8
+RGB: the Lab conversion runs batched on the training device (lab.py), not here.
+
+Bad data never stops a run: an unreadable file, or a grayscale photo (it has no
+color to learn from), is passed over for the next file and reported by name.
+"""
+import hashlib
+import math
+import os
+import random
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+VAL_FRACTION = 0.05
+# Everything Pillow raises for a file it cannot decode (UnidentifiedImageError
+# and "image file is truncated" are OSErrors; bombs have their own class).
+IMAGE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
+
+
+def find_images(root):
+    """All image files under root, recursively, sorted."""
+    found = []
+    for folder, _, names in os.walk(root):
+        found += [os.path.join(folder, n) for n in names if n.lower().endswith(IMAGE_EXTENSIONS)]
+    return sorted(found)
+
+
+def split_images(root):
+    """(train files, val files) for a data folder. Raises ValueError with a
+    one-line reason when there is nothing to train on."""
+    if not os.path.isdir(root):
+        raise ValueError(f"{root}: no such folder")
+    train_dir, val_dir = os.path.join(root, "train"), os.path.join(root, "val")
+    if os.path.isdir(train_dir) and os.path.isdir(val_dir):
+        train, val = find_images(train_dir), find_images(val_dir)
+    else:
+        files = find_images(root)
+
+        def held_out(path):  # stable across runs and machines, unlike hash()
+            digest = hashlib.sha1(os.path.relpath(path, root).encode()).digest()
+            return int.from_bytes(digest[:4], "big") / 2**32
+        val = [f for f in files if held_out(f) < VAL_FRACTION]
+        if not val and len(files) > 1:
+            val = [min(files, key=held_out)]
+        train = [f for f in files if f not in val] or files  # one image: it is both
+    if not train:
+        raise ValueError(f"{root}: no images found ({', '.join(IMAGE_EXTENSIONS)})")
+    return train, val or train
+
+
+def _to_8bit(im):
+    """16- and 32-bit grayscale (I;16 PNG/TIFF scans) -> 8-bit L, keeping the
+    full range instead of Pillow's clipping convert('L')."""
+    arr = np.asarray(im, dtype=np.float64)
+    peak = 65535.0 if arr.max() > 255 or im.mode.startswith("I;16") else 255.0
+    return Image.fromarray(np.clip(arr / peak * 255 + 0.5, 0, 255).astype(np.uint8), "L")
+
+
+def load_image(path, draft=None):
+    """Open any image as (RGB PIL image, alpha channel or None), EXIF rotation
+    applied. draft: for JPEGs, let the decoder downscale by 2, 4 or 8 while
+    both sides stay >= draft pixels, which makes large photos decode fast."""
+    with Image.open(path) as im:
+        if draft and im.format == "JPEG":
+            im.draft("RGB", (draft, draft))
+        im = ImageOps.exif_transpose(im)  # also forces the full decode
+    alpha = None
+    if im.mode in ("RGBA", "LA", "PA") or "transparency" in im.info:
+        im = im.convert("RGBA")
+        alpha = im.getchannel("A")
+    if im.mode.startswith("I") or im.mode == "F":
+        im = _to_8bit(im)
+    return im.convert("RGB"), alpha
+
+
+def is_grayscale(rgb, tolerance=6):
+    """True when (almost) no pixel of a PIL RGB image has color: the channels
+    agree to within `tolerance` levels for 99% of a thumbnail's pixels."""
+    thumb = np.asarray(rgb.resize((64, 64), Image.NEAREST), dtype=np.int16)
+    spread = thumb.max(axis=2) - thumb.min(axis=2)
+    return float(np.percentile(spread, 99)) <= tolerance
+
+
+def random_resized_crop(im, size, min_area=0.25):
+    """A random crop of 25-100% of the area and aspect 3:4 to 4:3, resized to
+    size x size. Small crops of a photo upscale to mush, hence 25%, not 8%."""
+    W, H = im.size
+    for _ in range(10):
+        area = W * H * random.uniform(min_area, 1.0)
+        aspect = math.exp(random.uniform(math.log(3 / 4), math.log(4 / 3)))
+        w, h = round(math.sqrt(area * aspect)), round(math.sqrt(area / aspect))
+        if 0 < w <= W and 0 < h <= H:
+            x, y = random.randint(0, W - w), random.randint(0, H - h)
+            return im.resize((size, size), Image.BILINEAR, box=(x, y, x + w, y + h))
+    return center_crop(im, size)
+
+
+def center_crop(im, size):
+    """Resize the short side to size, then take the central size x size."""
+    W, H = im.size
+    s = min(W, H)
+    box = ((W - s) // 2, (H - s) // 2, (W - s) // 2 + s, (H - s) // 2 + s)
+    return im.resize((size, size), Image.BILINEAR, box=box)
+
+
+class ImageFolder(torch.utils.data.Dataset):
+    """files -> (uint8 RGB (3, size, size), [one-line reasons for files passed over])."""
+
+    def __init__(self, files, size=256, train=True):
+        self.files, self.size, self.train = files, size, train
+
+    def __len__(self):
+        return len(self.files)
+
+    def __getitem__(self, index):
+        skipped = []
+        for attempt in range(len(self.files)):
+            path = self.files[(index + attempt) % len(self.files)]
+            try:
+                rgb, _ = load_image(path, draft=2 * self.size)
+            except IMAGE_ERRORS as e:
+                skipped.append(f"{path}: unreadable ({e.__class__.__name__}: {e})")
+                continue
+            if is_grayscale(rgb):
+                skipped.append(f"{path}: grayscale, no color to learn")
+                continue
+            if self.train:
+                rgb = random_resized_crop(rgb, self.size)
+                if random.random() < 0.5:
+                    rgb = rgb.transpose(Image.FLIP_LEFT_RIGHT)
+            else:
+                rgb = center_crop(rgb, self.size)
+            return torch.from_numpy(np.asarray(rgb).copy()).permute(2, 0, 1), skipped  # (3, S, S)
+        raise ValueError(f"no usable color image among {len(self.files)} files; first: {skipped[0]}")
+
+
+def collate(batch):
+    """Stack the crops; gather the reasons for files passed over."""
+    return torch.stack([rgb for rgb, _ in batch]), [s for _, skipped in batch for s in skipped]
