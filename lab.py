@@ -88,3 +88,24 @@ def gray_rgb(l):
     (..., 3, H, W) in [0, 1]: what the Inception branch sees, the same
     luminance as the encoder's input."""
     return lab_to_rgb(net_to_lab(l, torch.zeros_like(l).expand(*l.shape[:-3], 2, *l.shape[-2:])))
+
+
+# Metrics on uint8 RGB, as colorization papers report them (REFERENCE.md).
+
+def psnr(pred, target):
+    """Peak signal-to-noise ratio in dB per image over all channels of uint8
+    RGB tensors (B, 3, H, W) -> (B,). Identical images give inf."""
+    mse = (pred.double() - target.double()).pow(2).mean(dim=(-3, -2, -1))
+    return 20 * torch.log10(255 / mse.sqrt())
+
+
+def colorfulness(rgb):
+    """Hasler and Suesstrunk (2003) colorfulness of uint8 RGB (B, 3, H, W) -> (B,).
+    This is the variant of DDColor and CT2, on |rg| and |yb|:
+    M = sqrt(std_rg^2 + std_yb^2) + 0.3 sqrt(mean_rg^2 + mean_yb^2)."""
+    r, g, b = rgb.double().unbind(-3)
+    rg = (r - g).abs()
+    yb = ((r + g) / 2 - b).abs()
+    std = (rg.flatten(-2).std(-1, unbiased=False) ** 2 + yb.flatten(-2).std(-1, unbiased=False) ** 2).sqrt()
+    mean = (rg.flatten(-2).mean(-1) ** 2 + yb.flatten(-2).mean(-1) ** 2).sqrt()
+    return std + 0.3 * mean

@@ -617,3 +617,133 @@ def test_torchrun_two_processes_on_cpu(photo_dir, tmp_path):
     assert r.stdout.count("done: 4 steps") == 1  # only rank 0 speaks
     assert [p.name for p in tmp_path.glob("*.pt")] == ["ckpt.pt"]
     assert torch.load(tmp_path / "ckpt.pt", weights_only=True)["step"] == 4
+
+
+# -----------------------------------------------------------------------------
+# colorize.py, through its command line
+
+import hashlib
+
+
+@pytest.fixture(scope="module")
+def tiny_ckpt(photo_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("tiny_run")
+    r = run("train.py", "--data", photo_dir, "--out", out, "--max-steps", 2, "--eval-every", 2, *TINY)
+    assert r.returncode == 0, r.stderr
+    return out / "ckpt.pt"
+
+
+def digest(path):
+    return hashlib.sha256(open(path, "rb").read()).hexdigest()
+
+
+def odd_images(d):
+    """Every Pillow mode colorize.py promises, at an odd size (333 x 517)."""
+    src = Image.open(make_photo(d / "src.png", size=(333, 517)))
+    gray16 = Image.fromarray(np.asarray(src.convert("L"), dtype=np.uint16) * 257)
+    p_alpha = src.convert("P")
+    p_alpha.info["transparency"] = 0
+    made = {"gray.png": src.convert("L"), "gray_alpha.png": src.convert("LA"), "rgb.jpg": src,
+            "rgba.png": src.convert("RGBA"), "palette.png": src.convert("P"),
+            "palette_alpha.png": p_alpha, "cmyk.jpg": src.convert("CMYK"),
+            "gray16.png": gray16, "gray16.tif": gray16}
+    for name, im in made.items():
+        im.save(d / name)
+    os.remove(d / "src.png")
+    return sorted(made)
+
+
+def test_colorize_every_mode_at_full_size_without_touching_inputs(tiny_ckpt, tmp_path):
+    names = odd_images(tmp_path)
+    before = {n: digest(tmp_path / n) for n in names}
+    r = run("colorize.py", *[tmp_path / n for n in names], "--checkpoint", tiny_ckpt)
+    assert r.returncode == 0, r.stderr
+    for n in names:
+        out = tmp_path / (os.path.splitext(n)[0] + "_color.png")
+        assert str(out) in r.stdout
+        im = Image.open(out)
+        assert im.size == (333, 517), n
+        assert im.mode == ("RGBA" if "alpha" in n or n == "rgba.png" else "RGB"), n
+        assert digest(tmp_path / n) == before[n], n
+    # the full-resolution L is the input's: lightness matches to rounding
+    src_l = lab.rgb_to_lab(torch.from_numpy(np.array(Image.open(tmp_path / "gray.png").convert("RGB")))
+                           .permute(2, 0, 1).float() / 255)[0]
+    out_l = lab.rgb_to_lab(torch.from_numpy(np.array(Image.open(tmp_path / "gray_color.png")))
+                           .permute(2, 0, 1).float() / 255)[0]
+    assert (src_l - out_l).abs().mean() < 1.0
+    # a second run skips what exists, --overwrite redoes it
+    r = run("colorize.py", tmp_path / "rgb.jpg", "--checkpoint", tiny_ckpt)
+    assert r.returncode == 0 and "skip:" in r.stdout and "exists" in r.stdout
+    r = run("colorize.py", tmp_path / "rgb.jpg", "--checkpoint", tiny_ckpt, "--overwrite")
+    assert r.returncode == 0 and "rgb_color.png" in r.stdout
+
+
+def test_colorize_reports_bad_files_and_writes_the_good_ones(tiny_ckpt, tmp_path):
+    good = [make_photo(tmp_path / f"good{i}.jpg", seed=i) for i in range(2)]
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    (tmp_path / "text.png").write_text("hello, I am not a picture")
+    (tmp_path / "cut.jpg").write_bytes(good[0].read_bytes()[:400])
+    Image.new("1", (20000, 20000)).save(tmp_path / "bomb.png")  # 400 megapixels, a few kB
+    bad = ["empty.jpg", "text.png", "cut.jpg", "bomb.png", "missing.jpg"]
+    r = run("colorize.py", tmp_path / "empty.jpg", good[0], tmp_path / "text.png", tmp_path / "cut.jpg",
+            tmp_path / "bomb.png", tmp_path / "missing.jpg", good[1], "--checkpoint", tiny_ckpt)
+    assert r.returncode == 1
+    assert "Traceback" not in r.stderr
+    errors = r.stderr.strip().splitlines()
+    assert len(errors) == len(bad)
+    for name in bad:
+        assert sum(name in line and line.startswith("error: ") for line in errors) == 1, (name, errors)
+    assert "decompression bomb" in r.stderr and "no such file" in r.stderr
+    for g in good:
+        assert (tmp_path / (g.stem + "_color.png")).exists()
+
+
+def test_colorize_folder_into_out_dir_with_compare_attention_and_metrics(tiny_ckpt, tmp_path):
+    src = tmp_path / "in"
+    (src / "sub").mkdir(parents=True)
+    make_photo(src / "color.jpg", size=(120, 80))
+    Image.open(make_photo(src / "sub" / "x.png", size=(64, 96))).convert("L").save(src / "sub" / "old.png")
+    os.remove(src / "sub" / "x.png")
+    out = tmp_path / "out"
+    r = run("colorize.py", src, "-o", out, "--checkpoint", tiny_ckpt, "--compare", "--attention",
+            "--metrics", "--batch-size", 4)
+    assert r.returncode == 0, r.stderr
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*.png")) == sorted([
+        "color_color.png", "color_compare.png", "color_attention.png",
+        os.path.join("sub", "old_color.png"), os.path.join("sub", "old_compare.png"),
+        os.path.join("sub", "old_attention.png")])
+    assert not list(src.rglob("*_color.png"))
+    # compare: gray | colorized | original for a color input, gray | colorized for a gray one
+    assert Image.open(out / "color_compare.png").size == (3 * 120 + 2 * 4, 80)
+    assert Image.open(out / "sub" / "old_compare.png").size == (2 * 64 + 4, 96)
+    # attention: the colorized picture and four heat maps at the network's size (short side 32)
+    att = Image.open(out / "color_attention.png")
+    assert att.size == (5 * 48 + 4 * 4, 32)
+    # metrics: per color image, then the mean; the gray input is said to have none
+    line = [l for l in r.stdout.splitlines() if "color.jpg: PSNR" in l][0]
+    psnr_value = float(line.split("PSNR ")[1].split(" dB")[0])
+    assert 5 < psnr_value < 60
+    assert "old.png: grayscale input" in r.stdout and "mean of 1 images" in r.stdout
+    assert "|rg|, |yb|" in r.stdout
+
+
+def test_colorize_missing_or_incompatible_checkpoint_exits_2(tmp_path, photo_dir):
+    img = photo_dir / "p0.jpg"
+    r = run("colorize.py", img, "--checkpoint", tmp_path / "nope.pt")
+    assert r.returncode == 2 and "no such checkpoint" in r.stderr and "Traceback" not in r.stderr
+    torch.save({"config": {"variant": "attention"}, "model": {"w": torch.zeros(1)}}, tmp_path / "other.pt")
+    r = run("colorize.py", img, "--checkpoint", tmp_path / "other.pt")
+    assert r.returncode == 2 and "not a compatible colorizer checkpoint" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_psnr_and_colorfulness_against_hand_computed_values():
+    a = torch.zeros(1, 3, 4, 4, dtype=torch.uint8)
+    b = a.clone()
+    b[0, 0, 0, 0] = 48  # one error of 48 in 48 values: MSE 48, PSNR = 20 log10(255 / sqrt(48))
+    assert lab.psnr(b, a).item() == pytest.approx(20 * math.log10(255 / math.sqrt(48)))
+    gray = torch.full((1, 3, 8, 8), 128, dtype=torch.uint8)
+    assert lab.colorfulness(gray).item() == 0
+    red = torch.zeros(1, 3, 8, 8, dtype=torch.uint8)
+    red[:, 0] = 255  # rg = 255, yb = 127.5 everywhere: no spread, 0.3 * |mean|
+    assert lab.colorfulness(red).item() == pytest.approx(0.3 * math.hypot(255, 127.5))

@@ -301,8 +301,7 @@ def evaluate(n_samples=6):
         sq_err += F.mse_loss(pred, ab, reduction="sum").item()
         n_pixels += ab.numel()
         out = to_uint8(lab.lab_to_rgb(lab.net_to_lab(l.float(), pred))).float()
-        mse = (out - rgb.to(device).float()).pow(2).mean(dim=(1, 2, 3)).clamp(min=1e-10)
-        psnrs += (20 * torch.log10(255 / mse.sqrt())).tolist()
+        psnrs += lab.psnr(out, rgb.to(device)).clamp(max=100).tolist()  # clamp: a perfect image is inf
         for k in range(min(len(rgb), n_samples - len(rows))):
             gray = to_uint8(lab.gray_rgb(l[k].float()))
             rows.append(torch.cat([gray, out[k].to(torch.uint8), rgb[k].to(device)], dim=2))
