@@ -25,6 +25,9 @@ import lab
 import model
 
 OUTPUT_SUFFIXES = ("_color.png", "_compare.png", "_attention.png")
+# A small model trained on 15 photographs (README, "The demo model"), used when
+# no checkpoint is given or found, so a fresh clone colorizes out of the box.
+DEMO_CHECKPOINT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "demo", "colorizer.pt")
 STRIP_ROWS = 256  # full-resolution work runs in strips of rows: bounded memory for any size
 
 
@@ -36,6 +39,20 @@ def find_checkpoint(out_dir="out"):
     """The newest ckpt.pt that train.py wrote under out_dir, or None."""
     found = glob.glob(os.path.join(out_dir, "**", "ckpt.pt"), recursive=True)
     return max(found, key=os.path.getmtime) if found else None
+
+
+def export_checkpoint(src, dst):
+    """A train.py checkpoint -> a small inference copy: config, float16 weights,
+    training size, Inception record and the last validation numbers (no
+    optimizer state), written atomically. This is how demo/colorizer.pt was made."""
+    ckpt = torch.load(src, map_location="cpu", weights_only=True)
+    evals = [row for row in ckpt["history"] if "val_mse" in row]
+    small = {"config": ckpt["config"], "step": ckpt["step"], "inception": ckpt["inception"],
+             "args": {"size": ckpt["args"]["size"]}, "validation": evals[-1] if evals else None,
+             "model": {k: v.half() if v.is_floating_point() else v for k, v in ckpt["model"].items()}}
+    tmp = f"{dst}.tmp{os.getpid()}"
+    torch.save(small, tmp)
+    os.replace(tmp, dst)
 
 
 def load_colorizer(path, device, inception_path=None):
@@ -135,15 +152,19 @@ def attention_figure(small, colored_small, alpha, grid=(2, 2)):
             cx, cy, r = (qx + 0.5) * 8, (qy + 0.5) * 8, 7
             ImageDraw.Draw(panel).ellipse([cx - r, cy - r, cx + r, cy + r], outline=(0, 255, 255), width=3)
             panels.append(panel)
-    return side_by_side(panels)
+    return side_by_side(panels, ["colorized"] + [f"attention of ring {k + 1}" for k in range(len(panels) - 1)])
 
 
-def side_by_side(images, gap=4):
+def side_by_side(images, labels=None, gap=4, header=18):
+    """Images in a row on white; with labels, a caption strip above each."""
+    top = header if labels else 0
     width = sum(im.width for im in images) + gap * (len(images) - 1)
-    sheet = Image.new("RGB", (width, max(im.height for im in images)), "white")
-    x = 0
-    for im in images:
-        sheet.paste(im.convert("RGB"), (x, 0))
+    sheet = Image.new("RGB", (width, top + max(im.height for im in images)), "white")
+    draw, x = ImageDraw.Draw(sheet), 0
+    for i, im in enumerate(images):
+        sheet.paste(im.convert("RGB"), (x, top))
+        if labels:
+            draw.text((x + 4, 3), labels[i], fill="black")
         x += im.width + gap
     return sheet
 
@@ -173,35 +194,66 @@ def collect_inputs(paths, out_dir):
     return [(f, os.path.splitext(stem)[0]) for f, stem in jobs], errors
 
 
-def write_outputs(args, path, stem, rgb, alpha, small, ab, alpha_map):
-    """Write NAME_color.png (and the extras asked for) for one image; return
-    (PSNR, colorfulness, original colorfulness) when --metrics applies."""
-    colored = Image.fromarray(full_resolution(rgb, ab))
-    result = colored.copy()
+def predict_all(colorizer, images, device, return_attention):
+    """ab (2, h, w) in Lab units, attention (N, N) or None, and the network's
+    copy, for each PIL RGB image, batching the images whose copies share a size."""
+    name, net, inception, size = colorizer
+    smalls = [im.resize(network_size(*im.size, size), Image.BILINEAR, reducing_gap=3.0) for im in images]
+    results = [None] * len(images)
+    by_size = {}
+    for i, small in enumerate(smalls):
+        by_size.setdefault(small.size, []).append(i)
+    for indices in by_size.values():
+        ab, alpha = predict_ab(net, inception, [smalls[i] for i in indices], device,
+                               return_attention and net.attention is not None)
+        for k, i in enumerate(indices):
+            results[i] = (ab[k], None if alpha is None else alpha[k].float().cpu(), smalls[i])
+    return results
+
+
+def image_metrics(result, original):
+    """(PSNR dB, ab MSE in the network's ab/128 units, colorfulness) of a
+    uint8 RGB result (H, W, 3) against the original."""
+    pred, true = (torch.from_numpy(np.array(x)).permute(2, 0, 1)[None] for x in (result, original))
+    ab_pred, ab_true = (lab.rgb_to_lab(x.float() / 255)[:, 1:] / lab.AB_SCALE for x in (pred, true))
+    return lab.psnr(pred, true).item(), (ab_pred - ab_true).pow(2).mean().item(), lab.colorfulness(pred).item()
+
+
+def write_outputs(args, names, path, stem, rgb, alpha, predictions):
+    """Write NAME_color.png (from the first model) and the extras asked for, for
+    one image; return {name: (PSNR, ab MSE, colorfulness)} when --metrics applies.
+    predictions: one (ab, attention, network copy) per model."""
+    colored = [Image.fromarray(full_resolution(rgb, ab)) for ab, _, _ in predictions]
+    result = colored[0].copy()
     if alpha is not None:
         result.putalpha(alpha)
     save_png(result, stem + "_color.png")
     print(stem + "_color.png")
     has_color = not data.is_grayscale(rgb)
+    gray = rgb.convert("L").convert("RGB")
     if args.compare:
-        panels = [rgb.convert("L"), colored] + ([rgb] if has_color else [])
+        panels = [gray] + colored + ([rgb] if has_color else [])
+        labels = ["gray input"] + (names if len(names) > 1 else ["colorized"]) + (["original"] if has_color else [])
         for p in panels:
             p.thumbnail((1024, 1024))
-        save_png(side_by_side(panels), stem + "_compare.png")
+        save_png(side_by_side(panels, labels), stem + "_compare.png")
         print(stem + "_compare.png")
-    if alpha_map is not None:
-        colored_small = colored.resize(small.size, Image.BILINEAR)
-        save_png(attention_figure(small, colored_small, alpha_map.float().cpu()), stem + "_attention.png")
+    _, attention, small = predictions[0]
+    if attention is not None:
+        colored_small = colored[0].resize(small.size, Image.BILINEAR)
+        save_png(attention_figure(small, colored_small, attention), stem + "_attention.png")
         print(stem + "_attention.png")
     if not args.metrics:
         return None
     if not has_color:
         print(f"metrics: {path}: grayscale input, nothing to compare against")
         return None
-    pred, true = (torch.from_numpy(np.array(x)).permute(2, 0, 1)[None] for x in (colored, rgb))
-    row = lab.psnr(pred, true).item(), lab.colorfulness(pred).item(), lab.colorfulness(true).item()
-    print(f"metrics: {path}: PSNR {row[0]:.2f} dB | colorfulness {row[1]:.1f} (original {row[2]:.1f})")
-    return row
+    rows = {name: image_metrics(c, rgb) for name, c in zip(names + ["all-gray"], colored + [gray])}
+    rows["original"] = (float("inf"), 0.0, lab.colorfulness(torch.from_numpy(np.array(rgb)).permute(2, 0, 1)[None]).item())
+    print(f"metrics: {path}: " + " | ".join(f"{n} PSNR {p:.2f} dB, ab MSE {m:.4f}, colorfulness {c:.1f}"
+                                          for n, (p, m, c) in rows.items() if n != "original")
+          + f" | original colorfulness {rows['original'][2]:.1f}")
+    return rows
 
 
 def main(argv=None):
@@ -211,7 +263,8 @@ def main(argv=None):
     parser.add_argument("-o", "--out", help="write into this folder instead of beside each input")
     parser.add_argument("--overwrite", action="store_true", help="replace outputs that exist already")
     g = parser.add_argument_group("model")
-    g.add_argument("--checkpoint", help="a train.py checkpoint (default: the newest in out/)")
+    g.add_argument("--checkpoint", nargs="+", metavar="PATH",
+                   help="a train.py checkpoint (default: the newest in out/); several: compare them")
     g.add_argument("--inception", help="Inception-ResNet-v2 weights, if not the cached default")
     g.add_argument("--size", type=int, help="short side of the network's copy (default: the training size)")
     g.add_argument("--device", choices=["auto", "cuda", "cpu"], default="auto")
@@ -225,19 +278,22 @@ def main(argv=None):
 
     device = torch.device("cuda" if args.device == "cuda" or
                           (args.device == "auto" and torch.cuda.is_available()) else "cpu")
-    checkpoint = args.checkpoint or find_checkpoint()
-    if checkpoint is None:
-        print("error: no checkpoint in out/; train one (python train.py --data DIR) "
-              "or pass --checkpoint PATH", file=sys.stderr)
-        return 2
-    try:
-        net, inception, size = load_colorizer(checkpoint, device, args.inception)
-    except CheckpointError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    size = args.size or size
-    if args.attention and net.attention is None:
-        print(f"note: {checkpoint} is a baseline model without attention; no attention maps",
+    checkpoints = args.checkpoint or [find_checkpoint() or DEMO_CHECKPOINT]
+    if checkpoints == [DEMO_CHECKPOINT]:
+        print(f"using the bundled demo model {os.path.relpath(DEMO_CHECKPOINT)} (small, trained on 15 "
+              f"photos; train your own with train.py and it is used instead)", file=sys.stderr)
+    colorizers = []  # (name, net, inception, size), the first one writes NAME_color.png
+    for path in checkpoints:
+        try:
+            net, inception, size = load_colorizer(path, device, args.inception)
+        except CheckpointError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        name = os.path.basename(os.path.dirname(os.path.abspath(path))) if len(checkpoints) > 1 else "colorized"
+        colorizers.append((name, net, inception, args.size or size))
+    names = [c[0] for c in colorizers]
+    if args.attention and colorizers[0][1].attention is None:
+        print(f"note: {checkpoints[0]} is a baseline model without attention; no attention maps",
               file=sys.stderr)
     if args.out:
         os.makedirs(args.out, exist_ok=True)
@@ -247,7 +303,7 @@ def main(argv=None):
         print(f"error: {e}", file=sys.stderr)
     failed, metrics = len(errors), []
     for start in range(0, len(jobs), args.batch_size):
-        loaded = []  # (path, stem, rgb, alpha, small)
+        loaded = []  # (path, stem, rgb, alpha)
         for path, stem in jobs[start:start + args.batch_size]:
             target = stem + "_color.png"
             if os.path.exists(target) and not args.overwrite:
@@ -261,28 +317,23 @@ def main(argv=None):
                 print(f"error: {path}: {reason}", file=sys.stderr)
                 failed += 1
                 continue
-            small = rgb.resize(network_size(*rgb.size, size), Image.BILINEAR, reducing_gap=3.0)
-            loaded.append((path, stem, rgb, alpha, small))
-        by_size = {}
-        for item in loaded:
-            by_size.setdefault(item[4].size, []).append(item)
-        for group in by_size.values():
-            ab, alpha_maps = predict_ab(net, inception, [g[4] for g in group], device,
-                                        return_attention=args.attention and net.attention is not None)
-            for i, (path, stem, rgb, alpha, small) in enumerate(group):
-                try:
-                    row = write_outputs(args, path, stem, rgb, alpha, small, ab[i],
-                                        None if alpha_maps is None else alpha_maps[i])
-                except OSError as e:  # disk full, no permission: say so, go on with the rest
-                    print(f"error: {path}: cannot write the output ({e})", file=sys.stderr)
-                    failed += 1
-                    continue
-                if row:
-                    metrics.append(row)
+            loaded.append((path, stem, rgb, alpha))
+        predictions = [predict_all(c, [item[2] for item in loaded], device, args.attention) for c in colorizers]
+        for i, (path, stem, rgb, alpha) in enumerate(loaded):
+            try:
+                rows = write_outputs(args, names, path, stem, rgb, alpha, [p[i] for p in predictions])
+            except OSError as e:  # disk full, no permission: say so, go on with the rest
+                print(f"error: {path}: cannot write the output ({e})", file=sys.stderr)
+                failed += 1
+                continue
+            if rows:
+                metrics.append(rows)
     if metrics:
-        mean = [sum(col) / len(metrics) for col in zip(*metrics)]
-        print(f"metrics: mean of {len(metrics)} images: PSNR {mean[0]:.2f} dB | colorfulness "
-              f"{mean[1]:.1f} (originals {mean[2]:.1f}); colorfulness is Hasler-Suesstrunk on |rg|, |yb|")
+        print(f"metrics: mean over {len(metrics)} color images (PSNR on uint8 RGB at full resolution; "
+              f"ab MSE in ab/128 units; colorfulness: Hasler-Suesstrunk on |rg|, |yb|)")
+        for name in metrics[0]:
+            p, m, c = (sum(r[name][k] for r in metrics) / len(metrics) for k in range(3))
+            print(f"metrics:   {name:<12} PSNR {p:6.2f} dB | ab MSE {m:.4f} | colorfulness {c:5.1f}")
     return 1 if failed else 0
 
 

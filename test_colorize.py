@@ -714,17 +714,32 @@ def test_colorize_folder_into_out_dir_with_compare_attention_and_metrics(tiny_ck
         os.path.join("sub", "old_attention.png")])
     assert not list(src.rglob("*_color.png"))
     # compare: gray | colorized | original for a color input, gray | colorized for a gray one
-    assert Image.open(out / "color_compare.png").size == (3 * 120 + 2 * 4, 80)
-    assert Image.open(out / "sub" / "old_compare.png").size == (2 * 64 + 4, 96)
+    assert Image.open(out / "color_compare.png").size == (3 * 120 + 2 * 4, 18 + 80)  # 18: captions
+    assert Image.open(out / "sub" / "old_compare.png").size == (2 * 64 + 4, 18 + 96)
     # attention: the colorized picture and four heat maps at the network's size (short side 32)
     att = Image.open(out / "color_attention.png")
-    assert att.size == (5 * 48 + 4 * 4, 32)
+    assert att.size == (5 * 48 + 4 * 4, 18 + 32)
     # metrics: per color image, then the mean; the gray input is said to have none
-    line = [l for l in r.stdout.splitlines() if "color.jpg: PSNR" in l][0]
+    line = [l for l in r.stdout.splitlines() if "color.jpg: colorized PSNR" in l][0]
     psnr_value = float(line.split("PSNR ")[1].split(" dB")[0])
     assert 5 < psnr_value < 60
-    assert "old.png: grayscale input" in r.stdout and "mean of 1 images" in r.stdout
+    assert "all-gray PSNR" in line and "original colorfulness" in line
+    assert "old.png: grayscale input" in r.stdout and "mean over 1 color images" in r.stdout
     assert "|rg|, |yb|" in r.stdout
+
+
+def test_colorize_compares_several_checkpoints_side_by_side(tiny_ckpt, photo_dir, tmp_path):
+    other = tmp_path / "baseline"
+    r = run("train.py", "--data", photo_dir, "--out", other, "--max-steps", 2, "--eval-every", 2,
+            "--model", "baseline", *TINY)
+    assert r.returncode == 0, r.stderr
+    img = make_photo(tmp_path / "pic.jpg", size=(72, 48))
+    r = run("colorize.py", img, "--checkpoint", tiny_ckpt, other / "ckpt.pt", "--compare", "--metrics")
+    assert r.returncode == 0, r.stderr
+    # gray | first model | second model | original
+    assert Image.open(tmp_path / "pic_compare.png").size == (4 * 72 + 3 * 4, 18 + 48)
+    means = [l.split()[1] for l in r.stdout.splitlines() if l.startswith("metrics:   ")]
+    assert means == [tiny_ckpt.parent.name, "baseline", "all-gray", "original"]
 
 
 def test_colorize_missing_or_incompatible_checkpoint_exits_2(tmp_path, photo_dir):
