@@ -144,6 +144,14 @@ class ImageFolder(torch.utils.data.Dataset):
         raise ValueError(f"no usable color image among {len(self.files)} files; first: {skipped[0]}")
 
 
+def save_atomic(write, path):
+    """write(tmp) then rename tmp over path, so a crash at any moment leaves
+    either the old file or the new one whole, never half of one."""
+    tmp = f"{path}.tmp{os.getpid()}"
+    write(tmp)
+    os.replace(tmp, path)
+
+
 def collate(batch):
     """Stack the crops; gather the reasons for files passed over."""
     return torch.stack([rgb for rgb, _ in batch]), [s for _, skipped in batch for s in skipped]

@@ -404,15 +404,17 @@ class Attention(nn.Module):
 
     def forward(self, h, return_weights=False):
         B, C, H, W = h.shape
-        keys = h.flatten(2).transpose(1, 2)                       # (B, N, C), N = H*W
-        queries = self.W_a(h).flatten(2).transpose(1, 2)          # (B, N, C)
+        # contiguous: the fused CPU kernel refuses strided input and falls back to N x N
+        keys = h.flatten(2).transpose(1, 2).contiguous()          # (B, N, C), N = H*W
+        queries = self.W_a(h).flatten(2).transpose(1, 2).contiguous()  # (B, N, C)
         if return_weights:
             # The readable path: build the N x N matrix to show where each position looks.
             alpha = torch.softmax(queries @ keys.transpose(1, 2) / math.sqrt(C), dim=-1)  # (B, N, N)
             context = alpha @ keys                                # (B, N, C)
         else:
             # The same numbers without materializing N x N where a fused kernel exists.
-            context = F.scaled_dot_product_attention(queries, keys, keys)  # (B, N, C)
+            # (B, 1 head, N, C): the fused kernels take 4-D input.
+            context = F.scaled_dot_product_attention(queries[:, None], keys[:, None], keys[:, None])[:, 0]
             alpha = None
         context = context.transpose(1, 2).reshape(B, C, H, W)     # (B, C, H, W)
         out = torch.tanh(self.W_c(torch.cat([context, h], dim=1)))

@@ -68,6 +68,22 @@ def test_lab_round_trip_batched_and_unbatched():
     assert torch.allclose(lab.rgb_to_lab(rgb.float()).double(), batched, atol=2e-3)
 
 
+def test_lab_in_strips_gives_the_same_numbers_as_one_pass():
+    x = torch.rand(2, 3, 37, 23, dtype=torch.float64)
+    one_pass = lab._rgb_to_lab(x)
+    # 2-row strips; equal up to the order of float64 sums in the 3x3 products
+    assert torch.allclose(lab._in_strips(lab._rgb_to_lab, x, elements=100), one_pass, rtol=0, atol=1e-12)
+    assert torch.allclose(lab._in_strips(lab._lab_to_rgb, one_pass, elements=100), lab._lab_to_rgb(one_pass),
+                          rtol=0, atol=1e-12)
+    big = torch.rand(3, 700, 600)  # over 2**20 values: rgb_to_lab splits it itself
+    assert torch.allclose(lab.rgb_to_lab(big), lab._rgb_to_lab(big), atol=1e-4)  # float32, L up to 100
+
+
+def test_rgb_to_l_is_the_l_of_rgb_to_lab():
+    rgb = torch.rand(2, 3, 9, 11, dtype=torch.float64)
+    assert torch.allclose(lab.rgb_to_l(rgb), lab.rgb_to_lab(rgb)[:, :1], rtol=0, atol=1e-10)
+
+
 def test_lab_is_differentiable_everywhere_including_black():
     rgb = torch.cat([torch.zeros(1, 3, 2, 2), torch.rand(1, 3, 2, 2)]).requires_grad_()
     lab.lab_to_rgb(lab.rgb_to_lab(rgb)).sum().backward()
@@ -762,3 +778,46 @@ def test_psnr_and_colorfulness_against_hand_computed_values():
     red = torch.zeros(1, 3, 8, 8, dtype=torch.uint8)
     red[:, 0] = 255  # rg = 255, yb = 127.5 everywhere: no spread, 0.3 * |mean|
     assert lab.colorfulness(red).item() == pytest.approx(0.3 * math.hypot(255, 127.5))
+
+
+# -----------------------------------------------------------------------------
+# the bundled demo model
+
+DEMO = os.path.join(HERE, "demo", "colorizer.pt")
+HELD_OUT_PHOTO = os.path.join(HERE, "..", "shared", "photos", "plasma-workspace_Path.jpg")
+
+
+def test_bundled_demo_checkpoint_is_small_and_loads_with_weights_only():
+    assert os.path.getsize(DEMO) < 15 * 2**20
+    ckpt = torch.load(DEMO, map_location="cpu", weights_only=True)
+    config = model.ColorizerConfig(**ckpt["config"])
+    assert config.global_branch is False and ckpt["inception"] is None
+    assert all(v.dtype == torch.float16 for v in ckpt["model"].values() if v.is_floating_point())
+    model.Colorizer(config).load_state_dict({k: v.float() for k, v in ckpt["model"].items()})
+
+
+def test_a_fresh_clone_colorizes_with_the_bundled_demo(tmp_path):
+    """No checkpoint given or found (an empty working folder): the demo is used,
+    said once, and the output has clearly more than zero chroma."""
+    src = HELD_OUT_PHOTO if os.path.exists(HELD_OUT_PHOTO) else make_photo(tmp_path / "p.jpg", (256, 160))
+    Image.open(src).convert("L").save(tmp_path / "old.jpg")
+    r = subprocess.run([sys.executable, os.path.join(HERE, "colorize.py"), "old.jpg"], cwd=tmp_path,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert r.stderr.count("bundled demo model") == 1
+    out = np.array(Image.open(tmp_path / "old_color.png"))
+    ab = lab.rgb_to_lab(torch.from_numpy(out).permute(2, 0, 1).float() / 255)[1:]
+    chroma = ab.pow(2).sum(0).sqrt().mean().item()
+    assert chroma > 5, chroma  # an all-gray result would be ~0
+
+
+def test_export_makes_a_half_precision_inference_copy(tiny_ckpt, tmp_path):
+    import colorize
+    colorize.export_checkpoint(tiny_ckpt, tmp_path / "small.pt")
+    small = torch.load(tmp_path / "small.pt", weights_only=True)
+    assert "optimizer" not in small and small["args"] == {"size": 32}
+    assert small["validation"]["step"] == 2
+    assert os.path.getsize(tmp_path / "small.pt") < os.path.getsize(tiny_ckpt) / 2
+    img = make_photo(tmp_path / "x.jpg")
+    r = run("colorize.py", img, "--checkpoint", tmp_path / "small.pt")
+    assert r.returncode == 0 and (tmp_path / "x_color.png").exists(), r.stderr

@@ -35,17 +35,17 @@ import model
 parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
 g = parser.add_argument_group("data")
-g.add_argument("--data", required=True, help="folder of images (recursive); DIR/train + DIR/val if present")
+g.add_argument("--data", required=True, metavar="DIR", help="folder of images (recursive); DIR/train + DIR/val if present")
 g.add_argument("--size", type=int, default=256, help="training crop side in pixels, a multiple of 8")
 g.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1), help="data loader processes")
 g = parser.add_argument_group("model")
 g.add_argument("--model", choices=["attention", "baseline"], default="attention",
                help="attention: the paper's model; baseline: Deep Koalarization (no attention, no coords)")
-g.add_argument("--inception", default="auto",
+g.add_argument("--inception", default="auto", metavar="auto|none|PATH",
                help="auto: timm's ImageNet weights (cached or downloaded); none: no global branch; or a PATH")
 g.add_argument("--width", type=int, default=64, help="channels of the first encoder conv (64 as the paper)")
 g = parser.add_argument_group("optimization")
-g.add_argument("--batch-size", type=int, default=32, help="images per step per process")
+g.add_argument("--batch-size", type=int, default=16, help="images per step per process")
 g.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (the paper's 1e-3)")
 g.add_argument("--max-steps", type=int, default=20000, help="optimizer steps in total")
 g.add_argument("--seed", type=int, default=0)
@@ -217,20 +217,13 @@ if ckpt:
     del ckpt
 
 
-def save_atomic(write, path):
-    """write(tmp) then rename over path: a crash at any moment leaves the old file whole."""
-    tmp = f"{path}.tmp{os.getpid()}"
-    write(tmp)
-    os.replace(tmp, path)
-
-
 def save_checkpoint(step):
     """step: the number of optimizer steps done so far, where --resume starts."""
     state = {"config": dataclasses.asdict(config), "model": net.state_dict(),
              "optimizer": optimizer.state_dict(), "step": step, "history": history,
              "inception": inception_record, "args": vars(args),
              "rng": {"torch": torch.get_rng_state(), "python": random.getstate()}}
-    save_atomic(lambda p: torch.save(state, p), ckpt_path)
+    data.save_atomic(lambda p: torch.save(state, p), ckpt_path)
 
 
 def write_log_csv():
@@ -241,7 +234,7 @@ def write_log_csv():
             w = csv.DictWriter(f, columns)
             w.writeheader()
             w.writerows({k: row.get(k, "") for k in columns} for row in history)
-    save_atomic(write, os.path.join(args.out, "log.csv"))
+    data.save_atomic(write, os.path.join(args.out, "log.csv"))
 
 
 def plot_curves(path, width=640, height=400, pad=56):
@@ -276,7 +269,7 @@ def plot_curves(path, width=640, height=400, pad=56):
     draw.text((pad, 16), "MSE (ab/128) against step, log scale", fill="black")
     draw.text((width - pad - 110, 16), "train", fill=series[0][1])
     draw.text((width - pad - 70, 16), "validation", fill=series[1][1])
-    save_atomic(lambda p: img.save(p, format="PNG"), path)
+    data.save_atomic(lambda p: img.save(p, format="PNG"), path)
 
 
 def to_uint8(rgb):
@@ -307,7 +300,7 @@ def evaluate(n_samples=6):
             rows.append(torch.cat([gray, out[k].to(torch.uint8), rgb[k].to(device)], dim=2))
     net.train()
     grid = torch.cat(rows, dim=1).permute(1, 2, 0).cpu().numpy()   # (rows*S, 3*S, 3)
-    save_atomic(lambda p: Image.fromarray(grid).save(p, format="PNG"), os.path.join(args.out, "samples.png"))
+    data.save_atomic(lambda p: Image.fromarray(grid).save(p, format="PNG"), os.path.join(args.out, "samples.png"))
     return sq_err / n_pixels, sum(psnrs) / len(psnrs)
 
 # -----------------------------------------------------------------------------
@@ -335,7 +328,10 @@ for step in range(start_step, args.max_steps + 1):
     if last_step:
         break
 
-    rgb = next(data_iter)
+    try:
+        rgb = next(data_iter)
+    except ValueError as e:  # every file unreadable or grayscale: nothing to learn from
+        fail(str(e).strip().splitlines()[-1].removeprefix("ValueError: "))
     l, ab = to_network(rgb)
     with autocast:
         pred = train_net(l, embed(l))
