@@ -89,7 +89,7 @@ if device.type == "cuda":
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     torch.backends.cudnn.benchmark = True
 master = rank == 0  # only rank 0 logs and writes files
-log = print if master else (lambda *a, **k: None)
+log = (lambda *a: print(*a, flush=True)) if master else (lambda *a: None)  # flushed: log files fill as it runs
 random.seed(args.seed + rank)
 torch.manual_seed(args.seed + rank)
 
@@ -310,12 +310,24 @@ def evaluate(n_samples=6):
 if master:
     os.makedirs(args.out, exist_ok=True)
 data_iter = batches()
-t_interval, images_interval, loss_sum, loss_count = time.time(), 0, 0.0, 0
+# The loss is summed on the device, so the GPU never waits for a per-step .item();
+# it is read, and checked for NaN/inf, before anything is logged or saved.
+t_interval, images_interval, loss_sum, loss_count = time.time(), 0, torch.zeros((), device=device), 0
 t_start, step_start = time.time(), start_step
+
+
+def stop_if_diverged(step):
+    if not torch.isfinite(loss_sum):
+        log(f"error: loss is {loss_sum.item()} by step {step}; stopping. The last good checkpoint "
+            f"is {ckpt_path}; try a lower --lr or --dtype float32.")
+        sys.exit(1)
+
+
 for step in range(start_step, args.max_steps + 1):
     last_step = step == args.max_steps
 
     if master and (step % args.eval_every == 0 or last_step) and step > start_step:
+        stop_if_diverged(step)
         t_eval = time.time()
         val_mse, val_psnr = evaluate()
         history.append({"step": step, "val_mse": val_mse, "val_psnr": val_psnr})
@@ -336,27 +348,26 @@ for step in range(start_step, args.max_steps + 1):
     with autocast:
         pred = train_net(l, embed(l))
         loss = F.mse_loss(pred.float(), ab)
-    if not torch.isfinite(loss):
-        log(f"error: loss is {loss.item()} at step {step}; stopping. The last good checkpoint "
-            f"is {ckpt_path}; try a lower --lr or --dtype float32.")
-        sys.exit(1)
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()
     scaler.step(optimizer)
     scaler.update()
 
-    loss_sum += loss.item()
+    loss_sum += loss.detach()
     loss_count += 1
     images_interval += len(rgb) * world
     if (step + 1) % args.log_every == 0 or step + 1 == args.max_steps:
+        stop_if_diverged(step + 1)
+        interval_loss = loss_sum.item() / loss_count
         now = time.time()
         img_per_s = images_interval / (now - t_interval)
         done = step + 1 - step_start
         eta = (now - t_start) / done * (args.max_steps - step - 1)
-        history.append({"step": step + 1, "loss": loss_sum / loss_count, "img_per_s": img_per_s})
-        log(f"step {step + 1}/{args.max_steps} | loss {loss_sum / loss_count:.5f} | "
+        history.append({"step": step + 1, "loss": interval_loss, "img_per_s": img_per_s})
+        log(f"step {step + 1}/{args.max_steps} | loss {interval_loss:.5f} | "
             f"{img_per_s:.1f} img/s | eta {int(eta // 60)}m{int(eta % 60):02d}s")
-        t_interval, images_interval, loss_sum, loss_count = now, 0, 0.0, 0
+        t_interval, images_interval, loss_count = now, 0, 0
+        loss_sum.zero_()
 
 # -----------------------------------------------------------------------------
 # final save (the last evaluation above wrote the checkpoint, log and plots)
