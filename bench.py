@@ -171,7 +171,7 @@ for variant in ("attention", "baseline"):
     net = model.Colorizer(model.ColorizerConfig(variant=variant)).to(device, memory_format=memory_format).eval()
     with torch.no_grad(), autocast:
         t = timed(lambda: net(l, emb), repeat=3)
-    report(f"colorizer forward", f"{variant}, 256x256, batch {batch}", f"{batch / t:.1f} img/s")
+    report("colorizer forward", f"{variant}, 256x256, batch {batch}", f"{batch / t:.1f} img/s")
 
 # -----------------------------------------------------------------------------
 # training step: forward + backward + Adam, on random tensors
