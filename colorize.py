@@ -255,18 +255,19 @@ def write_outputs(args, names, path, stem, rgb, alpha, predictions, device):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("paths", nargs="+", metavar="PATH", help="images or folders (recursive)")
-    parser.add_argument("-o", "--out", help="write into this folder instead of beside each input")
+    parser.add_argument("-o", "--out", metavar="DIR", help="write into this folder instead of beside each input")
     parser.add_argument("--overwrite", action="store_true", help="replace outputs that exist already")
     g = parser.add_argument_group("model")
-    g.add_argument("--checkpoint", nargs="+", metavar="PATH",
-                   help="a train.py checkpoint (default: the newest in out/); several: compare them")
-    g.add_argument("--inception", help="Inception-ResNet-v2 weights, if not the cached default")
+    g.add_argument("--checkpoint", action="append", metavar="PATH",
+                   help="a train.py checkpoint (default: the newest in out/, else the bundled demo); "
+                        "give it again to compare several side by side")
+    g.add_argument("--inception", metavar="PATH", help="Inception-ResNet-v2 weights, if not the cached default")
     g.add_argument("--size", type=int, help="short side of the network's copy (default: the training size)")
-    g.add_argument("--device", choices=["auto", "cuda", "cpu"], default="auto")
-    g.add_argument("--batch-size", type=int, default=8, help="images of one size per forward pass")
+    g.add_argument("--device", choices=["auto", "cuda", "cpu"], default="auto",
+                   help="auto (the default): cuda when available")
+    g.add_argument("--batch-size", type=int, default=8, help="images per forward pass (default 8)")
     g = parser.add_argument_group("extras")
     g.add_argument("--compare", action="store_true", help="also NAME_compare.png: gray | colorized | original")
     g.add_argument("--attention", action="store_true",

@@ -750,7 +750,8 @@ def test_colorize_compares_several_checkpoints_side_by_side(tiny_ckpt, photo_dir
             "--model", "baseline", *TINY)
     assert r.returncode == 0, r.stderr
     img = make_photo(tmp_path / "pic.jpg", size=(72, 48))
-    r = run("colorize.py", img, "--checkpoint", tiny_ckpt, other / "ckpt.pt", "--compare", "--metrics")
+    r = run("colorize.py", "--checkpoint", tiny_ckpt, "--checkpoint", other / "ckpt.pt", img, "--compare",
+            "--metrics")
     assert r.returncode == 0, r.stderr
     # gray | first model | second model | original
     assert Image.open(tmp_path / "pic_compare.png").size == (4 * 72 + 3 * 4, 18 + 48)
