@@ -317,7 +317,8 @@ def inception_embedding(inception, gray):
     """Gray images (B, 3, H, W) in [0, 1] -> (B, 1000) class logits, the global
     feature of Deep Koalarization. Resized to 299x299 and scaled to [-1, 1]
     (mean = std = 0.5, as the weights were trained)."""
-    x = F.interpolate(gray, size=(299, 299), mode="bilinear", align_corners=False, antialias=True)
+    with torch.autocast(gray.device.type, enabled=False):  # no bf16 antialiased resize on every device
+        x = F.interpolate(gray.float(), size=(299, 299), mode="bilinear", align_corners=False, antialias=True)
     return inception(x * 2 - 1).float()                         # (B, 1000)
 
 

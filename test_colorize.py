@@ -617,8 +617,9 @@ def test_diverging_loss_stops_and_keeps_the_last_good_checkpoint(photo_dir, tmp_
 def test_train_with_inception_weights_records_them(photo_dir, tmp_path, inception):
     weights = tmp_path / "irv2.safetensors"
     write_safetensors(inception.state_dict(), weights)
+    # bf16 autocast, as on a GPU: the frozen Inception and the colorizer in the same precision
     r = run("train.py", "--data", photo_dir, "--out", tmp_path / "run", "--max-steps", 2,
-            "--eval-every", 2, "--inception", weights, *TINY[2:])
+            "--eval-every", 2, "--inception", weights, "--dtype", "bfloat16", *TINY[2:])
     assert r.returncode == 0, r.stderr
     ckpt = torch.load(tmp_path / "run" / "ckpt.pt", weights_only=True)
     assert ckpt["config"]["global_branch"] is True
