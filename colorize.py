@@ -289,6 +289,8 @@ def main(argv=None):
             print(f"error: {e}", file=sys.stderr)
             return 2
         name = os.path.basename(os.path.dirname(os.path.abspath(path))) if len(checkpoints) > 1 else "colorized"
+        if name in [c[0] for c in colorizers]:  # two runs in folders of the same name
+            name = f"{name}-{len(colorizers) + 1}"
         colorizers.append((name, net, inception, args.size or size))
     names = [c[0] for c in colorizers]
     if args.attention and colorizers[0][1].attention is None:
