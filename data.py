@@ -52,7 +52,8 @@ def split_images(root):
         val = [f for f in files if held_out(f) < VAL_FRACTION]
         if not val and len(files) > 1:
             val = [min(files, key=held_out)]
-        train = [f for f in files if f not in val] or files  # one image: it is both
+        held = set(val)
+        train = [f for f in files if f not in held] or files  # one image: it is both
     if not train:
         raise ValueError(f"{root}: no images found ({', '.join(IMAGE_EXTENSIONS)})")
     return train, val or train
