@@ -275,6 +275,9 @@ def main(argv=None):
     g.add_argument("--metrics", action="store_true", help="PSNR and colorfulness against color inputs")
     args = parser.parse_args(argv)
 
+    if args.device == "cuda" and not torch.cuda.is_available():
+        print("error: --device cuda, but no CUDA device is available", file=sys.stderr)
+        return 2
     device = torch.device("cuda" if args.device == "cuda" or
                           (args.device == "auto" and torch.cuda.is_available()) else "cpu")
     checkpoints = args.checkpoint or [find_checkpoint() or DEMO_CHECKPOINT]

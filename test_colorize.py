@@ -605,6 +605,14 @@ def test_train_refuses_missing_or_empty_data_in_one_line(tmp_path):
         assert r.stderr.strip().count("\n") == 0 and str(folder) in r.stderr
 
 
+def test_train_refuses_a_missing_or_corrupt_checkpoint_to_resume(photo_dir, tmp_path):
+    r = run("train.py", "--data", photo_dir, "--out", tmp_path, "--resume", *TINY)
+    assert r.returncode == 2 and "no checkpoint at" in r.stderr and "Traceback" not in r.stderr
+    (tmp_path / "ckpt.pt").write_bytes(b"half a checkpoint")
+    r = run("train.py", "--data", photo_dir, "--out", tmp_path, "--resume", *TINY)
+    assert r.returncode == 2 and "is not a train.py checkpoint" in r.stderr and "Traceback" not in r.stderr
+
+
 def test_diverging_loss_stops_and_keeps_the_last_good_checkpoint(photo_dir, tmp_path):
     r = run("train.py", "--data", photo_dir, "--out", tmp_path, "--max-steps", 200, "--eval-every", 1,
             "--lr", "1e30", *TINY)
@@ -768,6 +776,9 @@ def test_colorize_missing_or_incompatible_checkpoint_exits_2(tmp_path, photo_dir
     r = run("colorize.py", img, "--checkpoint", tmp_path / "other.pt")
     assert r.returncode == 2 and "not a compatible colorizer checkpoint" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
+    if not torch.cuda.is_available():
+        r = run("colorize.py", img, "--device", "cuda")
+        assert r.returncode == 2 and "no CUDA device" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_psnr_and_colorfulness_against_hand_computed_values():

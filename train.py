@@ -154,8 +154,11 @@ ckpt = None
 if args.resume:
     if not os.path.exists(ckpt_path):
         fail(f"--resume: no checkpoint at {ckpt_path}")
-    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-    config = model.ColorizerConfig(**ckpt["config"])
+    try:
+        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        config = model.ColorizerConfig(**ckpt["config"])
+    except Exception as e:  # unpickling errors come in many classes; all mean "not resumable"
+        fail(f"--resume: {ckpt_path} is not a train.py checkpoint ({e.__class__.__name__})")
     inception_record = ckpt["inception"]
 else:
     config = model.ColorizerConfig(variant=args.model, global_branch=args.inception != "none",
