@@ -94,8 +94,8 @@ def network_size(width, height, short):
 
 
 def to_tensor(im):
-    """PIL RGB -> float (3, H, W) in [0, 1]."""
-    return torch.from_numpy(np.asarray(im).copy()).permute(2, 0, 1).float().div_(255)
+    """PIL RGB (or its array) -> uint8 (3, H, W), as lab.py takes it."""
+    return torch.from_numpy(np.array(im)).permute(2, 0, 1)
 
 
 @torch.no_grad()
@@ -137,7 +137,7 @@ def attention_figure(small, colored_small, alpha, grid=(2, 2)):
     the query marked with a ring. alpha: (N, N) for the h/8 x w/8 feature grid."""
     w, h = small.size
     fh, fw = h // 8, w // 8
-    gray = to_tensor(small.convert("L").convert("RGB"))               # (3, h, w)
+    gray = to_tensor(small.convert("L").convert("RGB")) / 255         # (3, h, w)
     panels = [colored_small]
     for gy in range(grid[1]):
         for gx in range(grid[0]):
@@ -212,7 +212,7 @@ def image_metrics(result, original):
     """(PSNR dB, ab MSE in the network's ab/128 units, colorfulness) of a
     uint8 RGB result (H, W, 3) against the original."""
     pred, true = (torch.from_numpy(np.array(x)).permute(2, 0, 1)[None] for x in (result, original))
-    ab_pred, ab_true = (lab.rgb_to_lab(x.float() / 255)[:, 1:] / lab.AB_SCALE for x in (pred, true))
+    ab_pred, ab_true = (lab.rgb_to_lab(x)[:, 1:] / lab.AB_SCALE for x in (pred, true))
     return lab.psnr(pred, true).item(), (ab_pred - ab_true).pow(2).mean().item(), lab.colorfulness(pred).item()
 
 
@@ -267,7 +267,9 @@ def main(argv=None):
     g.add_argument("--size", type=int, help="short side of the network's copy (default: the training size)")
     g.add_argument("--device", choices=["auto", "cuda", "cpu"], default="auto",
                    help="auto (the default): cuda when available")
-    g.add_argument("--batch-size", type=int, default=8, help="images per forward pass (default 8)")
+    g.add_argument("--batch-size", type=int,
+                   help="images per forward pass (default: 8 on CUDA; 1 on the CPU, where batching "
+                        "only adds memory traffic)")
     g = parser.add_argument_group("extras")
     g.add_argument("--compare", action="store_true", help="also NAME_compare.png: gray | colorized | original")
     g.add_argument("--attention", action="store_true",
@@ -280,6 +282,7 @@ def main(argv=None):
         return 2
     device = torch.device("cuda" if args.device == "cuda" or
                           (args.device == "auto" and torch.cuda.is_available()) else "cpu")
+    args.batch_size = args.batch_size or (8 if device.type == "cuda" else 1)
     checkpoints = args.checkpoint or [find_checkpoint() or DEMO_CHECKPOINT]
     if checkpoints == [DEMO_CHECKPOINT]:
         print("using the bundled demo model demo/colorizer.pt (small, trained on 15 "

@@ -5,7 +5,8 @@ The network sees only lightness L and predicts the two color channels a*, b*
 ends. The formulas and constants are the ones scikit-image uses (rgb2lab /
 lab2rgb), so our numbers can be checked against its published values.
 
-Tensors carry channels at dim -3: (3, H, W) or (B, 3, H, W). sRGB in [0, 1],
+Tensors carry channels at dim -3: (3, H, W) or (B, 3, H, W). sRGB in [0, 1]
+(or uint8 in [0, 255], converted through a 256-entry table),
 L in [0, 100], a and b roughly in [-128, 127]. Everything is differentiable
 and runs on any device and float dtype.
 
@@ -58,6 +59,8 @@ def _in_strips(per_pixel, x, elements=1 << 20):
 
 
 def _srgb_to_linear(rgb):
+    if rgb.dtype == torch.uint8:  # 8-bit pixels: look up 256 values instead of a power per pixel
+        return _srgb_to_linear(torch.arange(256, device=rgb.device) / 255)[rgb.long()]
     # Undo the sRGB gamma. Both branches of torch.where get gradients, so the
     # power is taken on a clamped input to keep the unused branch finite.
     return torch.where(rgb > 0.04045, ((rgb.clamp(min=0.04045) + 0.055) / 1.055) ** 2.4, rgb / 12.92)
@@ -90,13 +93,14 @@ def _lab_to_rgb(lab):  # the inverse formulas
 
 
 def rgb_to_lab(rgb):
-    """sRGB in [0, 1] -> Lab. (..., 3, H, W) -> (..., 3, H, W)."""
+    """sRGB in [0, 1] (any float dtype) or uint8 in [0, 255] -> Lab.
+    (..., 3, H, W) -> (..., 3, H, W)."""
     return _in_strips(_rgb_to_lab, rgb)
 
 
 def rgb_to_l(rgb):
-    """sRGB in [0, 1] -> L alone, as rgb_to_lab(rgb)[..., :1, :, :] at half the
-    cost. (..., 3, H, W) -> (..., 1, H, W)."""
+    """sRGB (float in [0, 1] or uint8) -> L alone, as rgb_to_lab(rgb)[..., :1, :, :]
+    at half the cost. (..., 3, H, W) -> (..., 1, H, W)."""
     return _in_strips(_rgb_to_l, rgb)
 
 

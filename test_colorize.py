@@ -79,6 +79,17 @@ def test_lab_in_strips_gives_the_same_numbers_as_one_pass():
     assert torch.allclose(lab.rgb_to_lab(big), lab._rgb_to_lab(big), atol=1e-4)  # float32, L up to 100
 
 
+def test_uint8_input_gives_the_numbers_of_float_input():
+    rgb8 = torch.randint(0, 256, (2, 3, 16, 16), dtype=torch.uint8)
+    as_float = lab.rgb_to_lab(rgb8.double() / 255)
+    assert lab.rgb_to_lab(rgb8).dtype == torch.float32
+    assert torch.allclose(lab.rgb_to_lab(rgb8).double(), as_float, atol=1e-3)
+    assert torch.allclose(lab.rgb_to_l(rgb8).double(), as_float[:, :1], atol=1e-3)
+    # published values hold through the table too
+    assert torch.allclose(lab.rgb_to_lab(torch.tensor([255, 0, 0], dtype=torch.uint8).view(3, 1, 1)).flatten(),
+                          torch.tensor(RGB2LAB[0][1]), atol=1e-3)
+
+
 def test_rgb_to_l_is_the_l_of_rgb_to_lab():
     rgb = torch.rand(2, 3, 9, 11, dtype=torch.float64)
     assert torch.allclose(lab.rgb_to_l(rgb), lab.rgb_to_lab(rgb)[:, :1], rtol=0, atol=1e-10)

@@ -141,8 +141,8 @@ def batches():
 def to_network(rgb):
     """uint8 RGB (B, 3, S, S) on the host -> (l, ab) in network units on the device,
     the Lab conversion batched on the device."""
-    rgb = rgb.to(device, non_blocking=True).float().div_(255)
-    l, ab = lab.lab_to_net(lab.rgb_to_lab(rgb))                   # (B, 1, S, S), (B, 2, S, S)
+    lab_img = lab.rgb_to_lab(rgb.to(device, non_blocking=True))   # uint8 in, float32 Lab out
+    l, ab = lab.lab_to_net(lab_img)                               # (B, 1, S, S), (B, 2, S, S)
     return l.contiguous(memory_format=memory_format), ab
 
 
