@@ -646,7 +646,7 @@ def test_train_with_inception_weights_records_them(photo_dir, tmp_path, inceptio
 
 
 def test_torchrun_two_processes_on_cpu(photo_dir, tmp_path):
-    r = run("-m", "torch.distributed.run", "--nproc-per-node", 2, "--master-port", 29517,
+    r = run("-m", "torch.distributed.run", "--standalone", "--nproc-per-node", 2,
             "train.py", "--data", photo_dir, "--out", tmp_path, "--max-steps", 4, "--eval-every", 4,
             "--log-every", 2, *TINY)
     assert r.returncode == 0, r.stderr[-2000:]

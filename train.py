@@ -378,4 +378,5 @@ gray_count = sum("grayscale" in s for s in skipped)
 log(f"done: {args.max_steps} steps, checkpoint {ckpt_path}. Skipped {len(skipped) - gray_count} "
     f"unreadable files and left out {gray_count} grayscale photos.")
 if distributed:
+    dist.barrier()  # the others wait for rank 0's last evaluation, or it finds its peers gone
     dist.destroy_process_group()
