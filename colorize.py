@@ -211,7 +211,7 @@ def predict_all(colorizer, images, device, return_attention):
 def image_metrics(result, original):
     """(PSNR dB, ab MSE in the network's ab/128 units, colorfulness) of a
     uint8 RGB result (H, W, 3) against the original."""
-    pred, true = (torch.from_numpy(np.array(x)).permute(2, 0, 1)[None] for x in (result, original))
+    pred, true = (to_tensor(x)[None] for x in (result, original))
     ab_pred, ab_true = (lab.rgb_to_lab(x)[:, 1:] / lab.AB_SCALE for x in (pred, true))
     return lab.psnr(pred, true).item(), (ab_pred - ab_true).pow(2).mean().item(), lab.colorfulness(pred).item()
 
@@ -230,7 +230,8 @@ def write_outputs(args, names, path, stem, rgb, alpha, predictions, device):
     has_color = not data.is_grayscale(rgb)
     gray = rgb.convert("L").convert("RGB")
     if args.compare:
-        panels = [gray] + colored + ([rgb] if has_color else [])
+        # copies: thumbnail() shrinks in place, and --metrics needs the full size
+        panels = [p.copy() for p in [gray] + colored + ([rgb] if has_color else [])]
         labels = ["gray input"] + (names if len(names) > 1 else ["colorized"]) + (["original"] if has_color else [])
         for p in panels:
             p.thumbnail((1024, 1024))
@@ -246,8 +247,7 @@ def write_outputs(args, names, path, stem, rgb, alpha, predictions, device):
     if not has_color:
         print(f"metrics: {path}: grayscale input, nothing to compare against")
         return None
-    rows = {name: image_metrics(c, rgb) for name, c in zip(names + ["all-gray"], colored + [gray])}
-    rows["original"] = (float("inf"), 0.0, lab.colorfulness(torch.from_numpy(np.array(rgb)).permute(2, 0, 1)[None]).item())
+    rows = {name: image_metrics(c, rgb) for name, c in zip(names + ["all-gray", "original"], colored + [gray, rgb])}
     print(f"metrics: {path}: " + " | ".join(f"{n} PSNR {p:.2f} dB, ab MSE {m:.4f}, colorfulness {c:.1f}"
                                           for n, (p, m, c) in rows.items() if n != "original")
           + f" | original colorfulness {rows['original'][2]:.1f}")
