@@ -12,6 +12,7 @@ utilization is achieved FLOP/s over the card's bf16 peak (--peak-tflops).
 """
 import argparse
 import contextlib
+import dataclasses
 import glob
 import io
 import os
@@ -176,25 +177,30 @@ for variant in ("attention", "baseline"):
 # -----------------------------------------------------------------------------
 # training step: forward + backward + Adam, on random tensors
 
-target = torch.rand(batch, 2, 256, 256, device=device) * 2 - 1
-bare_rates = {}
-for variant in ("attention", "baseline"):
-    net = model.Colorizer(model.ColorizerConfig(variant=variant)).to(device, memory_format=memory_format)
+def bare_step(net, l, emb, target):
+    """One forward + backward + Adam step of net on fixed tensors, as a closure."""
     step_net = torch.compile(net) if args.compile else net
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
 
-    def train_step():
+    def step():
         with autocast:
             loss = F.mse_loss(step_net(l, emb).float(), target)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-    t = timed(train_step, repeat=5 if cuda else 3, warmup=3 if args.compile else 1)
+    return step
+
+
+target = torch.rand(batch, 2, 256, 256, device=device) * 2 - 1
+bare_rates = {}
+for variant in ("attention", "baseline"):
+    net = model.Colorizer(model.ColorizerConfig(variant=variant)).to(device, memory_format=memory_format)
+    t = timed(bare_step(net, l, emb, target), repeat=5 if cuda else 3, warmup=3 if args.compile else 1)
     flops = 3 * count_flops(net, l, emb)
     mfu = f"MFU {flops / t / (args.peak_tflops * 1e12):.1%}" if cuda else f"{flops / t / 1e12:.2f} TFLOP/s"
     report("train step (bare)", f"{variant}, 256x256, batch {batch}", f"{batch / t:.1f} img/s", mfu)
     bare_rates[variant] = batch / t
-del net, opt, l, emb, target
+del net, l, emb, target
 
 # -----------------------------------------------------------------------------
 # data loading: decoded, cropped uint8 images per second per worker on real JPEGs
@@ -220,20 +226,12 @@ if photos:
         rates = [float(line.split(" img/s")[0].split("| ")[-1]) for line in out.stdout.splitlines() if " img/s" in line]
         loop_rate = sum(rates[1:]) / max(len(rates) - 1, 1)  # the first interval includes start-up
         net = model.Colorizer(model.ColorizerConfig(global_branch=False)).to(device, memory_format=memory_format)
-        opt = torch.optim.Adam(net.parameters(), lr=1e-3)
         l = torch.rand(loop_batch, 1, size, size, device=device).contiguous(memory_format=memory_format)
         target = torch.rand(loop_batch, 2, size, size, device=device)
-
-        def bare_step():
-            with autocast:
-                loss = F.mse_loss(net(l).float(), target)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-        bare = loop_batch / timed(bare_step, repeat=5)
+        bare = loop_batch / timed(bare_step(net, l, None, target), repeat=5, warmup=3 if args.compile else 1)
         report("train.py loop", f"attention, {size}x{size}, batch {loop_batch}", f"{loop_rate:.1f} img/s",
                f"{loop_rate / bare:.0%} of bare ({bare:.1f} img/s)")
-        del net, opt
+        del net
 
 # -----------------------------------------------------------------------------
 # colorize.py per image against the bare forward at the same sizes; 24 MP peak memory
@@ -241,8 +239,7 @@ if photos:
 with tempfile.TemporaryDirectory() as tmp:
     net = model.Colorizer(model.ColorizerConfig(global_branch=False)).eval()
     ckpt = os.path.join(tmp, "ckpt.pt")
-    torch.save({"config": {"variant": "attention", "global_branch": False, "width": 64, "embed_dim": 1000},
-                "model": net.state_dict(), "args": {"size": 256}}, ckpt)
+    torch.save({"config": dataclasses.asdict(net.config), "model": net.state_dict(), "args": {"size": 256}}, ckpt)
     if photos:
         t0 = time.perf_counter()
         with contextlib.redirect_stdout(io.StringIO()):  # it prints every path it writes
