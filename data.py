@@ -35,9 +35,10 @@ def find_images(root):
     return sorted(found)
 
 
-def split_images(root):
-    """(train files, val files) for a data folder. Raises ValueError with a
-    one-line reason when there is nothing to train on."""
+def split_images(root, val_fraction=VAL_FRACTION):
+    """(train files, val files) for a data folder: DIR/train and DIR/val, or
+    val_fraction of the files held out by a hash of their path. Raises
+    ValueError with a one-line reason when there is nothing to train on."""
     if not os.path.isdir(root):
         raise ValueError(f"{root}: no such folder")
     train_dir, val_dir = os.path.join(root, "train"), os.path.join(root, "val")
@@ -49,7 +50,7 @@ def split_images(root):
         def held_out(path):  # stable across runs and machines, unlike hash()
             digest = hashlib.sha1(os.path.relpath(path, root).encode()).digest()
             return int.from_bytes(digest[:4], "big") / 2**32
-        val = [f for f in files if held_out(f) < VAL_FRACTION]
+        val = [f for f in files if held_out(f) < val_fraction]
         if not val and len(files) > 1:
             val = [min(files, key=held_out)]
         held = set(val)

@@ -2,15 +2,18 @@
 
     python train.py --data DIR                               # one GPU, or the CPU
     python train.py --data DIR --inception none --max-steps 200   # no Inception weights
+    python train.py --data MY_PHOTOS --init demo/colorizer.pt     # fine-tune a model
     torchrun --nproc-per-node 8 train.py --data DIR          # every GPU of a node
 
 Paper sections 3.1, 3.6 and 4: Lab targets, MSE on a*b*, Adam at 1e-3, Xavier
 decoder init; the global branch is a frozen ImageNet Inception-ResNet-v2 (timm's
 weights, downloaded on first use, or --inception PATH). Writes into --out:
-ckpt.pt, log.csv, loss.png (train and validation curves, the paper's Figures
+ckpt.pt (the latest, for --resume), best.pt (the lowest
+validation MSE so far, what colorize.py uses), log.csv, loss.png (train and validation curves, the paper's Figures
 5 and 6) and samples.png (gray | prediction | truth, its Figure 4).
 """
 import argparse
+import copy
 import csv
 import dataclasses
 import math
@@ -36,16 +39,26 @@ parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
 g = parser.add_argument_group("data")
 g.add_argument("--data", required=True, metavar="DIR", help="folder of images (recursive); DIR/train + DIR/val if present")
 g.add_argument("--size", type=int, default=256, help="training crop side in pixels, a multiple of 8")
+g.add_argument("--val-fraction", type=float, default=data.VAL_FRACTION,
+               help="share of the photos held out for validation by a hash of their path (without DIR/val)")
 g.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1), help="data loader processes")
 g = parser.add_argument_group("model")
-g.add_argument("--model", choices=["attention", "baseline"], default="attention",
-               help="attention: the paper's model; baseline: Deep Koalarization (no attention, no coords)")
-g.add_argument("--inception", default="auto", metavar="auto|none|PATH",
-               help="auto: timm's ImageNet weights (cached or downloaded); none: no global branch; or a PATH")
-g.add_argument("--width", type=int, default=64, help="channels of the first encoder conv (64 as the paper)")
+g.add_argument("--model", choices=["attention", "baseline"],
+               help="attention (default): the paper's model; baseline: Deep Koalarization (no attention, no coords)")
+g.add_argument("--inception", metavar="auto|none|PATH",
+               help="auto (default): timm's ImageNet weights (cached or downloaded); none: no global branch; or a PATH")
+g.add_argument("--width", type=int, help="channels of the first encoder conv (default 64, as the paper)")
+g.add_argument("--init", metavar="CKPT",
+               help="start from this checkpoint's weights and architecture (fine-tuning): fresh optimizer, step 0")
 g = parser.add_argument_group("optimization")
 g.add_argument("--batch-size", type=int, default=16, help="images per step per process")
-g.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (the paper's 1e-3)")
+g.add_argument("--lr", type=float, default=1e-3, help="peak Adam learning rate (the paper's 1e-3)")
+g.add_argument("--warmup", type=int, default=100, help="steps of linear learning-rate warmup")
+g.add_argument("--schedule", choices=["constant", "cosine", "step"], default="constant",
+               help="after warmup: constant, cosine decay to 0, or x0.1 at 50%% and again at 75%% of --max-steps")
+g.add_argument("--weight-decay", type=float, default=0.0, help="AdamW's decoupled weight decay")
+g.add_argument("--ema", type=float, default=0.999, metavar="DECAY",
+               help="keep an exponential moving average of the weights (evaluated, kept in best.pt); 0: off")
 g.add_argument("--max-steps", type=int, default=20000, help="optimizer steps in total")
 g.add_argument("--seed", type=int, default=0)
 g = parser.add_argument_group("system")
@@ -59,6 +72,7 @@ g.add_argument("--log-every", type=int, default=10, help="steps between log line
 g.add_argument("--eval-every", type=int, default=500, help="steps between validation, samples, checkpoint")
 g.add_argument("--val-images", type=int, default=500, help="at most this many validation images")
 g.add_argument("--resume", action="store_true", help="continue the run saved in --out/ckpt.pt")
+g.add_argument("--overwrite", action="store_true", help="start over in an --out that holds a run, replacing it")
 args = parser.parse_args()
 
 
@@ -103,7 +117,7 @@ memory_format = torch.channels_last if device.type == "cuda" else torch.contiguo
 # data
 
 try:
-    train_files, val_files = data.split_images(args.data)
+    train_files, val_files = data.split_images(args.data, args.val_fraction)
 except ValueError as e:
     fail(e)
 val_files = val_files[:args.val_images]
@@ -147,23 +161,34 @@ def to_network(rgb):
 
 
 # -----------------------------------------------------------------------------
-# model (Inception weights, resume)
+# model: a new one, --resume (the same run goes on) or --init (fine-tuning)
 
-ckpt_path = os.path.join(args.out, "ckpt.pt")
+ckpt_path, best_path = os.path.join(args.out, "ckpt.pt"), os.path.join(args.out, "best.pt")
+if os.path.exists(ckpt_path) and not (args.resume or args.overwrite):
+    fail(f"--out {args.out} holds a run already: --resume to continue it, --overwrite to start over, "
+         f"or another --out")
 ckpt = None
-if args.resume:
-    if not os.path.exists(ckpt_path):
-        fail(f"--resume: no checkpoint at {ckpt_path}")
+source = ckpt_path if args.resume else args.init
+if source:
     try:
-        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        ckpt = torch.load(source, map_location="cpu", weights_only=True)
         config = model.ColorizerConfig(**ckpt["config"])
-    except Exception as e:  # unpickling errors come in many classes; all mean "not resumable"
-        fail(f"--resume: {ckpt_path} is not a train.py checkpoint ({e.__class__.__name__})")
-    inception_record = ckpt["inception"]
+    except Exception as e:  # unpickling errors come in many classes; all mean "not usable"
+        fail(f"{source} is not a train.py checkpoint ({e.__class__.__name__})")
+    flag = "--resume" if args.resume else "--init"
+    for name, asked, has in [("--model", args.model, config.variant), ("--width", args.width, config.width)]:
+        if asked is not None and asked != has:
+            fail(f"{name} {asked}, but {flag} {source} is --model {config.variant} --width {config.width}")
+    if args.inception == "none" and config.global_branch:
+        fail(f"--inception none, but {source} has a global branch: it needs the Inception weights "
+             f"(--inception auto or PATH)")
+    if args.inception not in (None, "none") and not config.global_branch:
+        fail(f"--inception {args.inception}, but {source} has no global branch (trained with --inception none)")
 else:
-    config = model.ColorizerConfig(variant=args.model, global_branch=args.inception != "none",
-                                   width=args.width)
-    inception_record = None
+    config = model.ColorizerConfig(variant=args.model or "attention", global_branch=args.inception != "none",
+                                   width=args.width or 64)
+args.inception = args.inception or "auto"
+inception_record = ckpt.get("inception") if ckpt else None
 
 inception = None
 if config.global_branch:
@@ -190,8 +215,16 @@ if config.global_branch:
 
 net = model.Colorizer(config).to(device, memory_format=memory_format)
 log(f"colorizer: {config}, {sum(p.numel() for p in net.parameters()):,} parameters")
-if ckpt:
+if args.init:  # the averaged weights where the checkpoint has them: the ones that were evaluated
+    net.load_state_dict({k: v.float() for k, v in (ckpt.get("ema") or ckpt["model"]).items()})
+    log(f"initialized from {args.init} (step {ckpt.get('step', '?')} of its run)")
+elif ckpt:
     net.load_state_dict(ckpt["model"])
+# The moving average of the weights (and BatchNorm statistics): on a small data
+# set it is smoother and generalizes better than the last step's weights.
+ema_net = copy.deepcopy(net).requires_grad_(False) if args.ema > 0 else None
+if ema_net is not None and args.resume and ckpt.get("ema"):
+    ema_net.load_state_dict(ckpt["ema"])
 train_net = torch.compile(net) if args.compile else net
 if distributed:
     train_net = torch.nn.parallel.DistributedDataParallel(
@@ -204,32 +237,65 @@ def embed(l):
         return None
     return model.inception_embedding(inception, lab.gray_rgb(l.float()))
 
+
+@torch.no_grad()
+def update_ema(step):
+    """ema = d * ema + (1 - d) * weights, with d ramping up from 0 so the early
+    average is not dominated by the random initialization."""
+    d = min(args.ema, (1 + step) / (10 + step))
+    for e, w in zip(ema_net.state_dict().values(), net.state_dict().values()):
+        if e.is_floating_point():
+            e.lerp_(w, 1 - d)
+        else:
+            e.copy_(w)  # BatchNorm's batch counter
+
 # -----------------------------------------------------------------------------
-# optimizer
+# optimizer and learning-rate schedule
 
 
-optimizer = torch.optim.Adam(net.parameters(), lr=args.lr)
-start_step, history = 0, []  # history: one dict per logged step and per evaluation
-if ckpt:
+optimizer = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+
+
+def lr_at(step):
+    """Linear warmup over --warmup steps, then --schedule."""
+    if step < args.warmup:
+        return args.lr * (step + 1) / args.warmup
+    t = (step - args.warmup) / max(1, args.max_steps - args.warmup)  # 0 -> 1 after warmup
+    if args.schedule == "cosine":
+        return args.lr * 0.5 * (1 + math.cos(math.pi * t))
+    if args.schedule == "step":
+        return args.lr * (0.1 if t >= 0.5 else 1) * (0.1 if t >= 0.75 else 1)
+    return args.lr
+
+
+start_step, history, best_mse = 0, [], math.inf  # history: one dict per logged step and per evaluation
+if args.resume:
     optimizer.load_state_dict(ckpt["optimizer"])
     start_step, history = ckpt["step"], ckpt["history"]
+    best_mse = ckpt.get("best_mse", math.inf)
     torch.set_rng_state(ckpt["rng"]["torch"])
     random.setstate(ckpt["rng"]["python"])
     log(f"resumed from {ckpt_path} at step {ckpt['step']}")
-    del ckpt
+del ckpt
 
 
-def save_checkpoint(step):
-    """step: the number of optimizer steps done so far, where --resume starts."""
-    state = {"config": dataclasses.asdict(config), "model": net.state_dict(),
-             "optimizer": optimizer.state_dict(), "step": step, "history": history,
-             "inception": inception_record, "args": vars(args),
+def save_checkpoint(step, is_best):
+    """ckpt.pt: everything --resume needs; step is the number of optimizer steps
+    done. best.pt, when this evaluation is the best so far: the evaluated
+    weights (the average with --ema) and what colorize.py needs."""
+    evaluated = ema_net if ema_net is not None else net
+    common = {"config": dataclasses.asdict(config), "step": step, "history": history,
+              "inception": inception_record, "args": vars(args)}
+    state = {**common, "model": net.state_dict(), "optimizer": optimizer.state_dict(), "best_mse": best_mse,
+             "ema": ema_net.state_dict() if ema_net is not None else None,
              "rng": {"torch": torch.get_rng_state(), "python": random.getstate()}}
+    if is_best:
+        data.save_atomic(lambda p: torch.save({**common, "model": evaluated.state_dict()}, p), best_path)
     data.save_atomic(lambda p: torch.save(state, p), ckpt_path)
 
 
 def write_log_csv():
-    columns = ["step", "loss", "img_per_s", "val_mse", "val_psnr"]
+    columns = ["step", "loss", "lr", "img_per_s", "val_mse", "val_psnr", "val_mse_raw"]
 
     def write(path):
         with open(path, "w", newline="") as f:
@@ -282,17 +348,17 @@ def to_uint8(rgb):
 
 
 @torch.no_grad()
-def evaluate(n_samples=6):
+def evaluate(colorizer, n_samples=6):
     """Validation MSE on ab/128 (the training loss) and PSNR on uint8 RGB per
-    image (REFERENCE.md), and samples.png for the first few validation images."""
-    net.eval()
+    image (REFERENCE.md); with n_samples, samples.png for the first few images."""
+    colorizer.eval()
     sq_err, n_pixels, psnrs, rows = 0.0, 0, [], []
     for i in range(0, len(val_set), args.batch_size):
         rgb, reasons = data.collate([val_set[j] for j in range(i, min(i + args.batch_size, len(val_set)))])
         note_skipped(reasons)
         l, ab = to_network(rgb)
         with autocast:
-            pred = net(l, embed(l)).float()
+            pred = colorizer(l, embed(l)).float()
         sq_err += F.mse_loss(pred, ab, reduction="sum").item()
         n_pixels += ab.numel()
         out = to_uint8(lab.lab_to_rgb(lab.net_to_lab(l.float(), pred))).float()
@@ -301,8 +367,10 @@ def evaluate(n_samples=6):
             gray = to_uint8(lab.gray_rgb(l[k].float()))
             rows.append(torch.cat([gray, out[k].to(torch.uint8), rgb[k].to(device)], dim=2))
     net.train()
-    grid = torch.cat(rows, dim=1).permute(1, 2, 0).cpu().numpy()   # (rows*S, 3*S, 3)
-    data.save_atomic(lambda p: Image.fromarray(grid).save(p, format="PNG"), os.path.join(args.out, "samples.png"))
+    if rows:
+        grid = torch.cat(rows, dim=1).permute(1, 2, 0).cpu().numpy()   # (rows*S, 3*S, 3)
+        data.save_atomic(lambda p: Image.fromarray(grid).save(p, format="PNG"),
+                         os.path.join(args.out, "samples.png"))
     return sq_err / n_pixels, sum(psnrs) / len(psnrs)
 
 # -----------------------------------------------------------------------------
@@ -318,10 +386,13 @@ t_interval, images_interval, loss_sum, loss_count = time.time(), 0, torch.zeros(
 t_start, step_start = time.time(), start_step
 
 
-def stop_if_diverged(step):
-    if not torch.isfinite(loss_sum):
-        log(f"error: loss is {loss_sum.item()} by step {step}; stopping. The last good checkpoint "
-            f"is {ckpt_path}; try a lower --lr or --dtype float32.")
+def stop_if_diverged(step, what="loss", value=None):
+    """A diverged state is never saved: say so, and whether a good checkpoint exists."""
+    value = loss_sum.item() if value is None else value
+    if not math.isfinite(value):
+        good = f"the last good checkpoint is {ckpt_path}" if os.path.exists(ckpt_path) else "no checkpoint was written"
+        log(f"error: {what} is {value} by step {step}; stopping without saving ({good}); "
+            f"try a lower --lr or --dtype float32.")
         sys.exit(1)
 
 
@@ -331,10 +402,18 @@ for step in range(start_step, args.max_steps + 1):
     if master and (step % args.eval_every == 0 or last_step) and step > start_step:
         stop_if_diverged(step)
         t_eval = time.time()
-        val_mse, val_psnr = evaluate()
-        history.append({"step": step, "val_mse": val_mse, "val_psnr": val_psnr})
-        log(f"step {step}/{args.max_steps} | val mse {val_mse:.5f} | val psnr {val_psnr:.2f} dB")
-        save_checkpoint(step)
+        val_mse, val_psnr = evaluate(ema_net if ema_net is not None else net)
+        row = {"step": step, "val_mse": val_mse, "val_psnr": val_psnr}
+        if ema_net is not None:  # the last step's weights too, to see what the average buys
+            row["val_mse_raw"] = evaluate(net, n_samples=0)[0]
+        stop_if_diverged(step, "validation MSE", val_mse)
+        history.append(row)
+        is_best = val_mse < best_mse
+        best_mse = min(best_mse, val_mse)
+        log(f"step {step}/{args.max_steps} | val mse {val_mse:.5f}"
+            + (f" (last weights {row['val_mse_raw']:.5f})" if "val_mse_raw" in row else "")
+            + f" | val psnr {val_psnr:.2f} dB" + (" | best so far" if is_best else ""))
+        save_checkpoint(step, is_best)
         write_log_csv()
         plot_curves(os.path.join(args.out, "loss.png"))
         t_interval += time.time() - t_eval  # evaluation time is not training throughput
@@ -350,10 +429,14 @@ for step in range(start_step, args.max_steps + 1):
     with autocast:
         pred = train_net(l, embed(l))
         loss = F.mse_loss(pred.float(), ab)
+    for group in optimizer.param_groups:
+        group["lr"] = lr_at(step)
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()
     scaler.step(optimizer)
     scaler.update()
+    if ema_net is not None:
+        update_ema(step)
 
     loss_sum += loss.detach()
     loss_count += 1
@@ -365,7 +448,7 @@ for step in range(start_step, args.max_steps + 1):
         img_per_s = images_interval / (now - t_interval)
         done = step + 1 - step_start
         eta = (now - t_start) / done * (args.max_steps - step - 1)
-        history.append({"step": step + 1, "loss": interval_loss, "img_per_s": img_per_s})
+        history.append({"step": step + 1, "loss": interval_loss, "lr": lr_at(step), "img_per_s": img_per_s})
         log(f"step {step + 1}/{args.max_steps} | loss {interval_loss:.5f} | "
             f"{img_per_s:.1f} img/s | eta {int(eta // 60)}m{int(eta % 60):02d}s")
         t_interval, images_interval, loss_count = now, 0, 0
@@ -375,7 +458,8 @@ for step in range(start_step, args.max_steps + 1):
 # final save (the last evaluation above wrote the checkpoint, log and plots)
 
 gray_count = sum("grayscale" in s for s in skipped)
-log(f"done: {args.max_steps} steps, checkpoint {ckpt_path}. Skipped {len(skipped) - gray_count} "
+log(f"done: {args.max_steps} steps, checkpoint {ckpt_path}, best {best_path} "
+    f"(validation MSE {best_mse:.5f}). Skipped {len(skipped) - gray_count} "
     f"unreadable files and left out {gray_count} grayscale photos.")
 if distributed:
     dist.barrier()  # the others wait for rank 0's last evaluation, or it finds its peers gone
