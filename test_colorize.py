@@ -8,6 +8,7 @@ import io
 import json
 import math
 import os
+import re
 import struct
 import urllib.error
 
@@ -567,13 +568,13 @@ def test_train_cli_writes_checkpoint_samples_curves_and_resumes(photo_dir, tmp_p
             "--log-every", 2, *TINY)
     assert r.returncode == 0, r.stderr
     assert "step 6/6 | loss" in r.stdout and "img/s | eta" in r.stdout
-    for name in ("ckpt.pt", "samples.png", "loss.png", "log.csv"):
+    for name in ("ckpt.pt", "best.pt", "samples.png", "loss.png", "log.csv"):
         assert (out / name).exists(), name
     ckpt = torch.load(out / "ckpt.pt", weights_only=True)
     assert ckpt["step"] == 6 and ckpt["config"]["width"] == 8 and ckpt["inception"] is None
     assert Image.open(out / "samples.png").size == (3 * 32, 32)  # gray | prediction | truth
     rows = (out / "log.csv").read_text().splitlines()
-    assert rows[0] == "step,loss,img_per_s,val_mse,val_psnr" and len(rows) == 1 + 3 + 2
+    assert rows[0] == "step,loss,lr,img_per_s,val_mse,val_psnr,val_mse_raw" and len(rows) == 1 + 3 + 2
 
     r = run("train.py", "--data", photo_dir, "--out", out, "--max-steps", 10, "--eval-every", 3,
             "--log-every", 2, "--resume", *TINY)
@@ -618,19 +619,24 @@ def test_train_refuses_missing_or_empty_data_in_one_line(tmp_path):
 
 def test_train_refuses_a_missing_or_corrupt_checkpoint_to_resume(photo_dir, tmp_path):
     r = run("train.py", "--data", photo_dir, "--out", tmp_path, "--resume", *TINY)
-    assert r.returncode == 2 and "no checkpoint at" in r.stderr and "Traceback" not in r.stderr
+    assert r.returncode == 2 and "ckpt.pt: no such file" in r.stderr and "Traceback" not in r.stderr
     (tmp_path / "ckpt.pt").write_bytes(b"half a checkpoint")
     r = run("train.py", "--data", photo_dir, "--out", tmp_path, "--resume", *TINY)
-    assert r.returncode == 2 and "is not a train.py checkpoint" in r.stderr and "Traceback" not in r.stderr
+    assert r.returncode == 2 and "not a train.py checkpoint" in r.stderr and "Traceback" not in r.stderr
 
 
-def test_diverging_loss_stops_and_keeps_the_last_good_checkpoint(photo_dir, tmp_path):
-    r = run("train.py", "--data", photo_dir, "--out", tmp_path, "--max-steps", 200, "--eval-every", 1,
-            "--lr", "1e30", *TINY)
+@pytest.mark.parametrize("every", [1, 2])  # 2: --eval-every a multiple of --log-every
+def test_diverging_loss_stops_and_never_saves_a_diverged_state(photo_dir, tmp_path, every):
+    r = run("train.py", "--data", photo_dir, "--out", tmp_path, "--max-steps", 200, "--eval-every", every,
+            "--log-every", 2, "--lr", "1e30", "--warmup", 0, *TINY)
     assert r.returncode == 1, r.stdout + r.stderr
-    assert "loss is nan" in r.stdout or "loss is inf" in r.stdout, r.stdout
-    ckpt = torch.load(tmp_path / "ckpt.pt", weights_only=True)
-    assert all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
+    assert re.search(r"(loss|validation MSE) is (nan|inf)", r.stdout), r.stdout
+    for name in ("ckpt.pt", "best.pt"):
+        if (tmp_path / name).exists():
+            ckpt = torch.load(tmp_path / name, weights_only=True)
+            assert all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
+    said = "the last good checkpoint is" if (tmp_path / "ckpt.pt").exists() else "no checkpoint was written"
+    assert said in r.stdout, r.stdout
 
 
 def test_train_with_inception_weights_records_them(photo_dir, tmp_path, inception):
@@ -651,8 +657,142 @@ def test_torchrun_two_processes_on_cpu(photo_dir, tmp_path):
             "--log-every", 2, *TINY)
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.count("done: 4 steps") == 1  # only rank 0 speaks
-    assert [p.name for p in tmp_path.glob("*.pt")] == ["ckpt.pt"]
+    assert sorted(p.name for p in tmp_path.glob("*.pt")) == ["best.pt", "ckpt.pt"]
     assert torch.load(tmp_path / "ckpt.pt", weights_only=True)["step"] == 4
+
+
+def one_error_line(r, *words):
+    """A refusal as a user sees it: exit 2, one line on stderr, no traceback."""
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert r.stderr.startswith("error: ") and r.stderr.strip().count("\n") == 0, r.stderr
+    for w in words:
+        assert str(w) in r.stderr, r.stderr
+
+
+def test_train_keeps_the_best_checkpoint_and_the_weight_average(photo_dir, tmp_path):
+    r = run("train.py", "--data", photo_dir, "--out", tmp_path, "--max-steps", 12, "--eval-every", 3,
+            "--schedule", "cosine", "--warmup", 2, "--log-every", 1, *TINY)
+    assert r.returncode == 0, r.stderr
+    ckpt = torch.load(tmp_path / "ckpt.pt", weights_only=True)
+    best = torch.load(tmp_path / "best.pt", weights_only=True)
+    evals = [row for row in ckpt["history"] if "val_mse" in row]
+    assert [row["step"] for row in evals] == [3, 6, 9, 12] and all("val_mse_raw" in row for row in evals)
+    assert best["step"] == min(evals, key=lambda row: row["val_mse"])["step"]
+    assert ckpt["best_mse"] == min(row["val_mse"] for row in evals)
+    assert "optimizer" not in best and ckpt["ema"].keys() == ckpt["model"].keys()
+    if best["step"] == 12:  # best.pt holds the averaged weights, not the last step's
+        assert all(torch.equal(best["model"][k], ckpt["ema"][k]) for k in best["model"])
+    lrs = [row["lr"] for row in ckpt["history"] if "lr" in row]
+    assert lrs[0] < lrs[1] and lrs[-1] < max(lrs) / 10  # warmup, then the cosine decay
+
+
+def test_train_never_replaces_a_run_unasked(photo_dir, tmp_path):
+    args = ["train.py", "--data", photo_dir, "--out", tmp_path, "--max-steps", 2, "--eval-every", 2, *TINY]
+    assert run(*args).returncode == 0
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    one_error_line(run(*args), "--resume", "--overwrite", tmp_path)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+    (tmp_path / "ckpt.pt.tmp99999").write_bytes(b"left by a killed save")
+    r = run(*args, "--overwrite", "--seed", 1)
+    assert r.returncode == 0, r.stderr
+    assert not list(tmp_path.glob("*.tmp*"))  # an interrupted save's leftovers are cleaned up
+
+
+@pytest.mark.parametrize("flag,value", [
+    ("--batch-size", 0), ("--eval-every", 0), ("--log-every", 0), ("--lr", "nan"), ("--lr", "-1"),
+    ("--workers", -1), ("--width", 0), ("--val-images", 0), ("--size", 0), ("--size", -8),
+    ("--size", 100000), ("--size", 30), ("--max-steps", 0), ("--ema", 1), ("--val-fraction", 0)])
+def test_train_checks_every_flag_before_any_work(photo_dir, tmp_path, flag, value):
+    r = run("train.py", "--data", photo_dir, "--out", tmp_path / "run", *TINY, flag, value)
+    one_error_line(r, flag)
+    assert not (tmp_path / "run").exists()
+
+
+def test_train_checks_files_and_folders_before_any_work(photo_dir, tmp_path):
+    one_error_line(run("train.py", "--data", photo_dir, "--inception", tmp_path), "--inception")
+    (tmp_path / "file").write_text("x")
+    for out in (tmp_path / "file", tmp_path / "file" / "sub"):
+        one_error_line(run("train.py", "--data", photo_dir, "--out", out, *TINY), "--out", out)
+    # a validation split with nothing usable in it (old scans, broken files) stops before step 1
+    d = tmp_path / "data"
+    (d / "train").mkdir(parents=True)
+    (d / "val").mkdir()
+    make_photo(d / "train" / "a.jpg")
+    Image.open(d / "train" / "a.jpg").convert("L").save(d / "val" / "scan.png")
+    (d / "val" / "broken.jpg").write_bytes(b"\xff\xd8 not really")
+    r = run("train.py", "--data", d, "--out", tmp_path / "run", *TINY)
+    assert "scan.png: grayscale" in r.stdout and "broken.jpg: unreadable" in r.stdout
+    one_error_line(r, "--data", "validation")
+    assert not (tmp_path / "run" / "ckpt.pt").exists()
+
+
+def test_train_says_why_a_checkpoint_cannot_be_written(photo_dir, tmp_path):
+    import resource
+    import signal
+
+    def small_files():  # as if the disk were full: writes past 64 kB fail
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (65536, 65536))
+    r = subprocess.run([sys.executable, "train.py", "--data", photo_dir, "--out", tmp_path, "--max-steps", "2",
+                        "--eval-every", "2", *TINY], cwd=HERE, capture_output=True, text=True, timeout=300,
+                       preexec_fn=small_files)
+    one_error_line(r, "cannot write", tmp_path / "best.pt", "too large")
+    assert not list(tmp_path.glob("*.tmp*"))
+
+
+def test_resume_and_init_take_what_they_can_and_refuse_the_rest(photo_dir, tmp_path):
+    run_dir, exported = tmp_path / "run", tmp_path / "small.pt"
+    r = run("train.py", "--data", photo_dir, "--out", run_dir, "--max-steps", 4, "--eval-every", 2, *TINY)
+    assert r.returncode == 0, r.stderr
+    one_error_line(run("train.py", "--data", photo_dir, "--out", run_dir, "--resume", "--max-steps", 4),
+                   "--max-steps", "4 steps")
+    one_error_line(run("train.py", "--data", photo_dir, "--out", run_dir, "--resume", "--width", 16, "--max-steps", 8),
+                   "--width 16", "--width 8")
+    # the run's own recipe goes on; a typed --lr applies (and is said)
+    r = run("train.py", "--data", photo_dir, "--out", run_dir, "--resume", "--max-steps", 6, "--lr", "5e-4")
+    assert r.returncode == 0, r.stderr
+    assert "--lr 0.0005 (was 0.001)" in r.stdout
+    ckpt = torch.load(run_dir / "ckpt.pt", weights_only=True)
+    assert ckpt["step"] == 6 and ckpt["args"]["size"] == 32 and ckpt["args"]["lr"] == 5e-4
+
+    import colorize
+    colorize.export_checkpoint(run_dir / "best.pt", exported)
+    resumable = tmp_path / "exported"
+    resumable.mkdir()
+    (resumable / "ckpt.pt").write_bytes(exported.read_bytes())
+    one_error_line(run("train.py", "--data", photo_dir, "--out", resumable, "--resume"), "--init")
+    one_error_line(run("train.py", "--data", photo_dir, "--init", exported, "--model", "baseline"),
+                   "--model baseline", "--init")
+    one_error_line(run("train.py", "--data", photo_dir, "--init", exported, "--inception", exported),
+                   "no global branch")
+    r = run("train.py", "--data", photo_dir, "--out", tmp_path / "tuned", "--init", exported,
+            "--max-steps", 2, "--eval-every", 2, *TINY[2:])
+    assert r.returncode == 0, r.stderr
+    assert "initialized from" in r.stdout
+    assert torch.load(tmp_path / "tuned" / "ckpt.pt", weights_only=True)["step"] == 2
+
+
+def test_init_fine_tunes_the_bundled_demo(photo_dir, tmp_path):
+    r = run("train.py", "--data", photo_dir, "--out", tmp_path, "--init", "demo/colorizer.pt",
+            "--max-steps", 2, "--eval-every", 2, "--size", 32, "--batch-size", 2, "--workers", 0)
+    assert r.returncode == 0, r.stderr
+    tuned = torch.load(tmp_path / "ckpt.pt", weights_only=True)
+    demo = torch.load("demo/colorizer.pt", weights_only=True)
+    assert tuned["config"] == demo["config"] and tuned["step"] == 2
+
+
+def test_train_names_files_whose_names_are_not_utf8(photo_dir, tmp_path):
+    d = tmp_path / "data"
+    d.mkdir()
+    for p in photo_dir.iterdir():
+        (d / p.name).write_bytes(p.read_bytes())
+    bad = os.path.join(os.fsencode(d), b"caf\xe9.jpg")  # Latin-1 bytes, as old cameras wrote them
+    with open(bad, "wb") as f:
+        f.write(b"not a jpeg")
+    r = run("train.py", "--data", d, "--out", tmp_path / "run", "--max-steps", 4, "--eval-every", 4,
+            "--val-fraction", 0.5, *TINY)
+    assert r.returncode == 0, r.stderr
+    assert "caf\\xe9.jpg: unreadable" in r.stdout, r.stdout
 
 
 # -----------------------------------------------------------------------------
@@ -695,7 +835,8 @@ def test_colorize_every_mode_at_full_size_without_touching_inputs(tiny_ckpt, tmp
     r = run("colorize.py", *[tmp_path / n for n in names], "--checkpoint", tiny_ckpt)
     assert r.returncode == 0, r.stderr
     for n in names:
-        out = tmp_path / (os.path.splitext(n)[0] + "_color.png")
+        stem, ext = os.path.splitext(n)  # gray16.png and gray16.tif: one output each, named by extension
+        out = tmp_path / (stem + ("_" + ext[1:] if stem == "gray16" else "") + "_color.png")
         assert str(out) in r.stdout
         im = Image.open(out)
         assert im.size == (333, 517), n
@@ -725,7 +866,7 @@ def test_colorize_reports_bad_files_and_writes_the_good_ones(tiny_ckpt, tmp_path
             tmp_path / "bomb.png", tmp_path / "missing.jpg", good[1], "--checkpoint", tiny_ckpt)
     assert r.returncode == 1
     assert "Traceback" not in r.stderr
-    errors = r.stderr.strip().splitlines()
+    errors = [l for l in r.stderr.splitlines() if not l.startswith("checkpoint: ")]
     assert len(errors) == len(bad)
     for name in bad:
         assert sum(name in line and line.startswith("error: ") for line in errors) == 1, (name, errors)
@@ -861,3 +1002,275 @@ def test_colorize_a_24_megapixel_photo_in_bounded_memory(tiny_ckpt, tmp_path):
     assert Image.open(tmp_path / "big_color.png").size == (6000, 4000)
     peak_mb = int(r.stdout.split("PEAK_KB")[1].split()[0]) / 1024
     assert peak_mb < 2500, peak_mb  # under 1 GB measured; the whole image in float32 Lab at once: several GB
+
+
+# -----------------------------------------------------------------------------
+# colorize.py: hostile input
+
+import dataclasses
+
+
+def colorize_cli(*args, cwd=HERE, timeout=120):
+    return subprocess.run([sys.executable, os.path.join(HERE, "colorize.py"), *map(str, args)], cwd=cwd,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def fake_run(folder, step, files=("best.pt", "ckpt.pt"), **config):
+    """A run folder as train.py writes it, with an untrained tiny model. ckpt.pt's
+    "model" weights are the wrong shape: only its "ema" weights load."""
+    folder.mkdir(parents=True, exist_ok=True)
+    config = model.ColorizerConfig(**{"width": 8, "global_branch": False, **config})
+    weights = model.Colorizer(config).state_dict()
+    common = {"config": dataclasses.asdict(config), "step": step, "inception": None, "args": {"size": 32},
+              "history": [{"step": step, "val_mse": step / 1000}]}
+    if "best.pt" in files:
+        torch.save({**common, "model": weights}, folder / "best.pt")
+    if "ckpt.pt" in files:
+        torch.save({**common, "model": {k: torch.zeros(1) for k in weights}, "ema": weights,
+                    "optimizer": {}, "best_mse": step / 1000}, folder / "ckpt.pt")
+    return folder
+
+
+def test_inputs_that_share_an_output_name_each_get_their_own(tmp_path):
+    d = tmp_path / "d"
+    d.mkdir()
+    for name in ("x.jpg", "x.png"):
+        make_photo(d / name, size=(40, 32))
+    r = colorize_cli(d, "--checkpoint", DEMO)
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in d.glob("*_color.png")) == ["x_jpg_color.png", "x_png_color.png"]
+    assert "[1/2]" in r.stdout and "[2/2]" in r.stdout and "img/s | eta" in r.stdout
+    assert re.search(r"^checkpoint: .*colorizer\.pt \(step \d+", r.stderr, re.M), r.stderr
+    for sub in ("a", "b"):
+        (tmp_path / sub).mkdir()
+        make_photo(tmp_path / sub / "x.jpg", size=(40, 32))
+    r = colorize_cli(tmp_path / "a" / "x.jpg", tmp_path / "b" / "x.jpg", "-o", tmp_path / "out", "--checkpoint", DEMO)
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["x-2_color.png", "x_color.png"]
+
+
+def test_overwrite_never_writes_over_an_input_named_like_an_output(tmp_path):
+    make_photo(tmp_path / "a.jpg", size=(40, 32))
+    make_photo(tmp_path / "a_color.png", size=(40, 32), seed=1)
+    before = digest(tmp_path / "a_color.png")
+    r = colorize_cli(tmp_path / "a.jpg", tmp_path / "a_color.png", "--overwrite", "--checkpoint", DEMO)
+    assert r.returncode == 0, r.stderr
+    assert digest(tmp_path / "a_color.png") == before
+    assert (tmp_path / "a-2_color.png").exists() and (tmp_path / "a_color_color.png").exists()
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["-o", "FILE"], "--out FILE: a file, not a folder"),
+    (["-o", "FILE/sub"], "--out FILE/sub: cannot write there"),
+    (["--size", "0"], "--size 0: must be 8 to 4096"),
+    (["--size", "100000"], "--size 100000: must be 8 to 4096"),
+    (["--batch-size", "0"], "--batch-size 0: must be 1 or more")])
+def test_bad_flags_are_one_line_before_any_work(tmp_path, flags, message):
+    img = make_photo(tmp_path / "p.jpg", size=(40, 32))
+    (tmp_path / "FILE").write_text("a file")
+    r = colorize_cli(img, *[f.replace("FILE", str(tmp_path / "FILE")) for f in flags], "--checkpoint", DEMO)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert r.stderr.startswith("error: " + message.replace("FILE", str(tmp_path / "FILE"))), r.stderr
+    assert not (tmp_path / "p_color.png").exists() and (tmp_path / "FILE").read_text() == "a file"
+
+
+def test_a_fifo_is_passed_over_in_a_folder_and_an_error_when_named(tmp_path):
+    make_photo(tmp_path / "ok.jpg", size=(40, 32))
+    os.mkfifo(tmp_path / "pipe.jpg")
+    r = colorize_cli(tmp_path, tmp_path / "pipe.jpg", "--checkpoint", DEMO, timeout=60)
+    assert r.returncode == 1 and (tmp_path / "ok_color.png").exists(), r.stderr
+    lines = r.stderr.splitlines()
+    assert any(l.startswith("warning: ") and "pipe.jpg: not a regular file" in l for l in lines), lines
+    assert any(l.startswith("error: ") and "pipe.jpg: not a regular file" in l for l in lines), lines
+
+
+def test_a_folder_without_images_is_an_error_and_folders_take_what_files_take(tmp_path):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "notes.txt").write_text("no pictures here")
+    (tmp_path / "gifs").mkdir()
+    Image.open(make_photo(tmp_path / "src.png", size=(40, 32))).save(tmp_path / "gifs" / "old.gif")
+    r = colorize_cli(tmp_path / "empty", tmp_path / "gifs", "--checkpoint", DEMO)
+    assert r.returncode == 1
+    assert f"error: no images found in {tmp_path / 'empty'}" in r.stderr
+    assert (tmp_path / "gifs" / "old_color.png").exists()
+
+
+def test_unreadable_folders_are_reported_not_skipped_silently(tmp_path):
+    """As root, chmod 000 does not stop reading: os.scandir is made to refuse one folder."""
+    (tmp_path / "locked").mkdir()
+    make_photo(tmp_path / "locked" / "hidden.jpg", size=(40, 32))
+    make_photo(tmp_path / "ok.jpg", size=(40, 32))
+    code = ("import os, sys, colorize\n"
+            "real = os.scandir\n"
+            "def scandir(p='.'):\n"
+            "    if os.path.basename(os.fspath(p)) == 'locked':\n"
+            "        raise PermissionError(13, 'Permission denied', os.fspath(p))\n"
+            "    return real(p)\n"
+            "os.scandir = scandir\n"
+            f"sys.exit(colorize.main([{str(tmp_path)!r}, '--checkpoint', {DEMO!r}]))")
+    r = run("-c", code)
+    assert r.returncode == 0, r.stderr
+    assert f"warning: {tmp_path / 'locked'}: cannot read this folder (Permission denied)" in r.stderr
+    assert (tmp_path / "ok_color.png").exists()
+
+
+def test_float_and_16_bit_transparent_images_keep_their_tones(tmp_path):
+    ramp = np.linspace(0, 1, 64 * 48).reshape(48, 64)
+    Image.fromarray(ramp.astype(np.float32), "F").save(tmp_path / "float.tif")
+    rgb, alpha = data.load_image(tmp_path / "float.tif")
+    assert alpha is None and abs(np.asarray(rgb)[..., 0].astype(float) - ramp * 255).max() <= 1
+    Image.fromarray((ramp * 65535).astype(np.uint16)).save(tmp_path / "gray16.png", transparency=0)
+    im = Image.open(tmp_path / "gray16.png")
+    assert im.mode.startswith("I") and im.info["transparency"] == 0
+    rgb, alpha = data.load_image(tmp_path / "gray16.png")
+    assert abs(np.asarray(rgb)[..., 0].astype(float) - ramp * 255).max() <= 1  # not washed out to white
+    assert np.asarray(alpha)[0, 0] == 0 and (np.asarray(alpha) == 255).mean() > 0.99
+
+
+def test_names_that_are_not_utf8_are_shown_escaped(tmp_path):
+    name = os.fsdecode(b"caf\xff.jpg")
+    make_photo(os.path.join(tmp_path, name), size=(40, 32))
+    (tmp_path / os.fsdecode(b"bad\xff.jpg")).write_bytes(b"not a picture")
+    assert len(data.find_images(tmp_path)) == 2
+    r = colorize_cli(tmp_path, "--checkpoint", DEMO)
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    assert "caf\\xff.jpg ->" in r.stdout and "error: " in r.stderr and "bad\\xff.jpg" in r.stderr
+    assert os.path.exists(os.path.join(tmp_path, os.fsdecode(b"caf\xff_color.png")))
+    _, skipped = data.ImageFolder([os.path.join(tmp_path, os.fsdecode(b"bad\xff.jpg")),
+                                   os.path.join(tmp_path, name)], size=16)[0]
+    assert "bad\\xff.jpg: unreadable" in skipped[0]
+    skipped[0].encode("utf-8")  # printable by train.py
+
+
+def test_folders_of_links_are_followed_and_link_cycles_end(tmp_path):
+    real = tmp_path / "real" / "cat"
+    real.mkdir(parents=True)
+    make_photo(real / "a.jpg", size=(40, 32))
+    tree = tmp_path / "tree" / "train"
+    tree.mkdir(parents=True)
+    os.symlink(real, tree / "cat")
+    os.symlink(tmp_path / "tree", tree / "loop")  # a cycle
+    assert data.find_images(tmp_path / "tree") == [str(tree / "cat" / "a.jpg")]
+    r = colorize_cli(tmp_path / "tree", "-o", tmp_path / "out", "--checkpoint", DEMO, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "out" / "train" / "cat" / "a_color.png").exists()
+
+
+def test_bad_checkpoints_get_a_short_safe_reason(tmp_path):
+    img = make_photo(tmp_path / "p.jpg", size=(40, 32))
+    (tmp_path / "random.pt").write_bytes(np.random.default_rng(0).bytes(3000))
+    good = fake_run(tmp_path / "run", 4, files=("best.pt",)) / "best.pt"
+    (tmp_path / "cut.pt").write_bytes(good.read_bytes()[:2000])
+    ckpt = torch.load(good, weights_only=True)
+    key = next(iter(ckpt["model"]))
+    shape = tuple(ckpt["model"][key].shape)
+    ckpt["model"][key] = torch.zeros(3, 5)
+    torch.save(ckpt, tmp_path / "shape.pt")
+    fake_run(tmp_path / "global", 4, files=("best.pt",), global_branch=True)
+    for bad, said in [("random.pt", "not a checkpoint file (UnpicklingError"),
+                      ("cut.pt", "not a checkpoint file (RuntimeError"),
+                      ("shape.pt", f"{key} has shape (3, 5), the model needs {shape}"),
+                      ("global", "--inception PATH")]:
+        r = colorize_cli(img, "--checkpoint", tmp_path / bad, "--inception", tmp_path / "nope.safetensors")
+        assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+        assert r.stderr.startswith("error: ") and said in r.stderr, r.stderr
+        assert "weights_only" not in r.stderr and "--inception none" not in r.stderr, r.stderr
+
+
+def test_warnings_name_the_file_they_are_about(tmp_path):
+    img = make_photo(tmp_path / "big.png", size=(40, 40))  # 1600 pixels: over a limit of 1000
+    code = ("import sys, colorize, PIL.Image\n"
+            "PIL.Image.MAX_IMAGE_PIXELS = 1000\n"
+            f"sys.exit(colorize.main([{str(img)!r}, '--checkpoint', {DEMO!r}]))")
+    r = run("-c", code)
+    assert r.returncode == 0, r.stderr
+    assert f"warning: {img}: Image size (1600 pixels) exceeds limit" in r.stderr, r.stderr
+
+
+def test_checkpoint_choice_prefers_best_pt_of_the_newest_run(tmp_path):
+    import colorize
+    old, new = fake_run(tmp_path / "out" / "old", 9), fake_run(tmp_path / "out" / "new", 4)
+    for f in old.iterdir():
+        os.utime(f, (1, 1))
+    make_photo(tmp_path / "p.jpg", size=(40, 32))
+    r = colorize_cli("p.jpg", cwd=tmp_path)
+    assert r.returncode == 0 and f"checkpoint: {os.path.join('out', 'new', 'best.pt')} (step 4" in r.stderr, r.stderr
+    assert colorize.load(old).path == str(old / "best.pt")
+    os.remove(old / "best.pt")  # a run from before best.pt: its ckpt.pt, with the averaged ("ema") weights
+    assert colorize.load(old).path == str(old / "ckpt.pt")
+    colorize.export_checkpoint(old / "ckpt.pt", tmp_path / "small.pt")
+    colorize.export_checkpoint(new / "best.pt", tmp_path / "small_best.pt")
+    for small in ("small.pt", "small_best.pt"):
+        assert colorize.load(tmp_path / small).size == 32
+
+
+def test_python_api_colorizes_paths_and_images_and_raises_one_line_errors(tmp_path):
+    import colorize
+    path = make_photo(tmp_path / "p.png", size=(50, 30))
+    colorizer = colorize.load(DEMO, device="cpu")
+    out = colorize.colorize(path, colorizer)
+    assert out.size == (50, 30) and out.mode == "RGB"
+    rgba = Image.open(path).convert("RGBA")
+    rgba.putalpha(128)
+    out = colorize.colorize(rgba, colorizer)
+    assert out.mode == "RGBA" and out.getpixel((0, 0))[3] == 128
+    assert colorize.colorize(Image.open(path).convert("L"), DEMO).size == (50, 30)
+    with pytest.raises(colorize.ColorizeError, match=r"missing\.jpg: no such file$"):
+        colorize.colorize(tmp_path / "missing.jpg", colorizer)
+    (tmp_path / "bad.pt").write_bytes(b"garbage")
+    with pytest.raises(colorize.CheckpointError, match="bad.pt: not a checkpoint file"):
+        colorize.colorize(path, tmp_path / "bad.pt")
+
+# -----------------------------------------------------------------------------
+# bench.py and the GPU check
+
+
+def test_training_decodes_large_jpegs_in_draft_mode(tmp_path, monkeypatch):
+    """bench.py's decode rows: for a 12-megapixel photo the JPEG decoder's own
+    downscaling is several times faster than a full decode, with or without a
+    reduce() after it. The dataset must ask for it, keeping 2x the crop."""
+    big = tmp_path / "big.jpg"
+    Image.open(make_photo(tmp_path / "src.png")).resize((1024, 768)).save(big, quality=90)
+    assert data.load_image(big, draft=64)[0].size == (128, 96)    # 1/8: both sides still >= 64
+    assert data.load_image(big, draft=150)[0].size == (256, 192)  # 1/4
+    assert data.load_image(big)[0].size == (1024, 768)
+    asked = []
+    load_image = data.load_image
+    monkeypatch.setattr(data, "load_image", lambda path, **kw: asked.append(kw) or load_image(path, **kw))
+    rgb, _ = data.ImageFolder([str(big)], size=48, train=True)[0]
+    assert asked == [{"draft": 96}] and rgb.shape == (3, 48, 48)
+
+
+def test_gpu_check_runs_every_step_on_the_cpu(photo_dir, tmp_path):
+    """.ci/gpu-check --device cpu --quick: the steps of the GPU check at tiny
+    sizes (bench.py --quick, train.py on random Inception weights, torchrun,
+    --resume, colorize.py compared), and one summary file."""
+    out = tmp_path / "out"
+    r = run(".ci/gpu-check", "--device", "cpu", "--quick", "--photos", photo_dir, out)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
+    assert os.listdir(out) == ["summary.md"]
+    summary = (out / "summary.md").read_text()
+    rows = {line.split(" | ")[0][2:]: line.split(" | ")[1:] for line in summary.splitlines()
+            if line.startswith("| ") and " | " in line}
+    for step in ["bench.py --device cpu", "train.py", "torchrun --nproc-per-node 1", "--resume of the torchrun run",
+                 "colorize.py --device cpu --batch-size 3", "colorize.py --device cpu, compared"]:
+        assert rows[step][0] == "ok", (step, rows[step])
+    assert rows["bench.py --device cpu --compile"][0] == "left out"
+    assert "step 4/4, loss" in rows["--resume of the torchrun run"][2]
+    assert "6 photos: max difference" in rows["colorize.py --device cpu, compared"][2]
+    for stage in ["lab round trip", "train step (bare)", "data loading", "decode + crop", "train.py loop",
+                  "colorize.py per image", "attention block"]:
+        assert stage in rows, stage
+    assert "| train step (bare) | attention + global, 64x64, batch 2 |" in summary
+    assert "the Inception's share of the step" in summary
+    assert "**7 of 7 steps passed**" in summary
+
+
+def test_gpu_check_records_what_did_not_run_and_fails(photo_dir, tmp_path):
+    r = run(".ci/gpu-check", "--device", "cpu", "--quick", "--photos", tmp_path, tmp_path / "out")
+    assert r.returncode != 0 and "no JPEGs in" in r.stderr
+    r = run(".ci/gpu-check", "--device", "cpu", "--quick", "--photos", photo_dir, "--budget", 0, tmp_path / "out")
+    assert r.returncode == 1
+    summary = (tmp_path / "out" / "summary.md").read_text()
+    assert "| train.py | skipped | 0 | no time left in the budget |" in summary
+    assert "not passed: bench.py --device cpu, train.py" in summary

@@ -16,6 +16,7 @@ import argparse
 import copy
 import csv
 import dataclasses
+import io
 import math
 import os
 import random
@@ -74,6 +75,12 @@ g.add_argument("--val-images", type=int, default=500, help="at most this many va
 g.add_argument("--resume", action="store_true", help="continue the run saved in --out/ckpt.pt")
 g.add_argument("--overwrite", action="store_true", help="start over in an --out that holds a run, replacing it")
 args = parser.parse_args()
+parser.set_defaults(**{k: None for k in vars(args)})  # a second parse tells which flags were typed:
+typed = {k for k, v in vars(parser.parse_args()).items() if v is not None}  # --resume keeps the rest
+for stream in (sys.stdout, sys.stderr):  # file names that are not valid UTF-8 still print
+    stream.reconfigure(errors="backslashreplace")
+master = int(os.environ.get("RANK", 0)) == 0  # only rank 0 logs and writes files
+log = (lambda *a: print(*a, flush=True)) if master else (lambda *a: None)  # flushed: log files fill as it runs
 
 
 def fail(message):
@@ -81,8 +88,82 @@ def fail(message):
     sys.exit(2)
 
 
-if args.size % 8:
-    fail(f"--size must be a multiple of 8, got {args.size}")
+def read_checkpoint(path, flag):
+    """A checkpoint's dict, or one line saying why not (never torch's advice to
+    unpickle an untrusted file with weights_only=False)."""
+    if not os.path.isfile(path):
+        fail(f"{flag} {path}: {'a folder, not a checkpoint file' if os.path.isdir(path) else 'no such file'}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        model.ColorizerConfig(**ckpt["config"])
+        return ckpt
+    except Exception as e:  # unpickling errors come in many classes; all mean "not usable"
+        fail(f"{flag} {path}: not a train.py checkpoint ({e.__class__.__name__})")
+
+# -----------------------------------------------------------------------------
+# check the flags and files, before any work is done
+
+
+ckpt_path, best_path = os.path.join(args.out, "ckpt.pt"), os.path.join(args.out, "best.pt")
+ckpt = None  # the checkpoint that --resume continues or --init starts from
+if args.resume and args.init:
+    fail("--resume continues a run, --init starts a new one from a checkpoint: give one of them")
+if args.resume:
+    ckpt = read_checkpoint(ckpt_path, "--resume")
+    if "optimizer" not in ckpt:
+        fail(f"--resume: {ckpt_path} holds only a model, not a run to continue; fine-tune from it "
+             f"with --init {ckpt_path} and another --out")
+    for k, v in ckpt["args"].items():  # the run's own recipe, unless a flag was typed to change it
+        if k not in typed and k not in ("resume", "overwrite", "init", "device", "workers", "compile"):
+            setattr(args, k, v)
+    changed = [k for k in sorted(typed) if k != "resume" and ckpt["args"].get(k, getattr(args, k)) != getattr(args, k)]
+    log("resume: " + (", ".join(f"--{k.replace('_', '-')} {getattr(args, k)} (was {ckpt['args'].get(k)})"
+                                for k in changed) or "with the run's own settings"))
+elif os.path.exists(ckpt_path) and not args.overwrite:
+    fail(f"--out {args.out} holds a run already: --resume to continue it, --overwrite to start over, "
+         f"or another --out")
+elif args.init:
+    ckpt = read_checkpoint(args.init, "--init")
+start_step = ckpt["step"] if args.resume else 0
+inception_file = args.inception not in (None, "auto", "none") and args.inception
+for flag, ok, must in [
+        ("--size", 8 <= args.size <= 2048 and args.size % 8 == 0, "a multiple of 8 from 8 to 2048"),
+        ("--batch-size", args.batch_size >= 1, "at least 1"),
+        ("--lr", math.isfinite(args.lr) and args.lr > 0, "a positive number"),
+        ("--warmup", args.warmup >= 0, "0 or more"),
+        ("--weight-decay", math.isfinite(args.weight_decay) and args.weight_decay >= 0, "0 or more"),
+        ("--ema", 0 <= args.ema < 1, "from 0 (off) up to, not including, 1"),
+        ("--max-steps", args.max_steps > start_step,
+         f"more than the {start_step} steps the run has done" if start_step else "at least 1"),
+        ("--width", args.width is None or 1 <= args.width <= 1024, "from 1 to 1024"),
+        ("--workers", args.workers >= 0, "0 or more"),
+        ("--val-fraction", 0 < args.val_fraction < 1, "between 0 and 1"),
+        ("--val-images", args.val_images >= 1, "at least 1"),
+        ("--log-every", args.log_every >= 1, "at least 1"),
+        ("--eval-every", args.eval_every >= 1, "at least 1"),
+        ("--inception", not inception_file or os.path.isfile(inception_file),
+         "auto, none or a weights file")]:
+    if not ok:
+        fail(f"{flag} must be {must}, got {getattr(args, flag[2:].replace('-', '_'))}")
+problems = []  # unreadable folders, FIFOs: passed over, said once
+try:
+    train_files, val_files = data.split_images(args.data, args.val_fraction, problems)
+except ValueError as e:
+    fail(f"--data {e}")
+for problem in problems:
+    log(f"warning: {problem}")
+if master:  # the run folder can be written now, not only after the first 500 steps
+    try:
+        os.makedirs(args.out, exist_ok=True)
+        probe = os.path.join(args.out, f".write-test{os.getpid()}")
+        open(probe, "w").close()
+        os.remove(probe)
+    except OSError as e:
+        fail(f"--out {args.out}: " + ("a file, not a folder" if os.path.isfile(args.out) else
+                                     f"cannot write there ({e.strerror})"))
+    for name in os.listdir(args.out):  # what an interrupted save left behind (data.save_atomic)
+        if ".tmp" in name and name.split(".tmp")[0] in ("ckpt.pt", "best.pt", "log.csv", "loss.png", "samples.png"):
+            os.remove(os.path.join(args.out, name))
 
 # -----------------------------------------------------------------------------
 # device, seed, precision, distributed
@@ -101,8 +182,6 @@ if device.type == "cuda":
     torch.cuda.set_device(device)
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     torch.backends.cudnn.benchmark = True
-master = rank == 0  # only rank 0 logs and writes files
-log = (lambda *a: print(*a, flush=True)) if master else (lambda *a: None)  # flushed: log files fill as it runs
 random.seed(args.seed + rank)
 torch.manual_seed(args.seed + rank)
 
@@ -116,14 +195,17 @@ memory_format = torch.channels_last if device.type == "cuda" else torch.contiguo
 # -----------------------------------------------------------------------------
 # data
 
-try:
-    train_files, val_files = data.split_images(args.data, args.val_fraction)
-except ValueError as e:
-    fail(e)
-val_files = val_files[:args.val_images]
-log(f"data: {len(train_files)} training and {len(val_files)} validation images in {args.data}")
 train_set = data.ImageFolder(train_files, args.size, train=True)
-val_set = data.ImageFolder(val_files, args.size, train=False)
+val_set = data.ImageFolder([], args.size, train=False)
+for path in val_files:  # checked now, not after the first --eval-every steps
+    if len(val_set) < args.val_images:
+        reason = val_set.load(path)[1]
+        val_set.files += [] if reason else [path]
+        if reason and master:
+            print(f"warning: validation: skipped {reason}", flush=True)
+if not val_set.files:
+    fail(f"--data {args.data}: no readable color image among the {len(val_files)} validation files")
+log(f"data: {len(train_files)} training and {len(val_set)} validation images in {args.data}")
 sampler = torch.utils.data.DistributedSampler(train_set, seed=args.seed) if distributed else \
     torch.utils.data.RandomSampler(train_set)
 loader = torch.utils.data.DataLoader(
@@ -163,18 +245,9 @@ def to_network(rgb):
 # -----------------------------------------------------------------------------
 # model: a new one, --resume (the same run goes on) or --init (fine-tuning)
 
-ckpt_path, best_path = os.path.join(args.out, "ckpt.pt"), os.path.join(args.out, "best.pt")
-if os.path.exists(ckpt_path) and not (args.resume or args.overwrite):
-    fail(f"--out {args.out} holds a run already: --resume to continue it, --overwrite to start over, "
-         f"or another --out")
-ckpt = None
 source = ckpt_path if args.resume else args.init
 if source:
-    try:
-        ckpt = torch.load(source, map_location="cpu", weights_only=True)
-        config = model.ColorizerConfig(**ckpt["config"])
-    except Exception as e:  # unpickling errors come in many classes; all mean "not usable"
-        fail(f"{source} is not a train.py checkpoint ({e.__class__.__name__})")
+    config = model.ColorizerConfig(**ckpt["config"])
     flag = "--resume" if args.resume else "--init"
     for name, asked, has in [("--model", args.model, config.variant), ("--width", args.width, config.width)]:
         if asked is not None and asked != has:
@@ -215,16 +288,19 @@ if config.global_branch:
 
 net = model.Colorizer(config).to(device, memory_format=memory_format)
 log(f"colorizer: {config}, {sum(p.numel() for p in net.parameters()):,} parameters")
-if args.init:  # the averaged weights where the checkpoint has them: the ones that were evaluated
-    net.load_state_dict({k: v.float() for k, v in (ckpt.get("ema") or ckpt["model"]).items()})
-    log(f"initialized from {args.init} (step {ckpt.get('step', '?')} of its run)")
-elif ckpt:
-    net.load_state_dict(ckpt["model"])
-# The moving average of the weights (and BatchNorm statistics): on a small data
-# set it is smoother and generalizes better than the last step's weights.
-ema_net = copy.deepcopy(net).requires_grad_(False) if args.ema > 0 else None
-if ema_net is not None and args.resume and ckpt.get("ema"):
-    ema_net.load_state_dict(ckpt["ema"])
+try:
+    if args.init:  # the averaged weights where the checkpoint has them: the ones that were evaluated
+        model.load_strict(net, {k: v.float() for k, v in (ckpt.get("ema") or ckpt["model"]).items()}, args.init)
+        log(f"initialized from {args.init} (step {ckpt.get('step', '?')} of its run)")
+    elif ckpt:
+        model.load_strict(net, ckpt["model"], ckpt_path)
+    # The moving average of the weights (and BatchNorm statistics): on a small data
+    # set it is smoother and generalizes better than the last step's weights.
+    ema_net = copy.deepcopy(net).requires_grad_(False) if args.ema > 0 else None
+    if ema_net is not None and args.resume and ckpt.get("ema"):
+        model.load_strict(ema_net, ckpt["ema"], ckpt_path)
+except ValueError as e:
+    fail(e)
 train_net = torch.compile(net) if args.compile else net
 if distributed:
     train_net = torch.nn.parallel.DistributedDataParallel(
@@ -279,6 +355,28 @@ if args.resume:
 del ckpt
 
 
+def save(write, path):
+    """data.save_atomic, or stop with one line saying why the file could not be
+    written (a full disk, a lost mount); the file it replaces stays whole."""
+    try:
+        data.save_atomic(write, path)
+    except OSError as e:
+        kept = f"; {ckpt_path} is the last good checkpoint" if os.path.exists(ckpt_path) else ""
+        fail(f"cannot write {path}: {e.strerror or e}{kept}")
+
+
+def torch_writer(obj):
+    """Serialized in memory first, so a failed write surfaces as the OSError
+    it is (torch.save to a path reports it as an internal RuntimeError)."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+
+    def write(path):
+        with open(path, "wb") as f:
+            f.write(buffer.getbuffer())
+    return write
+
+
 def save_checkpoint(step, is_best):
     """ckpt.pt: everything --resume needs; step is the number of optimizer steps
     done. best.pt, when this evaluation is the best so far: the evaluated
@@ -290,8 +388,8 @@ def save_checkpoint(step, is_best):
              "ema": ema_net.state_dict() if ema_net is not None else None,
              "rng": {"torch": torch.get_rng_state(), "python": random.getstate()}}
     if is_best:
-        data.save_atomic(lambda p: torch.save({**common, "model": evaluated.state_dict()}, p), best_path)
-    data.save_atomic(lambda p: torch.save(state, p), ckpt_path)
+        save(torch_writer({**common, "model": evaluated.state_dict()}), best_path)
+    save(torch_writer(state), ckpt_path)
 
 
 def write_log_csv():
@@ -302,7 +400,7 @@ def write_log_csv():
             w = csv.DictWriter(f, columns)
             w.writeheader()
             w.writerows({k: row.get(k, "") for k in columns} for row in history)
-    data.save_atomic(write, os.path.join(args.out, "log.csv"))
+    save(write, os.path.join(args.out, "log.csv"))
 
 
 def plot_curves(path, width=640, height=400, pad=56):
@@ -337,7 +435,7 @@ def plot_curves(path, width=640, height=400, pad=56):
     draw.text((pad, 16), "MSE (ab/128) against step, log scale", fill="black")
     draw.text((width - pad - 110, 16), "train", fill=series[0][1])
     draw.text((width - pad - 70, 16), "validation", fill=series[1][1])
-    data.save_atomic(lambda p: img.save(p, format="PNG"), path)
+    save(lambda p: img.save(p, format="PNG"), path)
 
 
 def to_uint8(rgb):
@@ -369,16 +467,13 @@ def evaluate(colorizer, n_samples=6):
     net.train()
     if rows:
         grid = torch.cat(rows, dim=1).permute(1, 2, 0).cpu().numpy()   # (rows*S, 3*S, 3)
-        data.save_atomic(lambda p: Image.fromarray(grid).save(p, format="PNG"),
-                         os.path.join(args.out, "samples.png"))
+        save(lambda p: Image.fromarray(grid).save(p, format="PNG"), os.path.join(args.out, "samples.png"))
     return sq_err / n_pixels, sum(psnrs) / len(psnrs)
 
 # -----------------------------------------------------------------------------
 # loop
 
 
-if master:
-    os.makedirs(args.out, exist_ok=True)
 data_iter = batches()
 # The loss is summed on the device, so the GPU never waits for a per-step .item();
 # it is read, and checked for NaN/inf, before anything is logged or saved.
