@@ -574,7 +574,7 @@ def test_train_cli_writes_checkpoint_samples_curves_and_resumes(photo_dir, tmp_p
     assert ckpt["step"] == 6 and ckpt["config"]["width"] == 8 and ckpt["inception"] is None
     assert Image.open(out / "samples.png").size == (3 * 32, 32)  # gray | prediction | truth
     rows = (out / "log.csv").read_text().splitlines()
-    assert rows[0] == "step,loss,lr,img_per_s,val_mse,val_psnr,val_mse_raw" and len(rows) == 1 + 3 + 2
+    assert rows[0] == "step,loss,lr,img_per_s,val_mse,val_psnr,val_mse_raw,val_mse_gray" and len(rows) == 1 + 3 + 2
 
     r = run("train.py", "--data", photo_dir, "--out", out, "--max-steps", 10, "--eval-every", 3,
             "--log-every", 2, "--resume", *TINY)

@@ -42,7 +42,12 @@ g.add_argument("--data", required=True, metavar="DIR", help="folder of images (r
 g.add_argument("--size", type=int, default=256, help="training crop side in pixels, a multiple of 8")
 g.add_argument("--val-fraction", type=float, default=data.VAL_FRACTION,
                help="share of the photos held out for validation by a hash of their path (without DIR/val)")
-g.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1), help="data loader processes")
+# One loader process decodes and crops a few hundred photos a second (bench.py);
+# a GPU trains this model at thousands, so every core this process may use is a worker.
+g.add_argument("--workers", type=int,
+               default=max(1, len(os.sched_getaffinity(0)) // int(os.environ.get("LOCAL_WORLD_SIZE", 1))),
+               help="data loader processes: the CPU cores per training process; fewer when bench.py "
+                    "says fewer keep the step fed, 0 to load in the main process")
 g = parser.add_argument_group("model")
 g.add_argument("--model", choices=["attention", "baseline"],
                help="attention (default): the paper's model; baseline: Deep Koalarization (no attention, no coords)")
@@ -393,7 +398,7 @@ def save_checkpoint(step, is_best):
 
 
 def write_log_csv():
-    columns = ["step", "loss", "lr", "img_per_s", "val_mse", "val_psnr", "val_mse_raw"]
+    columns = ["step", "loss", "lr", "img_per_s", "val_mse", "val_psnr", "val_mse_raw", "val_mse_gray"]
 
     def write(path):
         with open(path, "w", newline="") as f:
@@ -404,9 +409,11 @@ def write_log_csv():
 
 
 def plot_curves(path, width=640, height=400, pad=56):
-    """loss.png: training loss (blue) and validation MSE (orange) against step, log scale."""
+    """loss.png: training loss (blue), validation MSE (orange) and the all-gray
+    prediction's validation MSE (gray, the bar to clear) against step, log scale."""
     series = [([(r["step"], r["loss"]) for r in history if "loss" in r], (31, 119, 180)),
-              ([(r["step"], r["val_mse"]) for r in history if "val_mse" in r], (255, 127, 14))]
+              ([(r["step"], r["val_mse"]) for r in history if "val_mse" in r], (255, 127, 14)),
+              ([(r["step"], r["val_mse_gray"]) for r in history if "val_mse_gray" in r], (150, 150, 150))]
     points = [p for s, _ in series for p in s if p[1] > 0]
     if len(points) < 2:
         return
@@ -433,8 +440,8 @@ def plot_curves(path, width=640, height=400, pad=56):
             x, y = xy(*p)
             draw.ellipse([x - 3, y - 3, x + 3, y + 3], fill=color)
     draw.text((pad, 16), "MSE (ab/128) against step, log scale", fill="black")
-    draw.text((width - pad - 110, 16), "train", fill=series[0][1])
-    draw.text((width - pad - 70, 16), "validation", fill=series[1][1])
+    for k, label in enumerate(["train", "validation", "all-gray"]):
+        draw.text((width - pad - 170 + 60 * k, 16), label, fill=series[k][1])
     save(lambda p: img.save(p, format="PNG"), path)
 
 
@@ -447,10 +454,11 @@ def to_uint8(rgb):
 
 @torch.no_grad()
 def evaluate(colorizer, n_samples=6):
-    """Validation MSE on ab/128 (the training loss) and PSNR on uint8 RGB per
-    image (REFERENCE.md); with n_samples, samples.png for the first few images."""
+    """Validation MSE on ab/128 (the training loss), PSNR on uint8 RGB per image
+    (REFERENCE.md) and the MSE of the all-gray prediction; with n_samples,
+    samples.png for the first few images."""
     colorizer.eval()
-    sq_err, n_pixels, psnrs, rows = 0.0, 0, [], []
+    sq_err, gray_err, n_pixels, psnrs, rows = 0.0, 0.0, 0, [], []
     for i in range(0, len(val_set), args.batch_size):
         rgb, reasons = data.collate([val_set[j] for j in range(i, min(i + args.batch_size, len(val_set)))])
         note_skipped(reasons)
@@ -458,6 +466,7 @@ def evaluate(colorizer, n_samples=6):
         with autocast:
             pred = colorizer(l, embed(l)).float()
         sq_err += F.mse_loss(pred, ab, reduction="sum").item()
+        gray_err += ab.pow(2).sum().item()  # predicting no color at all: the bar to clear
         n_pixels += ab.numel()
         out = to_uint8(lab.lab_to_rgb(lab.net_to_lab(l.float(), pred))).float()
         psnrs += lab.psnr(out, rgb.to(device)).clamp(max=100).tolist()  # clamp: a perfect image is inf
@@ -468,7 +477,7 @@ def evaluate(colorizer, n_samples=6):
     if rows:
         grid = torch.cat(rows, dim=1).permute(1, 2, 0).cpu().numpy()   # (rows*S, 3*S, 3)
         save(lambda p: Image.fromarray(grid).save(p, format="PNG"), os.path.join(args.out, "samples.png"))
-    return sq_err / n_pixels, sum(psnrs) / len(psnrs)
+    return sq_err / n_pixels, sum(psnrs) / len(psnrs), gray_err / n_pixels
 
 # -----------------------------------------------------------------------------
 # loop
@@ -497,16 +506,16 @@ for step in range(start_step, args.max_steps + 1):
     if master and (step % args.eval_every == 0 or last_step) and step > start_step:
         stop_if_diverged(step)
         t_eval = time.time()
-        val_mse, val_psnr = evaluate(ema_net if ema_net is not None else net)
-        row = {"step": step, "val_mse": val_mse, "val_psnr": val_psnr}
+        val_mse, val_psnr, gray_mse = evaluate(ema_net if ema_net is not None else net)
+        row = {"step": step, "val_mse": val_mse, "val_psnr": val_psnr, "val_mse_gray": gray_mse}
         if ema_net is not None:  # the last step's weights too, to see what the average buys
             row["val_mse_raw"] = evaluate(net, n_samples=0)[0]
         stop_if_diverged(step, "validation MSE", val_mse)
         history.append(row)
         is_best = val_mse < best_mse
         best_mse = min(best_mse, val_mse)
-        log(f"step {step}/{args.max_steps} | val mse {val_mse:.5f}"
-            + (f" (last weights {row['val_mse_raw']:.5f})" if "val_mse_raw" in row else "")
+        log(f"step {step}/{args.max_steps} | val mse {val_mse:.5f} ({val_mse / gray_mse:.2f}x all-gray"
+            + (f"; last weights {row['val_mse_raw']:.5f})" if "val_mse_raw" in row else ")")
             + f" | val psnr {val_psnr:.2f} dB" + (" | best so far" if is_best else ""))
         save_checkpoint(step, is_best)
         write_log_csv()
