@@ -1,20 +1,25 @@
 """Speed and memory of every stage, in one command, as one table.
 
-    python bench.py                         # CPU: a few minutes
+    python bench.py                         # CPU: several minutes
     python bench.py --device cuda           # GPU: bf16 autocast, channels_last
     python bench.py --device cuda --compile
+    python bench.py --quick                 # tiny sizes: every stage runs once (the tests)
 
 Absolute numbers drift on a shared machine; the ratios in the last column are
 measured in the same run and hold. FLOPs are counted from the convolutions,
 linear layers and attention matmuls of the model actually run (a multiply-add
-is 2 FLOPs; a training step is 3x the forward), so on a GPU the model FLOPs
-utilization is achieved FLOP/s over the card's bf16 peak (--peak-tflops).
+is 2 FLOPs; a training step is 3x the colorizer's forward plus the frozen
+Inception's forward), so on a GPU the model FLOPs utilization is achieved
+FLOP/s over the card's dense bf16 peak. The Lab rows run on one CPU thread,
+beside OpenCV's and scikit-image's conversions when those happen to be
+installed (optional, never required).
 """
 import argparse
 import contextlib
 import dataclasses
 import glob
 import io
+import math
 import os
 import subprocess
 import sys
@@ -39,19 +44,38 @@ parser.add_argument("--compile", action="store_true", help="torch.compile the co
 parser.add_argument("--photos", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "shared", "photos"),
                     help="a folder of real JPEGs for the data and colorize stages")
 parser.add_argument("--batch-size", type=int, default=0, help="0: 8 on CPU, 64 on CUDA")
-parser.add_argument("--peak-tflops", type=float, default=989.0,
-                    help="the card's dense bf16 peak (H100 SXM: 989; H100 PCIe: 756; H200: 989)")
+parser.add_argument("--peak-tflops", type=float, default=0,
+                    help="the card's dense bf16 peak for the MFU column; 0: from its name (H100 SXM 989, "
+                         "H100 PCIe 756, H200 989, A100 312)")
+parser.add_argument("--quick", action="store_true", help="tiny sizes, few repeats: checks that every stage runs; "
+                                                          "the numbers mean nothing")
 args = parser.parse_args()
 
 device = torch.device("cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()) else "cpu")
 cuda = device.type == "cuda"
 dtype = {"auto": torch.bfloat16 if cuda else torch.float32, "float32": torch.float32,
          "bfloat16": torch.bfloat16}[args.dtype]
-batch = args.batch_size or (64 if cuda else 8)
+batch = args.batch_size or (2 if args.quick else 64 if cuda else 8)
+S = 64 if args.quick else 256  # the training crop side
 memory_format = torch.channels_last if cuda else torch.contiguous_format
 autocast = torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
-photos = sorted(glob.glob(os.path.join(args.photos, "*.jpg")))
+photos = sorted(glob.glob(os.path.join(args.photos, "*.jpg")))[:4 if args.quick else None]
 rows = []  # (stage, setting, result, ratio)
+
+# Dense bf16 tensor-core peaks from NVIDIA's datasheets (their headline figures
+# assume 2:4 sparsity and are twice these). The first name found in the card's wins.
+PEAK_TFLOPS = [("H100 PCIe", 756), ("H100 NVL", 835), ("H200 NVL", 835), ("H100", 989), ("H200", 989), ("A100", 312)]
+gpu = torch.cuda.get_device_name() if cuda else ""
+peak = args.peak_tflops or next((tf for name, tf in PEAK_TFLOPS if name in gpu), 0)
+
+
+def loader_workers():
+    """Loader processes per training process, the default recommended for
+    train.py --workers: the CPU cores this process may use, shared by the
+    processes of the node (torchrun sets LOCAL_WORLD_SIZE), less one for the
+    training loop itself."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, cores // int(os.environ.get("LOCAL_WORLD_SIZE", 1)) - 1)
 
 
 def sync():
@@ -61,6 +85,7 @@ def sync():
 
 def timed(fn, repeat, warmup=1):
     """Median seconds of fn() over `repeat` runs after `warmup` runs."""
+    repeat, warmup = (1, min(warmup, 1)) if args.quick else (repeat, warmup)
     for _ in range(warmup):
         fn()
     sync()
@@ -103,6 +128,13 @@ def count_flops(net, *inputs):
     return total[0]
 
 
+def flop_rate(flops, seconds):
+    """MFU against the card's peak on a GPU, TFLOP/s on the CPU."""
+    if cuda and peak:
+        return f"MFU {flops / seconds / (peak * 1e12):.1%}"
+    return f"{flops / seconds / 1e12:.2f} TFLOP/s"
+
+
 # Peak resident memory of this process, from Linux's VmHWM (getrusage's ru_maxrss
 # would carry over the parent's peak into a child started from a large process).
 PRINT_PEAK = "print('M', [l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM')][0])"
@@ -117,73 +149,82 @@ def run_python(code):
     return dict(line.split(None, 1) for line in r.stdout.splitlines() if line[:2] in ("M ", "T "))
 
 
-print(f"device {device} ({torch.cuda.get_device_name() if cuda else f'{os.cpu_count()} CPU cores'}), "
-      f"{dtype}, torch {torch.__version__}, {torch.get_num_threads()} threads, batch {batch}\n")
+where = f"{gpu}, bf16 peak {peak or 'unknown'} TFLOP/s" if cuda else f"{os.cpu_count()} CPU cores"
+print(f"device {device} ({where}), {dtype}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
+      f"batch {batch}, {loader_workers()} loader workers\n")
 
 # -----------------------------------------------------------------------------
-# Lab: torch float32 against the same formulas in float64 NumPy (scikit-image's way)
+# Lab round trip on one CPU thread, so the rows compare code rather than cores.
+# OpenCV and scikit-image are the outside anchors, measured only where installed.
 
-
-def numpy_rgb_to_lab(rgb):  # (H, W, 3) float64
-    lin = np.where(rgb > 0.04045, ((rgb + 0.055) / 1.055) ** 2.4, rgb / 12.92)
-    xyz = lin @ np.array(lab.RGB_TO_XYZ).T / np.array(lab.WHITE_D65)
-    f = np.where(xyz > 0.008856, np.cbrt(xyz), 7.787 * xyz + 16 / 116)
-    return np.stack([116 * f[..., 1] - 16, 500 * (f[..., 0] - f[..., 1]), 200 * (f[..., 1] - f[..., 2])], -1)
-
-
-def numpy_lab_to_rgb(lab_img):
-    fy = (lab_img[..., 0] + 16) / 116
-    f = np.stack([fy + lab_img[..., 1] / 500, fy, np.maximum(fy - lab_img[..., 2] / 200, 0)], -1)
-    xyz = np.where(f > 0.2068966, f ** 3, (f - 16 / 116) / 7.787) * np.array(lab.WHITE_D65)
-    lin = xyz @ np.linalg.inv(np.array(lab.RGB_TO_XYZ)).T
-    return np.clip(np.where(lin > 0.0031308, 1.055 * np.abs(lin) ** (1 / 2.4) - 0.055, 12.92 * lin), 0, 1)
-
-
-side = 4096
-rgb_np = np.random.default_rng(0).random((side, side, 3))
-rgb_t = torch.from_numpy(rgb_np).permute(2, 0, 1).float().to(device)
-t_torch = timed(lambda: lab.lab_to_rgb(lab.rgb_to_lab(rgb_t)), repeat=3)
-t_numpy = timed(lambda: numpy_lab_to_rgb(numpy_rgb_to_lab(rgb_np)), repeat=1, warmup=0)
-lab_ref = numpy_rgb_to_lab(rgb_np)
-lab_diff = (lab.rgb_to_lab(rgb_t).permute(1, 2, 0).double().cpu().numpy() - lab_ref)
-rt_diff = lab.lab_to_rgb(torch.from_numpy(lab_ref).permute(2, 0, 1).float().to(device)).permute(1, 2, 0).double().cpu().numpy() \
-    - numpy_lab_to_rgb(lab_ref)
+side = 256 if args.quick else 2048
+rgb_np = np.random.default_rng(0).random((side, side, 3), dtype=np.float32)   # (H, W, 3)
+rgb_t = torch.from_numpy(rgb_np).permute(2, 0, 1)                            # (3, H, W)
 mp = side * side / 1e6
-report("lab round trip", f"{side}x{side}, torch float32", f"{mp / t_torch:.1f} MP/s", f"{t_numpy / t_torch:.1f}x NumPy f64")
-report("", "NumPy float64, same formulas", f"{mp / t_numpy:.1f} MP/s")
-report("", "max |diff| vs NumPy", f"Lab {np.abs(lab_diff).max():.1e}, RGB {np.abs(rt_diff).max():.1e}")
-del rgb_np, rgb_t, lab_ref, lab_diff, rt_diff
+threads = torch.get_num_threads()
+torch.set_num_threads(1)
+t_ours = timed(lambda: lab.lab_to_rgb(lab.rgb_to_lab(rgb_t)), repeat=3)
+ours = lab.rgb_to_lab(rgb_t).permute(1, 2, 0).numpy()                       # (H, W, 3) Lab
+error = (lab.lab_to_rgb(lab.rgb_to_lab(rgb_t)) - rgb_t).abs().max().item()
+report("lab round trip", f"{side}x{side} float32, lab.py, 1 thread", f"{mp / t_ours:.1f} MP/s",
+       f"round trip max abs error {error:.0e}")
+anchors = []  # (name, rgb -> Lab, Lab -> rgb), both on (H, W, 3) float32 in [0, 1]
+try:
+    import cv2
+    cv2.setNumThreads(1)
+    anchors.append((f"OpenCV {cv2.__version__}", lambda x: cv2.cvtColor(x, cv2.COLOR_RGB2Lab),
+                    lambda x: cv2.cvtColor(x, cv2.COLOR_Lab2RGB)))
+except ImportError:
+    pass
+try:
+    import skimage.color
+    anchors.append((f"scikit-image {skimage.__version__}", skimage.color.rgb2lab, skimage.color.lab2rgb))
+except ImportError:
+    pass
+for name, to_lab, to_rgb in anchors:
+    t = timed(lambda: to_rgb(to_lab(rgb_np)), repeat=3)
+    diff = np.abs(to_lab(rgb_np) - ours).max()
+    report("", f"{name}, 1 thread", f"{mp / t:.1f} MP/s",
+           f"{t_ours / t:.2f}x lab.py's speed; Lab max abs diff {diff:.0e}")
+torch.set_num_threads(threads)
+if cuda:
+    rgb_gpu = rgb_t.to(device)
+    t = timed(lambda: lab.lab_to_rgb(lab.rgb_to_lab(rgb_gpu)), repeat=3)
+    report("", "lab.py on the GPU", f"{mp / t:.0f} MP/s", f"{t_ours / t:.0f}x one CPU thread")
+del rgb_np, rgb_t, ours
 
 # -----------------------------------------------------------------------------
-# Inception embedding and colorizer forward at 256x256
+# Inception embedding and colorizer forward at S x S
 
 inception = model.InceptionResNetV2().eval().requires_grad_(False).to(device, memory_format=memory_format)
-gray = torch.rand(batch, 3, 256, 256, device=device)
+gray = torch.rand(batch, 3, S, S, device=device)
 with autocast:
-    t = timed(lambda: model.inception_embedding(inception, gray), repeat=3)
-flops = count_flops(inception, torch.zeros(1, 3, 299, 299, device=device))
-report("inception embedding", f"256 -> 299, batch {batch}", f"{batch / t:.1f} img/s",
-       f"{flops * batch / t / 1e12:.2f} TFLOP/s")
-del inception
+    t_inception = timed(lambda: model.inception_embedding(inception, gray), repeat=3)
+inception_flops = count_flops(inception, torch.zeros(1, 3, 299, 299, device=device))
+report("inception embedding", f"{S} -> 299, batch {batch}", f"{batch / t_inception:.1f} img/s",
+       flop_rate(inception_flops * batch, t_inception))
 
-l = torch.rand(batch, 1, 256, 256, device=device).contiguous(memory_format=memory_format) * 2 - 1
+l = torch.rand(batch, 1, S, S, device=device).contiguous(memory_format=memory_format) * 2 - 1
 emb = torch.randn(batch, 1000, device=device)
 for variant in ("attention", "baseline"):
     net = model.Colorizer(model.ColorizerConfig(variant=variant)).to(device, memory_format=memory_format).eval()
     with torch.no_grad(), autocast:
         t = timed(lambda: net(l, emb), repeat=3)
-    report("colorizer forward", f"{variant}, 256x256, batch {batch}", f"{batch / t:.1f} img/s")
+    report("colorizer forward", f"{variant}, {S}x{S}, batch {batch}", f"{batch / t:.1f} img/s")
 
 # -----------------------------------------------------------------------------
-# training step: forward + backward + Adam, on random tensors
+# training step: forward + backward + Adam on random tensors, with the global
+# branch (the frozen Inception runs in every step, as in train.py) and without
 
-def bare_step(net, l, emb, target):
+
+def bare_step(net, l, target, inception=None):
     """One forward + backward + Adam step of net on fixed tensors, as a closure."""
     step_net = torch.compile(net) if args.compile else net
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
 
     def step():
         with autocast:
+            emb = None if inception is None else model.inception_embedding(inception, lab.gray_rgb(l))
             loss = F.mse_loss(step_net(l, emb).float(), target)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -191,44 +232,108 @@ def bare_step(net, l, emb, target):
     return step
 
 
-target = torch.rand(batch, 2, 256, 256, device=device) * 2 - 1
+target = torch.rand(batch, 2, S, S, device=device) * 2 - 1
 bare_rates = {}
-for variant in ("attention", "baseline"):
-    net = model.Colorizer(model.ColorizerConfig(variant=variant)).to(device, memory_format=memory_format)
-    t = timed(bare_step(net, l, emb, target), repeat=5 if cuda else 3, warmup=3 if args.compile else 1)
-    flops = 3 * count_flops(net, l, emb)
-    mfu = f"MFU {flops / t / (args.peak_tflops * 1e12):.1%}" if cuda else f"{flops / t / 1e12:.2f} TFLOP/s"
-    report("train step (bare)", f"{variant}, 256x256, batch {batch}", f"{batch / t:.1f} img/s", mfu)
-    bare_rates[variant] = batch / t
-del net, l, emb, target
+for name, variant, global_branch in [("attention + global", "attention", True), ("attention", "attention", False),
+                                     ("baseline", "baseline", False)]:
+    net = model.Colorizer(model.ColorizerConfig(variant=variant, global_branch=global_branch))
+    net = net.to(device, memory_format=memory_format)
+    frozen = inception if global_branch else None
+    t = timed(bare_step(net, l, target, frozen), repeat=5 if cuda else 3, warmup=3 if args.compile else 1)
+    flops = 3 * count_flops(net, l, emb if global_branch else None) + (inception_flops * batch if global_branch else 0)
+    report("train step (bare)", f"{name}, {S}x{S}, batch {batch}", f"{batch / t:.1f} img/s", flop_rate(flops, t))
+    bare_rates[name] = batch / t
+share = bare_rates["attention + global"] * t_inception / batch  # the embedding's seconds over the step's
+report("", "the Inception's share of the step", f"{share:.0%}",
+       f"{bare_rates['attention'] / bare_rates['attention + global']:.2f}x the img/s without it")
+del net, l, emb, target, inception, gray
 
 # -----------------------------------------------------------------------------
-# data loading: decoded, cropped uint8 images per second per worker on real JPEGs
+# data loading: decoded, cropped uint8 images per second per loader worker, the
+# workers the measured training step needs, and a DataLoader with the default
 
 if photos:
     files = (photos * (64 // len(photos) + 1))[:64]
-    dataset = data.ImageFolder(files, 256, train=True)
+    dataset = data.ImageFolder(files, S, train=True)
     t = timed(lambda: [dataset[i] for i in range(len(dataset))], repeat=3)
-    report("data loading", f"{len(photos)} JPEGs (768 px) -> 256 crops", f"{len(files) / t:.0f} img/s/worker",
-           f"{len(files) / t / bare_rates['attention']:.0f}x the attention step")
+    per_worker = len(files) / t
+    need = {name: math.ceil(rate / per_worker) for name, rate in bare_rates.items()}
+    report("data loading", f"{len(photos)} JPEGs -> {S} crops", f"{per_worker:.0f} crops/s/worker",
+           f"workers needed: {need['attention + global']} (attention + global), {need['baseline']} (baseline)")
+    workers = loader_workers()
+    batches = max(8, 4 * workers)  # enough that the start-up of the workers is a small part
+    loader = torch.utils.data.DataLoader(data.ImageFolder(files * (batches * batch // len(files) + 1), S),
+                                         batch_size=batch, num_workers=workers, collate_fn=data.collate)
+    it = iter(loader)
+    next(it)  # the workers start and fill their queues
+    t0, n = time.perf_counter(), 0
+    for rgb, _ in it:
+        n += len(rgb)
+    rate = n / (time.perf_counter() - t0)
+    report("", f"DataLoader, --workers {workers}, batch {batch}", f"{rate:.0f} crops/s",
+           f"{rate / bare_rates['attention + global']:.3g}x the attention + global step")
+    del loader, it
+
+# Decode paths at ImageNet's typical size and at 12 megapixels, made from the
+# photos (upscaled, with a little grain so they do not compress unrealistically
+# well). data.load_image(draft=...) is the path train.py takes: the JPEG
+# decoder itself works at 1/2, 1/4 or 1/8 scale while the short side stays at
+# least twice the crop, so even the smallest crops (a quarter of the area)
+# keep about the crop's resolution.
+if photos:
+    with tempfile.TemporaryDirectory() as tmp:
+        rng = np.random.default_rng(0)
+        for w, h in [(500, 375), (1600, 1200) if args.quick else (4000, 3000)]:
+            made = []
+            for i, p in enumerate(photos[:4]):
+                im = np.asarray(Image.open(p).convert("RGB").resize((w, h), Image.BICUBIC), np.int16)
+                grain = rng.integers(-4, 5, im.shape, dtype=np.int16)
+                made.append(os.path.join(tmp, f"{w}x{h}_{i}.jpg"))
+                Image.fromarray(np.clip(im + grain, 0, 255).astype(np.uint8)).save(made[-1], quality=90)
+
+            def full(p):
+                return data.random_resized_crop(data.load_image(p)[0], S)
+
+            def reduce(p):  # decode all of it, then box-average by the largest factor that keeps 2x the crop
+                im = data.load_image(p)[0]
+                return data.random_resized_crop(im.reduce(max(1, min(im.size) // (2 * S))), S)
+
+            def draft(p):
+                return data.random_resized_crop(data.load_image(p, draft=2 * S)[0], S)
+            t_full = None
+            for name, fn in [("full decode", full), ("full decode + reduce", reduce), ("JPEG draft (train.py)", draft)]:
+                t = timed(lambda: [fn(p) for p in made], repeat=3) / len(made)
+                t_full = t_full or t
+                report("decode + crop" if fn is full else "", f"{w}x{h} JPEG, {name}",
+                       f"{t * 1000:.1f} ms ({1 / t:.0f}/s)", f"{t_full / t:.1f}x full decode")
 
 # -----------------------------------------------------------------------------
 # the real train.py loop against the bare step of the same model and batch
 
 if photos:
     with tempfile.TemporaryDirectory() as tmp:
-        size, steps, loop_batch = (256, 60, batch) if cuda else (128, 30, 16)
-        cmd = [sys.executable, "train.py", "--data", args.photos, "--inception", "none", "--out", tmp,
+        size, steps, loop_batch = (32, 4, 4) if args.quick else (S, 60, batch) if cuda else (128, 30, 16)
+        # The photos several times over (symlinks), so that an epoch holds many
+        # batches, as a real data set does, and every loader worker has work.
+        folder = os.path.join(tmp, "photos")
+        os.makedirs(folder)
+        for copy in range(math.ceil(20 * loop_batch / len(photos))):
+            for p in photos:
+                os.symlink(os.path.abspath(p), os.path.join(folder, f"{copy}_{os.path.basename(p)}"))
+        cmd = [sys.executable, "train.py", "--data", folder, "--inception", "none", "--out", os.path.join(tmp, "run"),
                "--size", str(size), "--batch-size", str(loop_batch), "--max-steps", str(steps),
-               "--eval-every", str(steps), "--log-every", "10", "--device", device.type,
-               "--workers", str(min(8, os.cpu_count()) if cuda else 1)] + (["--compile"] if args.compile else [])
+               "--eval-every", str(steps), "--val-images", "16", "--log-every", str(max(1, steps // 6)),
+               "--device", device.type, "--workers", str(loader_workers())] + (["--compile"] if args.compile else [])
         out = subprocess.run(cmd, capture_output=True, text=True, cwd=os.path.dirname(os.path.abspath(__file__)))
+        if out.returncode:
+            raise RuntimeError(out.stderr)
         rates = [float(line.split(" img/s")[0].split("| ")[-1]) for line in out.stdout.splitlines() if " img/s" in line]
-        loop_rate = sum(rates[1:]) / max(len(rates) - 1, 1)  # the first interval includes start-up
+        rates = rates[1:] or rates  # the first interval includes start-up
+        loop_rate = sum(rates) / len(rates)
         net = model.Colorizer(model.ColorizerConfig(global_branch=False)).to(device, memory_format=memory_format)
         l = torch.rand(loop_batch, 1, size, size, device=device).contiguous(memory_format=memory_format)
         target = torch.rand(loop_batch, 2, size, size, device=device)
-        bare = loop_batch / timed(bare_step(net, l, None, target), repeat=5, warmup=3 if args.compile else 1)
+        bare = loop_batch / timed(bare_step(net, l, target), repeat=5, warmup=3 if args.compile else 1)
         report("train.py loop", f"attention, {size}x{size}, batch {loop_batch}", f"{loop_rate:.1f} img/s",
                f"{loop_rate / bare:.0%} of bare ({bare:.1f} img/s)")
         del net
@@ -239,34 +344,38 @@ if photos:
 with tempfile.TemporaryDirectory() as tmp:
     net = model.Colorizer(model.ColorizerConfig(global_branch=False)).eval()
     ckpt = os.path.join(tmp, "ckpt.pt")
-    torch.save({"config": dataclasses.asdict(net.config), "model": net.state_dict(), "args": {"size": 256}}, ckpt)
+    torch.save({"config": dataclasses.asdict(net.config), "model": net.state_dict(), "args": {"size": S}}, ckpt)
     if photos:
+        some = photos[:16]
         t0 = time.perf_counter()
-        with contextlib.redirect_stdout(io.StringIO()):  # it prints every path it writes
-            colorize.main(photos + ["-o", os.path.join(tmp, "out"), "--checkpoint", ckpt, "--device", device.type])
-        per_image = (time.perf_counter() - t0) / len(photos)
+        quiet = io.StringIO()  # it prints every path it writes and the checkpoint it uses
+        with contextlib.redirect_stdout(quiet), contextlib.redirect_stderr(quiet):
+            colorize.main(some + ["-o", os.path.join(tmp, "out"), "--checkpoint", ckpt, "--device", device.type])
+        per_image = (time.perf_counter() - t0) / len(some)
         net = net.to(device)
-        sizes = [colorize.network_size(*Image.open(p).size, 256) for p in photos]
+        sizes = [colorize.network_size(*Image.open(p).size, S) for p in some]
 
         def forwards():
             with torch.no_grad():
                 for w, h in sizes:
                     net(torch.zeros(1, 1, h, w, device=device))
-        bare = timed(forwards, repeat=2) / len(photos)
-        report("colorize.py per image", f"{len(photos)} photos, net short side 256", f"{per_image * 1000:.0f} ms",
+        bare = timed(forwards, repeat=2) / len(some)
+        report("colorize.py per image", f"{len(some)} photos, net short side {S}", f"{per_image * 1000:.0f} ms",
                f"{per_image / bare:.2f}x bare forward ({bare * 1000:.0f} ms)")
+    big_w, big_h = (600, 400) if args.quick else (6000, 4000)
     big = os.path.join(tmp, "big.jpg")
     src = Image.open(photos[0]) if photos else Image.new("RGB", (64, 64), (90, 120, 60))
-    src.convert("RGB").resize((6000, 4000), Image.BILINEAR).save(big, quality=90)
-    peak = int(run_python(f"import colorize; colorize.main([{big!r}, '--checkpoint', {ckpt!r}, "
-                          f"'--device', 'cpu', '-o', {tmp!r}])")["M"]) / 1024
+    src.convert("RGB").resize((big_w, big_h), Image.BILINEAR).save(big, quality=90)
+    peak_rss = int(run_python(f"import colorize; colorize.main([{big!r}, '--checkpoint', {ckpt!r}, "
+                              f"'--device', 'cpu', '-o', {tmp!r}])")["M"]) / 1024
     base = int(run_python("import colorize")["M"]) / 1024
-    report("colorize.py 24 MP", "6000x4000 JPEG, CPU", f"peak RSS {peak:.0f} MB", f"{peak - base:.0f} MB above imports")
+    report(f"colorize.py {big_w * big_h / 1e6:.2g} MP", f"{big_w}x{big_h} JPEG, CPU", f"peak RSS {peak_rss:.0f} MB",
+           f"{peak_rss - base:.0f} MB above imports")
 
 # -----------------------------------------------------------------------------
 # the attention block at growing sizes: fused kernel against the explicit N x N path
 
-for px in (256, 512, 1024):
+for px in (64,) if args.quick else (256, 512, 1024):
     n = (px // 8) ** 2
     code = (f"import torch, model, time\ntorch.manual_seed(0)\natt = model.Attention(256).to({str(device)!r})\n"
             f"h = torch.randn(1, 256, {px // 8}, {px // 8}, device={str(device)!r})\n"
