@@ -9,11 +9,20 @@ its a*b* prediction is resized bilinearly to the original size and joined with
 the original full-resolution L (the DESIGN.md inference path), so the detail
 of the output is the detail of the input. Alpha is kept; inputs are never
 overwritten. The checkpoint carries its own config: no architecture flags.
+
+From Python (a notebook): colorize.colorize("photo.jpg") returns a PIL image;
+load the model once for many images with colorizer = colorize.load() and
+colorize.colorize(image, colorizer).
 """
 import argparse
+import functools
 import glob
 import os
 import sys
+import tempfile
+import time
+import warnings
+from collections import namedtuple
 
 import numpy as np
 import torch
@@ -29,16 +38,32 @@ OUTPUT_SUFFIXES = ("_color.png", "_compare.png", "_attention.png")
 # no checkpoint is given or found, so a fresh clone colorizes out of the box.
 DEMO_CHECKPOINT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "demo", "colorizer.pt")
 STRIP_ROWS = 256  # full-resolution work runs in strips of rows: bounded memory for any size
+MAX_SIZE = 4096  # --size: beyond this the network's copy alone needs gigabytes
+shown = data.shown  # paths for printing: a file name that is not UTF-8 must not end the run
+# A checkpoint loaded for use: the network, its frozen Inception (or None), the
+# short side of the network's copy, the device, the file, and "step N, ...".
+LoadedModel = namedtuple("LoadedModel", "net inception size device path about")
 
 
-class CheckpointError(Exception):
+class ColorizeError(Exception):
+    """A bad input or checkpoint: the message is the one line the command
+    prints after "error: "."""
+
+
+class CheckpointError(ColorizeError):
     pass
 
 
+def run_checkpoint(folder):
+    """A train.py run folder's best.pt (lowest validation MSE), else its ckpt.pt
+    (runs from before best.pt), else None."""
+    return next((p for p in (os.path.join(folder, n) for n in ("best.pt", "ckpt.pt")) if os.path.isfile(p)), None)
+
+
 def find_checkpoint(out_dir="out"):
-    """The newest ckpt.pt that train.py wrote under out_dir, or None."""
-    found = glob.glob(os.path.join(out_dir, "**", "ckpt.pt"), recursive=True)
-    return max(found, key=os.path.getmtime) if found else None
+    """The checkpoint of the newest train.py run under out_dir, or None."""
+    found = [p for n in ("best.pt", "ckpt.pt") for p in glob.glob(os.path.join(out_dir, "**", n), recursive=True)]
+    return run_checkpoint(os.path.dirname(max(found, key=os.path.getmtime))) if found else None
 
 
 def export_checkpoint(src, dst):
@@ -47,40 +72,81 @@ def export_checkpoint(src, dst):
     optimizer state), written atomically. This is how demo/colorizer.pt was made."""
     ckpt = torch.load(src, map_location="cpu", weights_only=True)
     evals = [row for row in ckpt["history"] if "val_mse" in row]
+    weights = ckpt.get("ema") or ckpt["model"]  # a ckpt.pt's averaged weights are the ones evaluated
     small = {"config": ckpt["config"], "step": ckpt["step"], "inception": ckpt["inception"],
              "args": {"size": ckpt["args"]["size"]}, "validation": evals[-1] if evals else None,
-             "model": {k: v.half() if v.is_floating_point() else v for k, v in ckpt["model"].items()}}
+             "model": {k: v.half() if v.is_floating_point() else v for k, v in weights.items()}}
     data.save_atomic(lambda tmp: torch.save(small, tmp), dst)
 
 
-def load_colorizer(path, device, inception_path=None):
-    """(Colorizer in eval mode, frozen Inception or None, training size) from a
-    train.py checkpoint. Raises CheckpointError with a one-line reason."""
+def short_reason(e):
+    """An exception's class and first sentence, leaving out torch's advice to
+    load with weights_only=False: unsafe for a file from anywhere."""
+    text = str(e).strip().splitlines()[0].split(". ")[0] if str(e).strip() else ""
+    unsafe = "weights only" in text.lower().replace("_", " ")
+    return e.__class__.__name__ + (f": {text[:150]}" if text and not unsafe else "")
+
+
+def weights_mismatch(net, state):
+    """The first weight in state that does not fit net, in words, or None."""
+    own = net.state_dict()
+    for k in [*own, *state]:
+        if k not in state or k not in own:
+            return f"{k} is {'missing' if k not in state else 'not in this model'}"
+        if state[k].shape != own[k].shape:
+            return f"{k} has shape {tuple(state[k].shape)}, the model needs {tuple(own[k].shape)}"
+    return None
+
+
+def load(checkpoint=None, device=None, inception=None):
+    """Load a checkpoint once, to colorize many images: colorize(image, load()).
+    checkpoint: a file, a train.py run folder (its best.pt, else ckpt.pt), or
+    None: the newest run under out/, else the bundled demo. device: "cuda",
+    "cpu" or None (CUDA when available). inception: the Inception-ResNet-v2
+    weights, if not the cached default. -> LoadedModel; CheckpointError with a
+    one-line reason."""
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    path = checkpoint or find_checkpoint() or DEMO_CHECKPOINT
+    if os.path.isdir(path):
+        path = run_checkpoint(path) or path
+        if os.path.isdir(path):
+            raise CheckpointError(f"{shown(path)}: a folder without best.pt or ckpt.pt")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        config = model.ColorizerConfig(**ckpt["config"])
-        net = model.Colorizer(config)
-        net.load_state_dict({k: v.float() for k, v in ckpt["model"].items()})  # demo weights are fp16
     except FileNotFoundError:
-        raise CheckpointError(f"{path}: no such checkpoint") from None
-    except Exception as e:  # unpickling, missing keys, wrong shapes: all "not usable here"
-        raise CheckpointError(f"{path}: not a compatible colorizer checkpoint "
-                              f"({e.__class__.__name__}: {str(e).splitlines()[0][:200]})") from None
-    inception = None
-    if config.global_branch:
+        raise CheckpointError(f"{shown(path)}: no such checkpoint") from None
+    except Exception as e:  # unpickling, truncated, random bytes: torch raises many kinds
+        raise CheckpointError(f"{shown(path)}: not a checkpoint file ({short_reason(e)})") from None
+    try:
+        net = model.Colorizer(model.ColorizerConfig(**ckpt["config"]))
+        # a ckpt.pt's averaged weights are the ones evaluated; float(): demo weights are fp16
+        state = {k: v.float() for k, v in (ckpt.get("ema") or ckpt["model"]).items()}
+        problem = weights_mismatch(net, state)
+        if problem is None:
+            net.load_state_dict(state)
+    except Exception as e:  # not a dict, no config, an unknown config key: all "not usable here"
+        problem = short_reason(e)
+    if problem:
+        raise CheckpointError(f"{shown(path)}: not a compatible colorizer checkpoint ({problem})")
+    inception_net = None
+    if net.config.global_branch:
         record = ckpt.get("inception") or {}
         try:
-            inception_path = inception_path or model.default_inception_path()
-            if not os.path.exists(inception_path):
-                raise ValueError(f"{inception_path}: no such file")
-            if record.get("sha256") and model.sha256_of(inception_path) != record["sha256"]:
-                print(f"warning: {inception_path} is not the Inception this model was trained with "
+            inception = inception or model.default_inception_path()
+            if not os.path.exists(inception):
+                raise ValueError(f"{inception}: no such file")
+            if record.get("sha256") and model.sha256_of(inception) != record["sha256"]:
+                print(f"warning: {inception} is not the Inception this model was trained with "
                       f"({record.get('file')}); colors may suffer", file=sys.stderr)
-            inception = model.load_inception(inception_path).to(device)
-        except (ValueError, RuntimeError) as e:
-            raise CheckpointError(f"{path} needs the Inception-ResNet-v2 weights it was trained with: {e}") from None
-    size = ckpt.get("args", {}).get("size", 256)
-    return net.to(device).eval(), inception, size
+            inception_net = model.load_inception(inception).to(device)
+        except (ValueError, RuntimeError) as e:  # model.py's download advice names train.py's flags: cut it
+            reason = str(e).splitlines()[0].removesuffix(" Download").rstrip(".")
+            raise CheckpointError(f"{shown(path)} needs the Inception-ResNet-v2 weights it was trained with "
+                                  f"({reason}); give them with --inception PATH") from None
+    val = ckpt.get("validation") or next((r for r in reversed(ckpt.get("history") or []) if "val_mse" in r), None)
+    about = f"step {ckpt.get('step', '?')}" + (f", validation MSE {val['val_mse']:.5f}" if val else "")
+    size = (ckpt.get("args") or {}).get("size", 256)
+    return LoadedModel(net.to(device).eval(), inception_net, size, device, path, about)
 
 
 def network_size(width, height, short):
@@ -175,26 +241,77 @@ def save_png(image, path):
 
 
 def collect_inputs(paths, out_dir):
-    """[(input file, output stem)] for files and folders (recursive), and errors
-    for paths that do not exist."""
-    jobs, errors = [], []
+    """[(input file, output stem)] for files and folders (recursive), one-line
+    errors (a missing path, a folder without images) and warnings (what the
+    folder walks passed over: unreadable folders, FIFOs)."""
+    jobs, errors, passed_over = [], [], []
     for p in paths:
         if os.path.isdir(p):
-            for f in data.find_images(p):
-                if not f.endswith(OUTPUT_SUFFIXES):  # our own outputs from an earlier run
-                    rel = os.path.relpath(f, p)
-                    jobs.append((f, os.path.join(out_dir, rel) if out_dir else f))
+            found = [f for f in data.find_images(p, passed_over)
+                     if not f.endswith(OUTPUT_SUFFIXES)]  # our own outputs from an earlier run
+            jobs += [(f, os.path.join(out_dir, os.path.relpath(f, p)) if out_dir else f) for f in found]
+            if not found:
+                errors.append(f"no images found in {shown(p)} ({', '.join(data.IMAGE_EXTENSIONS)})")
         elif os.path.exists(p):
             jobs.append((p, os.path.join(out_dir, os.path.basename(p)) if out_dir else p))
         else:
-            errors.append(f"{p}: no such file or folder")
-    return [(f, os.path.splitext(stem)[0]) for f, stem in jobs], errors
+            errors.append(f"{shown(p)}: no such file or folder")
+    return [(f, os.path.splitext(stem)[0]) for f, stem in jobs], errors, passed_over
 
 
-def predict_all(colorizer, images, device, return_attention):
+def plan_outputs(jobs):
+    """Give every input its own outputs, none of them an input (see --help):
+    inputs that would share a name get their extension added (x_jpg, x_png) or,
+    where that does not tell them apart, a number (x-2), in input order."""
+    real_folder = functools.lru_cache(maxsize=None)(os.path.realpath)
+
+    # A folder entry, however spelled: compare entries, as save_png replaces
+    # entries by renaming and never writes through a link.
+    def entry(path):
+        return os.path.join(real_folder(os.path.dirname(path)), os.path.basename(path))
+    extensions = {}
+    for path, stem in jobs:
+        extensions.setdefault(entry(stem), []).append(os.path.splitext(path)[1].lower())
+    taken = {entry(path) for path, _ in jobs}  # no output may replace an input
+    inputs, planned = set(), []
+    for path, stem in jobs:
+        if entry(path) in inputs:
+            continue  # the same file named twice
+        inputs.add(entry(path))
+        shared = extensions[entry(stem)]
+        if len(shared) > 1 and len(set(shared)) == len(shared) and os.path.splitext(path)[1]:
+            stem += "_" + os.path.splitext(path)[1][1:].lower()
+        candidate, n = stem, 1
+        while any(entry(candidate + s) in taken for s in OUTPUT_SUFFIXES):
+            n += 1
+            candidate = f"{stem}-{n}"
+        taken.update(entry(candidate + s) for s in OUTPUT_SUFFIXES)
+        planned.append((path, candidate))
+    return planned
+
+
+def open_image(path):
+    """(PIL RGB, alpha or None, [warnings]) for an image file, or ColorizeError
+    with a one-line reason. Warnings from Pillow, libtiff or numpy do not name
+    the file they are about: caught here, they come back as "FILE: message"."""
+    if not os.path.isfile(path):  # a FIFO would block forever
+        raise ColorizeError(f"{shown(path)}: " + ("no such file" if not os.path.exists(path) else "a folder"
+                                                  if os.path.isdir(path) else "not a regular file (a FIFO or a device)"))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            rgb, alpha = data.load_image(path)
+        except data.IMAGE_ERRORS as e:
+            reason = "image too large (decompression bomb limit)" if isinstance(
+                e, Image.DecompressionBombError) else f"not a readable image ({e})"
+            raise ColorizeError(f"{shown(path)}: {reason}") from None
+    return rgb, alpha, [f"{shown(path)}: {w.message}" for w in caught]
+
+
+def predict_all(loaded, images, return_attention):
     """ab (2, h, w) in Lab units, attention (N, N) or None, and the network's
     copy, for each PIL RGB image, batching the images whose copies share a size."""
-    name, net, inception, size = colorizer
+    net, inception, size, device = loaded.net, loaded.inception, loaded.size, loaded.device
     smalls = [im.resize(network_size(*im.size, size), Image.BILINEAR, reducing_gap=3.0) for im in images]
     results = [None] * len(images)
     by_size = {}
@@ -208,6 +325,25 @@ def predict_all(colorizer, images, device, return_attention):
     return results
 
 
+def colorize(image, checkpoint=None, device=None):
+    """One image, from Python: a path or a PIL image of any mode -> a PIL image
+    at full resolution, RGB, or RGBA when the input has alpha. checkpoint: what
+    load() takes, or what it returned (load once, colorize many). Raises
+    ColorizeError with the one-line message the command would print."""
+    loaded = checkpoint if isinstance(checkpoint, LoadedModel) else load(checkpoint, device)
+    if isinstance(image, Image.Image):
+        rgb, alpha = data.to_rgb(image)
+    else:
+        rgb, alpha, caught = open_image(image)
+        for message in caught:
+            warnings.warn(message)
+    (ab, _, _), = predict_all(loaded, [rgb], False)
+    result = Image.fromarray(full_resolution(rgb, ab, loaded.device))
+    if alpha is not None:
+        result.putalpha(alpha)
+    return result
+
+
 def image_metrics(result, original):
     """(PSNR dB, ab MSE in the network's ab/128 units, colorfulness) of a
     uint8 RGB result (H, W, 3) against the original."""
@@ -216,9 +352,10 @@ def image_metrics(result, original):
     return lab.psnr(pred, true).item(), (ab_pred - ab_true).pow(2).mean().item(), lab.colorfulness(pred).item()
 
 
-def write_outputs(args, names, path, stem, rgb, alpha, predictions, device):
+def write_outputs(args, names, stem, rgb, alpha, predictions, device):
     """Write NAME_color.png (from the first model) and the extras asked for, for
-    one image; return {name: (PSNR, ab MSE, colorfulness)} when --metrics applies.
+    one image. -> (paths written, metrics): metrics is None without --metrics,
+    {} for a gray input, else {name: (PSNR, ab MSE, colorfulness)}.
     predictions: one (ab, attention, network copy) per model."""
     colored = [Image.fromarray(full_resolution(rgb, ab, device)) for ab, _, _ in predictions]
     result = colored[0]
@@ -226,7 +363,7 @@ def write_outputs(args, names, path, stem, rgb, alpha, predictions, device):
         result = result.copy()  # the RGB one is still needed for --compare and --metrics
         result.putalpha(alpha)
     save_png(result, stem + "_color.png")
-    print(stem + "_color.png")
+    written = [stem + "_color.png"]
     has_color = not data.is_grayscale(rgb)
     gray = rgb.convert("L").convert("RGB")
     if args.compare:
@@ -236,35 +373,44 @@ def write_outputs(args, names, path, stem, rgb, alpha, predictions, device):
         for p in panels:
             p.thumbnail((1024, 1024))
         save_png(side_by_side(panels, labels), stem + "_compare.png")
-        print(stem + "_compare.png")
+        written.append(stem + "_compare.png")
     _, attention, small = predictions[0]
     if attention is not None:
         colored_small = colored[0].resize(small.size, Image.BILINEAR)
         save_png(attention_figure(small, colored_small, attention), stem + "_attention.png")
-        print(stem + "_attention.png")
+        written.append(stem + "_attention.png")
     if not args.metrics:
-        return None
+        return written, None
     if not has_color:
-        print(f"metrics: {path}: grayscale input, nothing to compare against")
-        return None
-    rows = {name: image_metrics(c, rgb) for name, c in zip(names + ["all-gray", "original"], colored + [gray, rgb])}
-    print(f"metrics: {path}: " + " | ".join(f"{n} PSNR {p:.2f} dB, ab MSE {m:.4f}, colorfulness {c:.1f}"
-                                          for n, (p, m, c) in rows.items() if n != "original")
-          + f" | original colorfulness {rows['original'][2]:.1f}")
-    return rows
+        return written, {}
+    return written, {name: image_metrics(c, rgb)
+                     for name, c in zip(names + ["all-gray", "original"], colored + [gray, rgb])}
+
+
+def metrics_line(path, rows):
+    if not rows:
+        return f"metrics: {shown(path)}: grayscale input, nothing to compare against"
+    return (f"metrics: {shown(path)}: " + " | ".join(f"{n} PSNR {p:.2f} dB, ab MSE {m:.4f}, colorfulness {c:.1f}"
+                                                 for n, (p, m, c) in rows.items() if n != "original")
+            + f" | original colorfulness {rows['original'][2]:.1f}")
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=(
+        "Every input gets its own outputs, and no output replaces an input: inputs that would share "
+        "a name (x.jpg and x.png; a/x.jpg and b/x.jpg with -o) get their extension added "
+        "(x_jpg_color.png, x_png_color.png) or, where that does not tell them apart, a number "
+        "(x-2_color.png), in the order given; so does an output that would be one of the inputs."))
     parser.add_argument("paths", nargs="+", metavar="PATH", help="images or folders (recursive)")
     parser.add_argument("-o", "--out", metavar="DIR", help="write into this folder instead of beside each input")
     parser.add_argument("--overwrite", action="store_true", help="replace outputs that exist already")
     g = parser.add_argument_group("model")
     g.add_argument("--checkpoint", action="append", metavar="PATH",
-                   help="a train.py checkpoint (default: the newest in out/, else the bundled demo); "
-                        "give it again to compare several side by side")
+                   help="a train.py checkpoint or run folder (its best.pt, else ckpt.pt); default: the newest "
+                        "run in out/, else the bundled demo. Give it again to compare several side by side")
     g.add_argument("--inception", metavar="PATH", help="Inception-ResNet-v2 weights, if not the cached default")
-    g.add_argument("--size", type=int, help="short side of the network's copy (default: the training size)")
+    g.add_argument("--size", type=int,
+                   help=f"short side of the network's copy, 8 to {MAX_SIZE} (default: the training size)")
     g.add_argument("--device", choices=["auto", "cuda", "cpu"], default="auto",
                    help="auto (the default): cuda when available")
     g.add_argument("--batch-size", type=int,
@@ -277,64 +423,88 @@ def main(argv=None):
     g.add_argument("--metrics", action="store_true", help="PSNR and colorfulness against color inputs")
     args = parser.parse_args(argv)
 
-    if args.device == "cuda" and not torch.cuda.is_available():
-        print("error: --device cuda, but no CUDA device is available", file=sys.stderr)
+    # Every flag is checked here, before any work: the first problem, one line, exit status 2.
+    problem = None
+    if args.size is not None and not 8 <= args.size <= MAX_SIZE:
+        problem = f"--size {args.size}: must be 8 to {MAX_SIZE} (the short side, in pixels, the network sees)"
+    elif args.batch_size is not None and args.batch_size < 1:
+        problem = f"--batch-size {args.batch_size}: must be 1 or more"
+    elif args.device == "cuda" and not torch.cuda.is_available():
+        problem = "--device cuda, but no CUDA device is available"
+    elif args.out and os.path.exists(args.out) and not os.path.isdir(args.out):
+        problem = f"--out {shown(args.out)}: a file, not a folder"
+    elif args.out:
+        try:  # made and written to now, not found out after the first image (os.access says yes to root)
+            os.makedirs(args.out, exist_ok=True)
+            tempfile.TemporaryFile(dir=args.out).close()
+        except OSError as e:
+            problem = f"--out {shown(args.out)}: cannot write there ({e.strerror or e})"
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
         return 2
-    device = torch.device("cuda" if args.device == "cuda" or
-                          (args.device == "auto" and torch.cuda.is_available()) else "cpu")
-    args.batch_size = args.batch_size or (8 if device.type == "cuda" else 1)
-    checkpoints = args.checkpoint or [find_checkpoint() or DEMO_CHECKPOINT]
-    if checkpoints == [DEMO_CHECKPOINT]:
-        print("using the bundled demo model demo/colorizer.pt (small, trained on 15 "
-              "photos; train your own with train.py and it is used instead)", file=sys.stderr)
-    colorizers = []  # (name, net, inception, size), the first one writes NAME_color.png
-    for path in checkpoints:
+    device = "cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()) else "cpu"
+    args.batch_size = args.batch_size or (8 if device == "cuda" else 1)
+
+    models, names = [], []  # the first one writes NAME_color.png
+    for checkpoint in args.checkpoint or [None]:
         try:
-            net, inception, size = load_colorizer(path, device, args.inception)
+            loaded = load(checkpoint, device, args.inception)
         except CheckpointError as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
-        name = os.path.basename(os.path.dirname(os.path.abspath(path))) if len(checkpoints) > 1 else "colorized"
-        if name in [c[0] for c in colorizers]:  # two runs in folders of the same name
-            name = f"{name}-{len(colorizers) + 1}"
-        colorizers.append((name, net, inception, args.size or size))
-    names = [c[0] for c in colorizers]
-    if args.attention and colorizers[0][1].attention is None:
-        print(f"note: {checkpoints[0]} is a baseline model without attention; no attention maps",
+        if loaded.path == DEMO_CHECKPOINT and not args.checkpoint:
+            print("using the bundled demo model demo/colorizer.pt (small, trained on 15 "
+                  "photos; train your own with train.py and it is used instead)", file=sys.stderr)
+        print(f"checkpoint: {shown(loaded.path)} ({loaded.about})", file=sys.stderr)
+        name = os.path.basename(os.path.dirname(os.path.abspath(loaded.path))) if len(args.checkpoint or []) > 1 \
+            else "colorized"
+        names.append(f"{name}-{len(names) + 1}" if name in names else name)  # two runs in folders of one name
+        models.append(loaded._replace(size=args.size or loaded.size))
+    if args.attention and models[0].net.attention is None:
+        print(f"note: {shown(models[0].path)} is a baseline model without attention; no attention maps",
               file=sys.stderr)
-    if args.out:
-        os.makedirs(args.out, exist_ok=True)
 
-    jobs, errors = collect_inputs(args.paths, args.out)
+    jobs, errors, passed_over = collect_inputs(args.paths, args.out)
+    jobs = plan_outputs(jobs)
     for e in errors:
         print(f"error: {e}", file=sys.stderr)
-    failed, metrics = len(errors), []
+    for w in passed_over:
+        print(f"warning: {w}", file=sys.stderr)
+    failed, metrics, done, started = len(errors), [], 0, time.time()
     for start in range(0, len(jobs), args.batch_size):
-        loaded = []  # (path, stem, rgb, alpha)
-        for path, stem in jobs[start:start + args.batch_size]:
+        batch = []  # (number, path, stem, rgb, alpha)
+        for number, (path, stem) in enumerate(jobs[start:start + args.batch_size], start + 1):
             target = stem + "_color.png"
             if os.path.exists(target) and not args.overwrite:
-                print(f"skip: {target} exists (use --overwrite)")
+                print(f"skip: {shown(target)} exists (use --overwrite)")
                 continue
             try:
-                rgb, alpha = data.load_image(path)
-            except data.IMAGE_ERRORS as e:
-                reason = "image too large (decompression bomb limit)" if isinstance(
-                    e, Image.DecompressionBombError) else f"not a readable image ({e})"
-                print(f"error: {path}: {reason}", file=sys.stderr)
+                rgb, alpha, caught = open_image(path)
+            except ColorizeError as e:
+                print(f"error: {e}", file=sys.stderr)
                 failed += 1
                 continue
-            loaded.append((path, stem, rgb, alpha))
-        predictions = [predict_all(c, [item[2] for item in loaded], device, args.attention) for c in colorizers]
-        for i, (path, stem, rgb, alpha) in enumerate(loaded):
+            for message in caught:
+                print(f"warning: {message}", file=sys.stderr)
+            batch.append((number, path, stem, rgb, alpha))
+        predictions = [predict_all(m, [item[3] for item in batch], args.attention) for m in models]
+        for i, (number, path, stem, rgb, alpha) in enumerate(batch):
             try:
-                rows = write_outputs(args, names, path, stem, rgb, alpha, [p[i] for p in predictions], device)
+                written, rows = write_outputs(args, names, stem, rgb, alpha, [p[i] for p in predictions], device)
             except OSError as e:  # disk full, no permission: say so, go on with the rest
-                print(f"error: {path}: cannot write the output ({e})", file=sys.stderr)
+                print(f"error: {shown(path)}: cannot write the output ({e})", file=sys.stderr)
                 failed += 1
                 continue
-            if rows:
-                metrics.append(rows)
+            done += 1
+            line = f"[{number}/{len(jobs)}] {shown(path)} -> {', '.join(map(shown, written))}"
+            if len(jobs) > 1:  # as train.py logs: throughput and time left
+                rate = done / (time.time() - started)
+                left = (len(jobs) - number) / rate
+                line += f" | {rate:.2f} img/s | eta {int(left // 60)}m{int(left % 60):02d}s"
+            print(line, flush=True)
+            if rows is not None:
+                print(metrics_line(path, rows))
+                metrics += [rows] if rows else []
     if metrics:
         print(f"metrics: mean over {len(metrics)} color images (PSNR on uint8 RGB at full resolution; "
               f"ab MSE in ab/128 units; colorfulness: Hasler-Suesstrunk on |rg|, |yb|)")

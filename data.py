@@ -20,32 +20,56 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+# What Pillow opens, found the same way in folders as when named: a GIF's first
+# frame, PNM/TGA from old scanners and tools, JPEG's rarer extensions.
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif",
+                    ".ppm", ".pgm", ".pbm", ".pnm", ".tga")
 VAL_FRACTION = 0.05
 # Everything Pillow raises for a file it cannot decode (UnidentifiedImageError
 # and "image file is truncated" are OSErrors; bombs have their own class).
 IMAGE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
 
 
-def find_images(root):
-    """All image files under root, recursively, sorted."""
-    found = []
-    for folder, _, names in os.walk(root):
-        found += [os.path.join(folder, n) for n in names if n.lower().endswith(IMAGE_EXTENSIONS)]
+def shown(path):
+    """A path as printable text. A name that is not UTF-8 comes from os as a str
+    with surrogates, which print() cannot encode: its bytes become \\xff escapes."""
+    return os.fsdecode(path).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def find_images(root, problems=None):
+    """All image files under root, recursively, sorted. Links to folders are
+    followed (ImageNet-style trees of links), each real folder once, so a link
+    cycle ends. Passed over, with a one-line reason appended to the list
+    `problems` when one is given: folders that cannot be read, and image names
+    that are not regular files (opening a FIFO would wait forever)."""
+    problems = [] if problems is None else problems
+    found, seen = [], set()
+    for folder, subfolders, names in os.walk(root, followlinks=True, onerror=lambda e: problems.append(
+            f"{shown(e.filename)}: cannot read this folder ({e.strerror or e}), skipped")):
+        if os.path.realpath(folder) in seen:
+            subfolders[:] = []  # reached again through a link
+            continue
+        seen.add(os.path.realpath(folder))
+        for path in (os.path.join(folder, n) for n in names if n.lower().endswith(IMAGE_EXTENSIONS)):
+            if os.path.isfile(path):
+                found.append(path)
+            else:
+                problems.append(f"{shown(path)}: not a regular file (a FIFO, device or broken link), skipped")
     return sorted(found)
 
 
-def split_images(root, val_fraction=VAL_FRACTION):
+def split_images(root, val_fraction=VAL_FRACTION, problems=None):
     """(train files, val files) for a data folder: DIR/train and DIR/val, or
     val_fraction of the files held out by a hash of their path. Raises
-    ValueError with a one-line reason when there is nothing to train on."""
+    ValueError with a one-line reason when there is nothing to train on;
+    problems: as for find_images."""
     if not os.path.isdir(root):
         raise ValueError(f"{root}: no such folder")
     train_dir, val_dir = os.path.join(root, "train"), os.path.join(root, "val")
     if os.path.isdir(train_dir) and os.path.isdir(val_dir):
-        train, val = find_images(train_dir), find_images(val_dir)
+        train, val = find_images(train_dir, problems), find_images(val_dir, problems)
     else:
-        files = find_images(root)
+        files = find_images(root, problems)
 
         def held_out(path):  # stable across runs and machines, unlike hash()
             digest = hashlib.sha1(os.path.relpath(path, root).encode()).digest()
@@ -56,16 +80,22 @@ def split_images(root, val_fraction=VAL_FRACTION):
         held = set(val)
         train = [f for f in files if f not in held] or files  # one image: it is both
     if not train:
-        raise ValueError(f"{root}: no images found ({', '.join(IMAGE_EXTENSIONS)})")
+        raise ValueError(f"{shown(root)}: no images found ({', '.join(IMAGE_EXTENSIONS)})")
     return train, val or train
 
 
 def _to_8bit(im):
-    """16- and 32-bit grayscale (I;16 PNG/TIFF scans) -> 8-bit L, keeping the
-    full range instead of Pillow's clipping convert('L')."""
-    arr = np.asarray(im, dtype=np.float64)
-    peak = 65535.0 if arr.max() > 255 or im.mode.startswith("I;16") else 255.0
-    return Image.fromarray(np.clip(arr / peak * 255 + 0.5, 0, 255).astype(np.uint8), "L")
+    """16- and 32-bit grayscale (I;16 PNG/TIFF scans, float TIFFs) -> 8-bit L,
+    keeping the full range instead of Pillow's clipping convert('L'); float
+    images in [0, 1] are scaled up. -> (L, alpha or None): the alpha of a
+    'transparency' gray value, matched before the values are scaled."""
+    arr = np.nan_to_num(np.asarray(im, dtype=np.float64))
+    alpha = None
+    if "transparency" in im.info:
+        alpha = Image.fromarray(np.where(arr == im.info["transparency"], 0, 255).astype(np.uint8), "L")
+    peak = (1.0 if im.mode == "F" and arr.max() <= 1 else
+            65535.0 if arr.max() > 255 or im.mode.startswith("I;16") else 255.0)
+    return Image.fromarray(np.clip(arr / peak * 255 + 0.5, 0, 255).astype(np.uint8), "L"), alpha
 
 
 def load_image(path, draft=None):
@@ -76,12 +106,18 @@ def load_image(path, draft=None):
         if draft and im.format == "JPEG":
             im.draft("RGB", (draft, draft))
         im = ImageOps.exif_transpose(im)  # also forces the full decode
+    return to_rgb(im)
+
+
+def to_rgb(im):
+    """Any PIL image -> (RGB PIL image, alpha channel or None)."""
+    if im.mode.startswith("I") or im.mode == "F":  # first: convert("RGBA") would clip 16-bit values
+        im, alpha = _to_8bit(im)
+        return im.convert("RGB"), alpha
     alpha = None
     if im.mode in ("RGBA", "LA", "PA") or "transparency" in im.info:
         im = im.convert("RGBA")
         alpha = im.getchannel("A")
-    if im.mode.startswith("I") or im.mode == "F":
-        im = _to_8bit(im)
     return im.convert("RGB"), alpha
 
 
@@ -131,10 +167,10 @@ class ImageFolder(torch.utils.data.Dataset):
             try:
                 rgb, _ = load_image(path, draft=2 * self.size)
             except IMAGE_ERRORS as e:
-                skipped.append(f"{path}: unreadable ({e.__class__.__name__}: {e})")
+                skipped.append(f"{shown(path)}: unreadable ({e.__class__.__name__}: {e})")
                 continue
             if is_grayscale(rgb):
-                skipped.append(f"{path}: grayscale, no color to learn")
+                skipped.append(f"{shown(path)}: grayscale, no color to learn")
                 continue
             if self.train:
                 rgb = random_resized_crop(rgb, self.size)
