@@ -72,7 +72,7 @@ def split_images(root, val_fraction=VAL_FRACTION, problems=None):
         files = find_images(root, problems)
 
         def held_out(path):  # stable across runs and machines, unlike hash()
-            digest = hashlib.sha1(os.path.relpath(path, root).encode()).digest()
+            digest = hashlib.sha1(os.fsencode(os.path.relpath(path, root))).digest()
             return int.from_bytes(digest[:4], "big") / 2**32
         val = [f for f in files if held_out(f) < val_fraction]
         if not val and len(files) > 1:
@@ -160,17 +160,21 @@ class ImageFolder(torch.utils.data.Dataset):
     def __len__(self):
         return len(self.files)
 
+    def load(self, path):
+        """(PIL RGB image, None), or (None, a one-line reason to pass the file over)."""
+        try:
+            rgb, _ = load_image(path, draft=2 * self.size)
+        except IMAGE_ERRORS as e:
+            return None, f"{shown(path)}: unreadable ({e.__class__.__name__}: {e})"
+        return (None, f"{shown(path)}: grayscale, no color to learn") if is_grayscale(rgb) else (rgb, None)
+
     def __getitem__(self, index):
         skipped = []
         for attempt in range(len(self.files)):
             path = self.files[(index + attempt) % len(self.files)]
-            try:
-                rgb, _ = load_image(path, draft=2 * self.size)
-            except IMAGE_ERRORS as e:
-                skipped.append(f"{shown(path)}: unreadable ({e.__class__.__name__}: {e})")
-                continue
-            if is_grayscale(rgb):
-                skipped.append(f"{shown(path)}: grayscale, no color to learn")
+            rgb, reason = self.load(path)
+            if reason:
+                skipped.append(reason)
                 continue
             if self.train:
                 rgb = random_resized_crop(rgb, self.size)
@@ -186,8 +190,13 @@ def save_atomic(write, path):
     """write(tmp) then rename tmp over path, so a crash at any moment leaves
     either the old file or the new one whole, never half of one."""
     tmp = f"{path}.tmp{os.getpid()}"
-    write(tmp)
-    os.replace(tmp, path)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:  # a full disk, Ctrl-C: no half-written temporary file stays behind
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
 
 
 def collate(batch):
