@@ -42,12 +42,13 @@ g.add_argument("--data", required=True, metavar="DIR", help="folder of images (r
 g.add_argument("--size", type=int, default=256, help="training crop side in pixels, a multiple of 8")
 g.add_argument("--val-fraction", type=float, default=data.VAL_FRACTION,
                help="share of the photos held out for validation by a hash of their path (without DIR/val)")
-# One loader process decodes and crops a few hundred photos a second (bench.py);
-# a GPU trains this model at thousands, so every core this process may use is a worker.
-g.add_argument("--workers", type=int,
-               default=max(1, len(os.sched_getaffinity(0)) // int(os.environ.get("LOCAL_WORLD_SIZE", 1))),
-               help="data loader processes: the CPU cores per training process; fewer when bench.py "
-                    "says fewer keep the step fed, 0 to load in the main process")
+# One loader process decodes and crops about 300 photos a second (bench.py); a GPU
+# trains this model at thousands, so every core of this process but one is a worker.
+cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+g.add_argument("--workers", type=int, default=max(1, cores // int(os.environ.get("LOCAL_WORLD_SIZE", 1)) - 1),
+               help="data loader processes per training process: its CPU cores less one for the loop. "
+                    "A worker makes about 300 crops/s from 768 px JPEGs, so a step of N img/s needs about "
+                    "N/300 (bench.py prints 'workers needed'); 0: load in the training process")
 g = parser.add_argument_group("model")
 g.add_argument("--model", choices=["attention", "baseline"],
                help="attention (default): the paper's model; baseline: Deep Koalarization (no attention, no coords)")
@@ -121,7 +122,8 @@ if args.resume:
     for k, v in ckpt["args"].items():  # the run's own recipe, unless a flag was typed to change it
         if k not in typed and k not in ("resume", "overwrite", "init", "device", "workers", "compile"):
             setattr(args, k, v)
-    changed = [k for k in sorted(typed) if k != "resume" and ckpt["args"].get(k, getattr(args, k)) != getattr(args, k)]
+    changed = [k for k in sorted(typed)
+               if k not in ("resume", "out") and ckpt["args"].get(k, getattr(args, k)) != getattr(args, k)]
     log("resume: " + (", ".join(f"--{k.replace('_', '-')} {getattr(args, k)} (was {ckpt['args'].get(k)})"
                                 for k in changed) or "with the run's own settings"))
 elif os.path.exists(ckpt_path) and not args.overwrite:
