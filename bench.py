@@ -41,8 +41,8 @@ parser.add_argument("--device", choices=["auto", "cuda", "cpu"], default="auto")
 parser.add_argument("--dtype", choices=["auto", "float32", "bfloat16"], default="auto",
                     help="autocast precision; auto: bfloat16 on CUDA, float32 on CPU")
 parser.add_argument("--compile", action="store_true", help="torch.compile the colorizer for the train step")
-parser.add_argument("--photos", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "shared", "photos"),
-                    help="a folder of real JPEGs for the data and colorize stages")
+parser.add_argument("--photos", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "photos"),
+                    help="a folder of real JPEGs for the data and colorize stages (README: The demo model)")
 parser.add_argument("--batch-size", type=int, default=0, help="0: 8 on CPU, 64 on CUDA")
 parser.add_argument("--peak-tflops", type=float, default=0,
                     help="the card's dense bf16 peak for the MFU column; 0: from its name (H100 SXM 989, "
