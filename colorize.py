@@ -38,6 +38,7 @@ OUTPUT_SUFFIXES = ("_color.png", "_compare.png", "_attention.png")
 # no checkpoint is given or found, so a fresh clone colorizes out of the box.
 DEMO_CHECKPOINT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "demo", "colorizer.pt")
 STRIP_ROWS = 256  # full-resolution work runs in strips of rows: bounded memory for any size
+PAD = 8  # pixels of border added around the network's copy (predict_ab), a multiple of 8
 MAX_SIZE = 4096  # --size: beyond this the network's copy alone needs gigabytes
 shown = data.shown  # paths for printing: a file name that is not UTF-8 must not end the run
 # A checkpoint loaded for use: the network, its frozen Inception (or None), the
@@ -171,8 +172,17 @@ def predict_ab(net, inception, smalls, device, return_attention=False):
     rgb = torch.stack([to_tensor(s) for s in smalls]).to(device)
     l = lab.l_to_net(lab.rgb_to_l(rgb))                                # (B, 1, h, w)
     embedding = None if inception is None else model.inception_embedding(inception, lab.gray_rgb(l))
+    # The convolutions' zero padding makes the edges look unlike anything seen in
+    # training, and the model paints a faint colored frame there; it paints it on
+    # a border of repeated edge pixels instead, and that border is cut off again.
+    l = F.pad(l, (PAD,) * 4, mode="replicate")                        # (B, 1, h + 2P, w + 2P)
     out = net(l, embedding, return_attention=return_attention)
     ab, alpha = out if return_attention else (out, None)
+    ab = ab[:, :, PAD:-PAD, PAD:-PAD]                                  # (B, 2, h, w)
+    if alpha is not None:  # keep the attention among the picture's own positions
+        B, (gh, gw), p = len(ab), (s // 8 + 2 * PAD // 8 for s in ab.shape[2:]), PAD // 8
+        alpha = alpha.view(B, gh, gw, gh, gw)[:, p:-p, p:-p, p:-p, p:-p].reshape(B, (gh - 2 * p) * (gw - 2 * p), -1)
+        alpha = alpha / alpha.sum(-1, keepdim=True)                    # (B, N, N), rows sum to 1
     return ab * lab.AB_SCALE, alpha
 
 
