@@ -518,9 +518,10 @@ def main(argv=None):
     if metrics:
         print(f"metrics: mean over {len(metrics)} color images (PSNR on uint8 RGB at full resolution; "
               f"ab MSE in ab/128 units; colorfulness: Hasler-Suesstrunk on |rg|, |yb|)")
-        for name in metrics[0]:
-            p, m, c = (sum(r[name][k] for r in metrics) / len(metrics) for k in range(3))
-            print(f"metrics:   {name:<12} PSNR {p:6.2f} dB | ab MSE {m:.4f} | colorfulness {c:5.1f}")
+        means = {name: [sum(r[name][k] for r in metrics) / len(metrics) for k in range(3)] for name in metrics[0]}
+        for name, (p, m, c) in means.items():  # the originals: only their colorfulness means anything
+            print(f"metrics:   {name:<12} " + (f"PSNR {p:6.2f} dB | ab MSE {m:.5f} ({m / means['all-gray'][1]:.2f}x "
+                                              f"all-gray) | " if name != "original" else "") + f"colorfulness {c:5.1f}")
     return 1 if failed else 0
 
 
