@@ -205,11 +205,13 @@ memory_format = torch.channels_last if device.type == "cuda" else torch.contiguo
 train_set = data.ImageFolder(train_files, args.size, train=True)
 val_set = data.ImageFolder([], args.size, train=False)
 for path in val_files:  # checked now, not after the first --eval-every steps
-    if len(val_set) < args.val_images:
-        reason = val_set.load(path)[1]
-        val_set.files += [] if reason else [path]
-        if reason and master:
-            print(f"warning: validation: skipped {reason}", flush=True)
+    if len(val_set) == args.val_images:
+        break
+    reason = val_set.load(path)[1]
+    if reason is None:
+        val_set.files.append(path)
+    else:
+        log(f"warning: validation: skipped {reason}")
 if not val_set.files:
     fail(f"--data {args.data}: no readable color image among the {len(val_files)} validation files")
 log(f"data: {len(train_files)} training and {len(val_set)} validation images in {args.data}")
