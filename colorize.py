@@ -6,7 +6,7 @@
 
 The network sees a resized copy (short side = the checkpoint's training size);
 its a*b* prediction is resized bilinearly to the original size and joined with
-the original full-resolution L (the DESIGN.md inference path), so the detail
+the original full-resolution L, so the detail
 of the output is the detail of the input. Alpha is kept; inputs are never
 overwritten. The checkpoint carries its own config: no architecture flags.
 
@@ -430,7 +430,7 @@ def main(argv=None):
     g.add_argument("--compare", action="store_true", help="also NAME_compare.png: gray | colorized | original")
     g.add_argument("--attention", action="store_true",
                    help="also NAME_attention.png: where the attention looks from a few points")
-    g.add_argument("--metrics", action="store_true", help="PSNR and colorfulness against color inputs")
+    g.add_argument("--metrics", action="store_true", help="PSNR, ab MSE and colorfulness against color inputs, with all-gray as the floor")
     args = parser.parse_args(argv)
 
     # Every flag is checked here, before any work: the first problem, one line, exit status 2.

@@ -22,7 +22,7 @@ RGB_TO_XYZ = (
 )
 WHITE_D65 = (0.95047, 1.0, 1.08883)  # reference white X, Y, Z
 
-# The network's view of Lab (DESIGN.md): L/50 - 1 in [-1, 1] goes in, ab/128
+# The network's view of Lab: L/50 - 1 in [-1, 1] goes in, ab/128
 # comes out of a tanh. Defined here and nowhere else.
 L_CENTER = 50.0
 AB_SCALE = 128.0
@@ -132,7 +132,7 @@ def gray_rgb(l):
     return lab_to_rgb(net_to_lab(l, torch.zeros_like(l).expand(*l.shape[:-3], 2, *l.shape[-2:])))
 
 
-# Metrics on uint8 RGB, as colorization papers report them (REFERENCE.md).
+# Metrics on uint8 RGB, as colorization papers report them.
 
 def psnr(pred, target):
     """Peak signal-to-noise ratio in dB per image over all channels of uint8

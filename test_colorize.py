@@ -23,7 +23,7 @@ torch.set_num_threads(2)
 # -----------------------------------------------------------------------------
 # lab.py
 
-# scikit-image 0.26 rgb2lab (REFERENCE.md)
+# scikit-image 0.26 rgb2lab, its published values
 RGB2LAB = [
     ((1, 0, 0), (53.240588, 80.092308, 67.202751)),
     ((0, 1, 0), (87.735099, -86.183030, 83.179703)),

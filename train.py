@@ -459,7 +459,7 @@ def to_uint8(rgb):
 @torch.no_grad()
 def evaluate(colorizer, n_samples=6):
     """Validation MSE on ab/128 (the training loss), PSNR on uint8 RGB per image
-    (REFERENCE.md) and the MSE of the all-gray prediction; with n_samples,
+    and the MSE of the all-gray prediction; with n_samples,
     samples.png for the first few images."""
     colorizer.eval()
     sq_err, gray_err, n_pixels, psnrs, rows = 0.0, 0.0, 0, [], []
