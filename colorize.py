@@ -73,10 +73,10 @@ def export_checkpoint(src, dst):
     optimizer state), written atomically. This is how demo/colorizer.pt was made."""
     ckpt = torch.load(src, map_location="cpu", weights_only=True)
     evals = [row for row in ckpt["history"] if "val_mse" in row]
-    weights = ckpt.get("ema") or ckpt["model"]  # a ckpt.pt's averaged weights are the ones evaluated
     small = {"config": ckpt["config"], "step": ckpt["step"], "inception": ckpt["inception"],
              "args": {"size": ckpt["args"]["size"]}, "validation": evals[-1] if evals else None,
-             "model": {k: v.half() if v.is_floating_point() else v for k, v in weights.items()}}
+             "model": {k: v.half() if v.is_floating_point() else v
+                       for k, v in model.evaluated_weights(ckpt).items()}}
     data.save_atomic(lambda tmp: torch.save(small, tmp), dst)
 
 
@@ -120,8 +120,7 @@ def load(checkpoint=None, device=None, inception=None):
         raise CheckpointError(f"{shown(path)}: not a checkpoint file ({short_reason(e)})") from None
     try:
         net = model.Colorizer(model.ColorizerConfig(**ckpt["config"]))
-        # a ckpt.pt's averaged weights are the ones evaluated; float(): demo weights are fp16
-        state = {k: v.float() for k, v in (ckpt.get("ema") or ckpt["model"]).items()}
+        state = model.evaluated_weights(ckpt)
         problem = weights_mismatch(net, state)
         if problem is None:
             net.load_state_dict(state)
@@ -430,7 +429,8 @@ def main(argv=None):
     g.add_argument("--compare", action="store_true", help="also NAME_compare.png: gray | colorized | original")
     g.add_argument("--attention", action="store_true",
                    help="also NAME_attention.png: where the attention looks from a few points")
-    g.add_argument("--metrics", action="store_true", help="PSNR, ab MSE and colorfulness against color inputs, with all-gray as the floor")
+    g.add_argument("--metrics", action="store_true",
+                   help="PSNR, ab MSE and colorfulness against color inputs, with all-gray as the floor")
     args = parser.parse_args(argv)
 
     # Every flag is checked here, before any work: the first problem, one line, exit status 2.

@@ -228,6 +228,14 @@ def read_state_dict(path):
     return obj
 
 
+def evaluated_weights(ckpt):
+    """A colorizer checkpoint's weights as its validation saw them: the moving
+    average of a train.py ckpt.pt where it has one, else its "model" (best.pt and
+    exported copies hold the evaluated weights there). Floats as float32,
+    whatever they were stored in (the demo is float16)."""
+    return {k: v.float() if v.is_floating_point() else v for k, v in (ckpt.get("ema") or ckpt["model"]).items()}
+
+
 def load_strict(module, state, source):
     """load_state_dict with an error that names the missing, unexpected and
     mis-shaped keys (a few of each) and the file they came from."""

@@ -298,8 +298,8 @@ if config.global_branch:
 net = model.Colorizer(config).to(device, memory_format=memory_format)
 log(f"colorizer: {config}, {sum(p.numel() for p in net.parameters()):,} parameters")
 try:
-    if args.init:  # the averaged weights where the checkpoint has them: the ones that were evaluated
-        model.load_strict(net, {k: v.float() for k, v in (ckpt.get("ema") or ckpt["model"]).items()}, args.init)
+    if args.init:
+        model.load_strict(net, model.evaluated_weights(ckpt), args.init)
         log(f"initialized from {args.init} (step {ckpt.get('step', '?')} of its run)")
     elif ckpt:
         model.load_strict(net, ckpt["model"], ckpt_path)
@@ -323,12 +323,17 @@ def embed(l):
     return model.inception_embedding(inception, lab.gray_rgb(l.float()))
 
 
+# (average, weight) tensor pairs, made once: a state dict's tensors share storage
+# with the module, and both are only ever updated in place.
+ema_pairs = list(zip(ema_net.state_dict().values(), net.state_dict().values())) if ema_net is not None else []
+
+
 @torch.no_grad()
 def update_ema(step):
     """ema = d * ema + (1 - d) * weights, with d ramping up from 0 so the early
     average is not dominated by the random initialization."""
     d = min(args.ema, (1 + step) / (10 + step))
-    for e, w in zip(ema_net.state_dict().values(), net.state_dict().values()):
+    for e, w in ema_pairs:
         if e.is_floating_point():
             e.lerp_(w, 1 - d)
         else:
