@@ -67,15 +67,7 @@ rows = []  # (stage, setting, result, ratio)
 PEAK_TFLOPS = [("H100 PCIe", 756), ("H100 NVL", 835), ("H200 NVL", 835), ("H100", 989), ("H200", 989), ("A100", 312)]
 gpu = torch.cuda.get_device_name() if cuda else ""
 peak = args.peak_tflops or next((tf for name, tf in PEAK_TFLOPS if name in gpu), 0)
-
-
-def loader_workers():
-    """Loader processes per training process, the default recommended for
-    train.py --workers: the CPU cores this process may use, shared by the
-    processes of the node (torchrun sets LOCAL_WORLD_SIZE), less one for the
-    training loop itself."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return max(1, cores // int(os.environ.get("LOCAL_WORLD_SIZE", 1)) - 1)
+workers = data.default_workers()  # train.py's --workers default
 
 
 def sync():
@@ -151,7 +143,7 @@ def run_python(code):
 
 where = f"{gpu}, bf16 peak {peak or 'unknown'} TFLOP/s" if cuda else f"{os.cpu_count()} CPU cores"
 print(f"device {device} ({where}), {dtype}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
-      f"batch {batch}, {loader_workers()} loader workers\n")
+      f"batch {batch}, {workers} loader workers\n")
 
 # -----------------------------------------------------------------------------
 # Lab round trip on one CPU thread, so the rows compare code rather than cores.
@@ -260,7 +252,6 @@ if photos:
     need = {name: math.ceil(rate / per_worker) for name, rate in bare_rates.items()}
     report("data loading", f"{len(photos)} JPEGs -> {S} crops", f"{per_worker:.0f} crops/s/worker",
            f"workers needed: {need['attention + global']} (attention + global), {need['baseline']} (baseline)")
-    workers = loader_workers()
     batches = max(8, 4 * workers)  # enough that the start-up of the workers is a small part
     loader = torch.utils.data.DataLoader(data.ImageFolder(files * (batches * batch // len(files) + 1), S),
                                          batch_size=batch, num_workers=workers, collate_fn=data.collate)
@@ -323,7 +314,7 @@ if photos:
         cmd = [sys.executable, "train.py", "--data", folder, "--inception", "none", "--out", os.path.join(tmp, "run"),
                "--size", str(size), "--batch-size", str(loop_batch), "--max-steps", str(steps),
                "--eval-every", str(steps), "--val-images", "16", "--log-every", str(max(1, steps // 6)),
-               "--device", device.type, "--workers", str(loader_workers())] + (["--compile"] if args.compile else [])
+               "--device", device.type, "--workers", str(workers)] + (["--compile"] if args.compile else [])
         out = subprocess.run(cmd, capture_output=True, text=True, cwd=os.path.dirname(os.path.abspath(__file__)))
         if out.returncode:
             raise RuntimeError(out.stderr)

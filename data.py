@@ -186,6 +186,15 @@ class ImageFolder(torch.utils.data.Dataset):
         raise ValueError(f"no usable color image among {len(self.files)} files; first: {skipped[0]}")
 
 
+def default_workers():
+    """Loader processes per training process: the CPU cores this process may
+    use, shared by the processes of the node (torchrun sets LOCAL_WORLD_SIZE),
+    less one for the training loop. One worker decodes and crops a few hundred
+    photos a second (bench.py); a GPU trains this model at thousands."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, cores // int(os.environ.get("LOCAL_WORLD_SIZE", 1)) - 1)
+
+
 def save_atomic(write, path):
     """write(tmp) then rename tmp over path, so a crash at any moment leaves
     either the old file or the new one whole, never half of one."""

@@ -42,10 +42,7 @@ g.add_argument("--data", required=True, metavar="DIR", help="folder of images (r
 g.add_argument("--size", type=int, default=256, help="training crop side in pixels, a multiple of 8")
 g.add_argument("--val-fraction", type=float, default=data.VAL_FRACTION,
                help="share of the photos held out for validation by a hash of their path (without DIR/val)")
-# One loader process decodes and crops about 300 photos a second (bench.py); a GPU
-# trains this model at thousands, so every core of this process but one is a worker.
-cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-g.add_argument("--workers", type=int, default=max(1, cores // int(os.environ.get("LOCAL_WORLD_SIZE", 1)) - 1),
+g.add_argument("--workers", type=int, default=data.default_workers(),
                help="data loader processes per training process: its CPU cores less one for the loop. "
                     "A worker makes about 300 crops/s from 768 px JPEGs, so a step of N img/s needs about "
                     "N/300 (bench.py prints 'workers needed'); 0: load in the training process")
