@@ -371,8 +371,13 @@ def write_outputs(args, names, stem, rgb, alpha, predictions, device):
     if alpha is not None:
         result = result.copy()  # the RGB one is still needed for --compare and --metrics
         result.putalpha(alpha)
-    save_png(result, stem + "_color.png")
-    written = [stem + "_color.png"]
+    written = []
+
+    def write(image, path):  # an output kept from an earlier run stays, unless --overwrite
+        if args.overwrite or not os.path.exists(path):
+            save_png(image, path)
+            written.append(path)
+    write(result, stem + "_color.png")
     has_color = not data.is_grayscale(rgb)
     gray = rgb.convert("L").convert("RGB")
     if args.compare:
@@ -381,13 +386,11 @@ def write_outputs(args, names, stem, rgb, alpha, predictions, device):
         labels = ["gray input"] + (names if len(names) > 1 else ["colorized"]) + (["original"] if has_color else [])
         for p in panels:
             p.thumbnail((1024, 1024))
-        save_png(side_by_side(panels, labels), stem + "_compare.png")
-        written.append(stem + "_compare.png")
+        write(side_by_side(panels, labels), stem + "_compare.png")
     _, attention, small = predictions[0]
     if attention is not None:
         colored_small = colored[0].resize(small.size, Image.BILINEAR)
-        save_png(attention_figure(small, colored_small, attention), stem + "_attention.png")
-        written.append(stem + "_attention.png")
+        write(attention_figure(small, colored_small, attention), stem + "_attention.png")
     if not args.metrics:
         return written, None
     if not has_color:
@@ -484,9 +487,10 @@ def main(argv=None):
     for start in range(0, len(jobs), args.batch_size):
         batch = []  # (number, path, stem, rgb, alpha)
         for number, (path, stem) in enumerate(jobs[start:start + args.batch_size], start + 1):
-            target = stem + "_color.png"
-            if os.path.exists(target) and not args.overwrite:
-                print(f"skip: {shown(target)} exists (use --overwrite)")
+            # skipped when every output asked for is there; otherwise the missing ones are made
+            asked = [stem + s for s, on in zip(OUTPUT_SUFFIXES, (True, args.compare, args.attention)) if on]
+            if all(map(os.path.exists, asked)) and not args.overwrite:
+                print(f"skip: {', '.join(map(shown, asked))} exist{'s' if len(asked) == 1 else ''} (use --overwrite)")
                 continue
             try:
                 rgb, alpha, caught = open_image(path)

@@ -853,6 +853,11 @@ def test_colorize_every_mode_at_full_size_without_touching_inputs(tiny_ckpt, tmp
     assert r.returncode == 0 and "skip:" in r.stdout and "exists" in r.stdout
     r = run("colorize.py", tmp_path / "rgb.jpg", "--checkpoint", tiny_ckpt, "--overwrite")
     assert r.returncode == 0 and "rgb_color.png" in r.stdout
+    # asking for an extra output later makes just that one; the kept output is not rewritten
+    kept = digest(tmp_path / "rgb_color.png")
+    r = run("colorize.py", tmp_path / "rgb.jpg", "--checkpoint", tiny_ckpt, "--compare")
+    assert r.returncode == 0 and "rgb_compare.png" in r.stdout and "rgb_color.png" not in r.stdout, r.stdout
+    assert (tmp_path / "rgb_compare.png").exists() and digest(tmp_path / "rgb_color.png") == kept
 
 
 def test_colorize_reports_bad_files_and_writes_the_good_ones(tiny_ckpt, tmp_path):
