@@ -21,6 +21,7 @@ import glob
 import io
 import math
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -50,6 +51,7 @@ parser.add_argument("--peak-tflops", type=float, default=0,
 parser.add_argument("--quick", action="store_true", help="tiny sizes, few repeats: checks that every stage runs; "
                                                           "the numbers mean nothing")
 args = parser.parse_args()
+signal.signal(signal.SIGINT, lambda *_: sys.exit("interrupted: bench.py writes nothing, so nothing is lost"))
 
 device = torch.device("cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()) else "cpu")
 cuda = device.type == "cuda"
@@ -245,7 +247,7 @@ del net, l, emb, target, inception, gray
 # workers the measured training step needs, and a DataLoader with the default
 
 if photos:
-    files = (photos * (64 // len(photos) + 1))[:64]
+    files = [photos[i * len(photos) // 64] for i in range(64)]  # spread over the folder, not its first 64
     dataset = data.ImageFolder(files, S, train=True)
     t = timed(lambda: [dataset[i] for i in range(len(dataset))], repeat=3)
     per_worker = len(files) / t

@@ -530,4 +530,7 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:  # every output is written whole or not at all (data.save_atomic)
+        sys.exit("interrupted: the outputs written so far are whole; run it again and they are skipped")

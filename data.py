@@ -15,6 +15,7 @@ import hashlib
 import math
 import os
 import random
+import signal
 
 import numpy as np
 import torch
@@ -193,6 +194,12 @@ def default_workers():
     photos a second (bench.py); a GPU trains this model at thousands."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     return max(1, cores // int(os.environ.get("LOCAL_WORLD_SIZE", 1)) - 1)
+
+
+def ignore_ctrl_c(worker_id=None):
+    """A loader worker's start: Ctrl-C reaches every process of the terminal,
+    and only the training process should act on it (train.py stops cleanly)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def save_atomic(write, path):

@@ -340,14 +340,26 @@ class ColorizerConfig:
     global_branch: bool = True  # False: no Inception embedding (no weights at hand)
     width: int = 64             # channels of the first encoder conv; the rest scale with it
     embed_dim: int = 1000       # size of the Inception embedding
+    # What the 3x3 convolutions see beyond the edge: "zeros" (the paper's and
+    # Keras's "same" padding, and checkpoints made before this field) or
+    # "replicate" (the edge pixel repeated). Zeros tell the network where the
+    # edge is, and a model trained on small crops paints a faint colored frame
+    # there; repeated edge pixels look like more of the picture.
+    padding: str = "zeros"
 
     def __post_init__(self):
         if self.variant not in ("attention", "baseline"):
             raise ValueError(f"unknown variant {self.variant!r} (attention or baseline)")
+        if self.padding not in ("zeros", "replicate"):
+            raise ValueError(f"unknown padding {self.padding!r} (zeros or replicate)")
 
 
-def conv_bn_relu(cin, cout, stride=1):
-    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=False),
+def conv3x3(cin, cout, stride=1, bias=True, padding="zeros"):
+    return nn.Conv2d(cin, cout, 3, stride, 1, bias=bias, padding_mode=padding)
+
+
+def conv_bn_relu(cin, cout, stride=1, padding="zeros"):
+    return nn.Sequential(conv3x3(cin, cout, stride, bias=False, padding=padding),
                          nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
 
 
@@ -365,14 +377,14 @@ class Encoder(nn.Module):
     """L (B, 1, H, W) -> features (B, 4w, H/8, W/8). Strided convs, no pooling
     (paper 3.4: pooling loses the detail the colors must follow)."""
 
-    def __init__(self, w, coords):
+    def __init__(self, w, coords, padding="zeros"):
         super().__init__()
         self.coords = coords
         cin = 3 if coords else 1
         plan = [(w, 2), (2 * w, 1), (2 * w, 2), (4 * w, 1), (4 * w, 2), (8 * w, 1), (8 * w, 1), (4 * w, 1)]
         layers = []
         for cout, stride in plan:
-            layers.append(conv_bn_relu(cin, cout, stride))
+            layers.append(conv_bn_relu(cin, cout, stride, padding))
             cin = cout
         self.layers = nn.Sequential(*layers)
 
@@ -434,14 +446,15 @@ class Decoder(nn.Module):
     """(B, 4w, H/8, W/8) -> ab/128 (B, 2, H, W) through a tanh. Upsampling is
     bilinear: nearest (Deep Koalarization) leaves 2x2 blocks in the chroma."""
 
-    def __init__(self, w):
+    def __init__(self, w, padding="zeros"):
         super().__init__()
         up = nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False)
+        p = padding
         self.layers = nn.Sequential(
-            conv_bn_relu(4 * w, 2 * w), up,                       # H/4
-            conv_bn_relu(2 * w, w), conv_bn_relu(w, w), up,       # H/2
-            nn.Conv2d(w, w // 2, 3, padding=1), nn.ReLU(inplace=True),
-            nn.Conv2d(w // 2, 2, 3, padding=1), nn.Tanh(), up)    # H
+            conv_bn_relu(4 * w, 2 * w, padding=p), up,            # H/4
+            conv_bn_relu(2 * w, w, padding=p), conv_bn_relu(w, w, padding=p), up,  # H/2
+            conv3x3(w, w // 2, padding=p), nn.ReLU(inplace=True),
+            conv3x3(w // 2, 2, padding=p), nn.Tanh(), up)         # H
         for m in self.modules():  # Xavier init for the decoder (paper 4.1)
             if isinstance(m, nn.Conv2d):
                 nn.init.xavier_uniform_(m.weight)
@@ -462,10 +475,10 @@ class Colorizer(nn.Module):
         super().__init__()
         self.config = config
         w = config.width
-        self.encoder = Encoder(w, coords=config.variant == "attention")
+        self.encoder = Encoder(w, coords=config.variant == "attention", padding=config.padding)
         self.fusion = Fusion(4 * w, config.embed_dim if config.global_branch else 0)
         self.attention = Attention(4 * w) if config.variant == "attention" else None
-        self.decoder = Decoder(w)
+        self.decoder = Decoder(w, padding=config.padding)
 
     def forward(self, l, embedding=None, return_attention=False):
         if l.shape[-1] % 8 or l.shape[-2] % 8:

@@ -9,6 +9,7 @@ import json
 import math
 import os
 import re
+import signal
 import struct
 import urllib.error
 
@@ -415,6 +416,23 @@ def test_colorizer_returns_attention_maps_for_visualization():
     assert ab.shape == (1, 2, 32, 48) and alpha.shape == (1, 4 * 6, 4 * 6)
 
 
+def test_replicate_padding_sees_no_edge_and_old_checkpoints_keep_zeros():
+    """A constant gray photo is the same everywhere, so a model without
+    coordinates should color it the same everywhere: with replicate padding it
+    does; zero padding marks the edges (the colored frame)."""
+    torch.manual_seed(0)
+    flat = torch.full((1, 1, 48, 64), 0.3)
+    spread = {}
+    for padding in ("zeros", "replicate"):
+        net = model.Colorizer(model.ColorizerConfig("baseline", global_branch=False, width=8, padding=padding))
+        with torch.no_grad():
+            spread[padding] = net.eval()(flat).std(dim=(2, 3)).max().item()
+    assert spread["replicate"] < 1e-6 < spread["zeros"], spread
+    assert model.ColorizerConfig(**{"variant": "attention", "width": 8}).padding == "zeros"  # made before the field
+    with pytest.raises(ValueError, match="padding"):
+        model.ColorizerConfig(padding="reflect")
+
+
 def test_coord_channels_span_minus_one_to_one():
     grid = model.coord_channels(torch.zeros(2, 1, 3, 5))
     assert grid.shape == (2, 2, 3, 5)
@@ -765,11 +783,35 @@ def test_resume_and_init_take_what_they_can_and_refuse_the_rest(photo_dir, tmp_p
                    "--model baseline", "--init")
     one_error_line(run("train.py", "--data", photo_dir, "--init", exported, "--inception", exported),
                    "no global branch")
+    one_error_line(run("train.py", "--data", photo_dir, "--init", exported, "--padding", "zeros"),
+                   "--padding zeros", "--padding replicate")
     r = run("train.py", "--data", photo_dir, "--out", tmp_path / "tuned", "--init", exported,
             "--max-steps", 2, "--eval-every", 2, *TINY[2:])
     assert r.returncode == 0, r.stderr
     assert "initialized from" in r.stdout
     assert torch.load(tmp_path / "tuned" / "ckpt.pt", weights_only=True)["step"] == 2
+
+
+def test_ctrl_c_saves_the_step_in_hand_and_resume_goes_on(photo_dir, tmp_path):
+    """Ctrl-C reaches every process of the terminal (the loader worker too):
+    train.py finishes the step, saves ckpt.pt there and stops in one line."""
+    cmd = [sys.executable, "train.py", "--data", str(photo_dir), "--out", str(tmp_path), "--max-steps", "100000",
+           "--eval-every", "100000", "--log-every", "1", *TINY, "--workers", "1"]
+    p = subprocess.Popen(cmd, cwd=HERE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         start_new_session=True)
+    try:
+        for line in p.stdout:
+            if "| loss" in line:
+                break
+        os.killpg(p.pid, signal.SIGINT)
+        out, err = p.communicate(timeout=120)
+    finally:
+        p.kill()
+    assert p.returncode == 130 and "Traceback" not in err, err
+    step = int(re.search(r"stopped at step (\d+)/100000", out).group(1))
+    assert step >= 1 and torch.load(tmp_path / "ckpt.pt", weights_only=True)["step"] == step
+    r = run("train.py", "--data", photo_dir, "--out", tmp_path, "--resume", "--max-steps", step + 2)
+    assert r.returncode == 0 and f"at step {step}" in r.stdout, r.stderr
 
 
 def test_init_fine_tunes_the_bundled_demo(photo_dir, tmp_path):
@@ -778,7 +820,8 @@ def test_init_fine_tunes_the_bundled_demo(photo_dir, tmp_path):
     assert r.returncode == 0, r.stderr
     tuned = torch.load(tmp_path / "ckpt.pt", weights_only=True)
     demo = torch.load("demo/colorizer.pt", weights_only=True)
-    assert tuned["config"] == demo["config"] and tuned["step"] == 2
+    assert model.ColorizerConfig(**tuned["config"]) == model.ColorizerConfig(**demo["config"])
+    assert tuned["step"] == 2
 
 
 def test_train_names_files_whose_names_are_not_utf8(photo_dir, tmp_path):

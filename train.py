@@ -20,6 +20,7 @@ import io
 import math
 import os
 import random
+import signal
 import sys
 import time
 
@@ -52,6 +53,9 @@ g.add_argument("--model", choices=["attention", "baseline"],
 g.add_argument("--inception", metavar="auto|none|PATH",
                help="auto (default): timm's ImageNet weights (cached or downloaded); none: no global branch; or a PATH")
 g.add_argument("--width", type=int, help="channels of the first encoder conv (default 64, as the paper)")
+g.add_argument("--padding", choices=["zeros", "replicate"],
+               help="what the convolutions see beyond the edge: replicate (default; no colored frame) "
+                    "or zeros (the paper's)")
 g.add_argument("--init", metavar="CKPT",
                help="start from this checkpoint's weights and architecture (fine-tuning): fresh optimizer, step 0")
 g = parser.add_argument_group("optimization")
@@ -83,6 +87,7 @@ typed = {k for k, v in vars(parser.parse_args()).items() if v is not None}  # --
 for stream in (sys.stdout, sys.stderr):  # file names that are not valid UTF-8 still print
     stream.reconfigure(errors="backslashreplace")
 master = int(os.environ.get("RANK", 0)) == 0  # only rank 0 logs and writes files
+signal.signal(signal.SIGINT, lambda *_: sys.exit("interrupted before training began: nothing written"))
 log = (lambda *a: print(*a, flush=True)) if master else (lambda *a: None)  # flushed: log files fill as it runs
 
 
@@ -178,14 +183,15 @@ if args.device == "auto":
 if args.device == "cuda" and not torch.cuda.is_available():
     fail("--device cuda, but no CUDA device is available")
 rank, world = 0, 1
-if distributed:
-    dist.init_process_group("nccl" if args.device == "cuda" else "gloo")
-    rank, world = dist.get_rank(), dist.get_world_size()
 device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if args.device == "cuda" else "cpu")
 if device.type == "cuda":
     torch.cuda.set_device(device)
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     torch.backends.cudnn.benchmark = True
+if distributed:  # the device named, so collectives (the final barrier) know which GPU is this rank's
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo",
+                            device_id=device if device.type == "cuda" else None)
+    rank, world = dist.get_rank(), dist.get_world_size()
 random.seed(args.seed + rank)
 torch.manual_seed(args.seed + rank)
 
@@ -216,7 +222,7 @@ sampler = torch.utils.data.DistributedSampler(train_set, seed=args.seed) if dist
     torch.utils.data.RandomSampler(train_set)
 loader = torch.utils.data.DataLoader(
     train_set, batch_size=args.batch_size, sampler=sampler, num_workers=args.workers,
-    collate_fn=data.collate, pin_memory=device.type == "cuda", persistent_workers=args.workers > 0,
+    collate_fn=data.collate, worker_init_fn=data.ignore_ctrl_c, pin_memory=device.type == "cuda", persistent_workers=args.workers > 0,
     drop_last=len(train_set) >= args.batch_size * world, prefetch_factor=4 if args.workers else None)
 skipped = set()  # one-line reasons, each file reported once
 
@@ -255,9 +261,11 @@ source = ckpt_path if args.resume else args.init
 if source:
     config = model.ColorizerConfig(**ckpt["config"])
     flag = "--resume" if args.resume else "--init"
-    for name, asked, has in [("--model", args.model, config.variant), ("--width", args.width, config.width)]:
+    for name, asked, has in [("--model", args.model, config.variant), ("--width", args.width, config.width),
+                             ("--padding", args.padding, config.padding)]:
         if asked is not None and asked != has:
-            fail(f"{name} {asked}, but {flag} {source} is --model {config.variant} --width {config.width}")
+            fail(f"{name} {asked}, but {flag} {source} is --model {config.variant} --width {config.width} "
+                 f"--padding {config.padding}")
     if args.inception == "none" and config.global_branch:
         fail(f"--inception none, but {source} has a global branch: it needs the Inception weights "
              f"(--inception auto or PATH)")
@@ -265,7 +273,7 @@ if source:
         fail(f"--inception {args.inception}, but {source} has no global branch (trained with --inception none)")
 else:
     config = model.ColorizerConfig(variant=args.model or "attention", global_branch=args.inception != "none",
-                                   width=args.width or 64)
+                                   width=args.width or 64, padding=args.padding or "replicate")
 args.inception = args.inception or "auto"
 inception_record = ckpt.get("inception") if ckpt else None
 
@@ -506,8 +514,36 @@ def stop_if_diverged(step, what="loss", value=None):
         sys.exit(1)
 
 
+# Ctrl-C: finish the step in hand, save ckpt.pt at that step and stop, so
+# --resume continues from there; a second Ctrl-C stops at once (ckpt.pt is
+# written atomically, so the last one saved stays whole). Under torchrun every
+# rank would stop at a different step: there torchrun's own handling applies.
+stop_asked = []
+
+
+def on_ctrl_c(signum, frame):
+    if stop_asked:
+        log("error: interrupted again: stopped without saving" +
+            (f"; {ckpt_path} is the last good checkpoint" if os.path.exists(ckpt_path) else ""))
+        sys.exit(130)
+    stop_asked.append(True)
+    log("Ctrl-C: saving a checkpoint after this step, then stopping (Ctrl-C again to stop at once)")
+
+
+if not distributed:
+    signal.signal(signal.SIGINT, on_ctrl_c)
+
 for step in range(start_step, args.max_steps + 1):
     last_step = step == args.max_steps
+    if stop_asked and not last_step:
+        stop_if_diverged(step)
+        if step > start_step:
+            save_checkpoint(step, is_best=False)
+            write_log_csv()
+        log(f"stopped at step {step}/{args.max_steps}: " +
+            (f"{ckpt_path} holds it (--resume continues the run)" if step > start_step else "nothing to save") +
+            (f"; {best_path} is the best validation so far" if os.path.exists(best_path) else ""))
+        sys.exit(130)
 
     if master and (step % args.eval_every == 0 or last_step) and step > start_step:
         stop_if_diverged(step)
