@@ -119,7 +119,7 @@ def load(checkpoint=None, device=None, inception=None):
     except Exception as e:  # unpickling, truncated, random bytes: torch raises many kinds
         raise CheckpointError(f"{shown(path)}: not a checkpoint file ({short_reason(e)})") from None
     try:
-        net = model.Colorizer(model.ColorizerConfig(**ckpt["config"]))
+        net = model.Colorizer(model.ColorizerConfig.from_dict(ckpt["config"]))
         state = model.evaluated_weights(ckpt)
         problem = weights_mismatch(net, state)
         if problem is None:
@@ -171,9 +171,10 @@ def predict_ab(net, inception, smalls, device, return_attention=False):
     rgb = torch.stack([to_tensor(s) for s in smalls]).to(device)
     l = lab.l_to_net(lab.rgb_to_l(rgb))                                # (B, 1, h, w)
     embedding = None if inception is None else model.inception_embedding(inception, lab.gray_rgb(l))
-    # The convolutions' zero padding makes the edges look unlike anything seen in
-    # training, and the model paints a faint colored frame there; it paints it on
-    # a border of repeated edge pixels instead, and that border is cut off again.
+    # A model with zero padding (the paper's; this project's before replicate
+    # padding) sees where the edge is and paints a faint colored frame there; it
+    # paints it on a border of repeated edge pixels instead, which is cut off
+    # again. For a replicate-padded model the border changes little.
     l = F.pad(l, (PAD,) * 4, mode="replicate")                        # (B, 1, h + 2P, w + 2P)
     out = net(l, embedding, return_attention=return_attention)
     ab, alpha = out if return_attention else (out, None)

@@ -131,8 +131,8 @@ def is_grayscale(rgb, tolerance=6):
 
 
 def random_resized_crop(im, size, min_area=0.25):
-    """A random crop of 25-100% of the area and aspect 3:4 to 4:3, resized to
-    size x size. Small crops of a photo upscale to mush, hence 25%, not 8%."""
+    """A random crop of min_area-100% of the area and aspect 3:4 to 4:3, resized
+    to size x size. Small crops of a photo upscale to mush, hence 25%, not 8%."""
     W, H = im.size
     for _ in range(10):
         area = W * H * random.uniform(min_area, 1.0)
@@ -155,8 +155,8 @@ def center_crop(im, size):
 class ImageFolder(torch.utils.data.Dataset):
     """files -> (uint8 RGB (3, size, size), [one-line reasons for files passed over])."""
 
-    def __init__(self, files, size=256, train=True):
-        self.files, self.size, self.train = files, size, train
+    def __init__(self, files, size=256, train=True, min_area=0.25):
+        self.files, self.size, self.train, self.min_area = files, size, train, min_area
 
     def __len__(self):
         return len(self.files)
@@ -178,7 +178,7 @@ class ImageFolder(torch.utils.data.Dataset):
                 skipped.append(reason)
                 continue
             if self.train:
-                rgb = random_resized_crop(rgb, self.size)
+                rgb = random_resized_crop(rgb, self.size, self.min_area)
                 if random.random() < 0.5:
                     rgb = rgb.transpose(Image.FLIP_LEFT_RIGHT)
             else:

@@ -340,12 +340,17 @@ class ColorizerConfig:
     global_branch: bool = True  # False: no Inception embedding (no weights at hand)
     width: int = 64             # channels of the first encoder conv; the rest scale with it
     embed_dim: int = 1000       # size of the Inception embedding
-    # What the 3x3 convolutions see beyond the edge: "zeros" (the paper's and
-    # Keras's "same" padding, and checkpoints made before this field) or
-    # "replicate" (the edge pixel repeated). Zeros tell the network where the
-    # edge is, and a model trained on small crops paints a faint colored frame
-    # there; repeated edge pixels look like more of the picture.
-    padding: str = "zeros"
+    # What the 3x3 convolutions see beyond the edge: "replicate" (the edge pixel
+    # repeated) or "zeros" (the paper's and Keras's "same" padding). Zeros tell
+    # the network where the edge is, and a model trained on small crops paints
+    # a faint colored frame there; repeated edge pixels look like more of the
+    # picture. Checkpoints made before this field were zero-padded (from_dict).
+    padding: str = "replicate"
+
+    @classmethod
+    def from_dict(cls, config):
+        """The config a checkpoint stores; one without "padding" predates it: zeros."""
+        return cls(**{"padding": "zeros", **config})
 
     def __post_init__(self):
         if self.variant not in ("attention", "baseline"):

@@ -428,7 +428,7 @@ def test_replicate_padding_sees_no_edge_and_old_checkpoints_keep_zeros():
         with torch.no_grad():
             spread[padding] = net.eval()(flat).std(dim=(2, 3)).max().item()
     assert spread["replicate"] < 1e-6 < spread["zeros"], spread
-    assert model.ColorizerConfig(**{"variant": "attention", "width": 8}).padding == "zeros"  # made before the field
+    assert model.ColorizerConfig.from_dict({"variant": "attention", "width": 8}).padding == "zeros"  # made before it
     with pytest.raises(ValueError, match="padding"):
         model.ColorizerConfig(padding="reflect")
 
@@ -820,7 +820,7 @@ def test_init_fine_tunes_the_bundled_demo(photo_dir, tmp_path):
     assert r.returncode == 0, r.stderr
     tuned = torch.load(tmp_path / "ckpt.pt", weights_only=True)
     demo = torch.load("demo/colorizer.pt", weights_only=True)
-    assert model.ColorizerConfig(**tuned["config"]) == model.ColorizerConfig(**demo["config"])
+    assert model.ColorizerConfig.from_dict(tuned["config"]) == model.ColorizerConfig.from_dict(demo["config"])
     assert tuned["step"] == 2
 
 
@@ -1004,7 +1004,7 @@ HELD_OUT_PHOTO = os.path.join(HERE, "..", "shared", "photos", "gcompris_categori
 def test_bundled_demo_checkpoint_is_small_and_loads_with_weights_only():
     assert os.path.getsize(DEMO) < 15 * 2**20
     ckpt = torch.load(DEMO, map_location="cpu", weights_only=True)
-    config = model.ColorizerConfig(**ckpt["config"])
+    config = model.ColorizerConfig.from_dict(ckpt["config"])
     assert config.global_branch is False and ckpt["inception"] is None
     assert all(v.dtype == torch.float16 for v in ckpt["model"].values() if v.is_floating_point())
     model.Colorizer(config).load_state_dict({k: v.float() for k, v in ckpt["model"].items()})

@@ -41,6 +41,8 @@ parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
 g = parser.add_argument_group("data")
 g.add_argument("--data", required=True, metavar="DIR", help="folder of images (recursive); DIR/train + DIR/val if present")
 g.add_argument("--size", type=int, default=256, help="training crop side in pixels, a multiple of 8")
+g.add_argument("--min-crop", type=float, default=0.25,
+               help="a training crop covers at least this share of its photo's area (and at most all of it)")
 g.add_argument("--val-fraction", type=float, default=data.VAL_FRACTION,
                help="share of the photos held out for validation by a hash of their path (without DIR/val)")
 g.add_argument("--workers", type=int, default=data.default_workers(),
@@ -54,8 +56,8 @@ g.add_argument("--inception", metavar="auto|none|PATH",
                help="auto (default): timm's ImageNet weights (cached or downloaded); none: no global branch; or a PATH")
 g.add_argument("--width", type=int, help="channels of the first encoder conv (default 64, as the paper)")
 g.add_argument("--padding", choices=["zeros", "replicate"],
-               help="what the convolutions see beyond the edge: replicate (default; no colored frame) "
-                    "or zeros (the paper's)")
+               help="what the convolutions see beyond the edge: replicate (the default: no colored frame) "
+                    "or zeros (the paper's; twice as fast a step on a GPU)")
 g.add_argument("--init", metavar="CKPT",
                help="start from this checkpoint's weights and architecture (fine-tuning): fresh optimizer, step 0")
 g = parser.add_argument_group("optimization")
@@ -103,7 +105,7 @@ def read_checkpoint(path, flag):
         fail(f"{flag} {path}: {'a folder, not a checkpoint file' if os.path.isdir(path) else 'no such file'}")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        model.ColorizerConfig(**ckpt["config"])
+        model.ColorizerConfig.from_dict(ckpt["config"])
         return ckpt
     except Exception as e:  # unpickling errors come in many classes; all mean "not usable"
         fail(f"{flag} {path}: not a train.py checkpoint ({e.__class__.__name__})")
@@ -147,6 +149,7 @@ for flag, ok, must in [
         ("--width", args.width is None or 1 <= args.width <= 1024, "from 1 to 1024"),
         ("--workers", args.workers >= 0, "0 or more"),
         ("--val-fraction", 0 < args.val_fraction < 1, "between 0 and 1"),
+        ("--min-crop", 0 < args.min_crop <= 1, "a share of the area, above 0 and at most 1"),
         ("--val-images", args.val_images >= 1, "at least 1"),
         ("--log-every", args.log_every >= 1, "at least 1"),
         ("--eval-every", args.eval_every >= 1, "at least 1"),
@@ -205,7 +208,7 @@ memory_format = torch.channels_last if device.type == "cuda" else torch.contiguo
 # -----------------------------------------------------------------------------
 # data
 
-train_set = data.ImageFolder(train_files, args.size, train=True)
+train_set = data.ImageFolder(train_files, args.size, train=True, min_area=args.min_crop)
 val_set = data.ImageFolder([], args.size, train=False)
 for path in val_files:  # checked now, not after the first --eval-every steps
     if len(val_set) == args.val_images:
@@ -259,7 +262,7 @@ def to_network(rgb):
 
 source = ckpt_path if args.resume else args.init
 if source:
-    config = model.ColorizerConfig(**ckpt["config"])
+    config = model.ColorizerConfig.from_dict(ckpt["config"])
     flag = "--resume" if args.resume else "--init"
     for name, asked, has in [("--model", args.model, config.variant), ("--width", args.width, config.width),
                              ("--padding", args.padding, config.padding)]:
@@ -273,7 +276,7 @@ if source:
         fail(f"--inception {args.inception}, but {source} has no global branch (trained with --inception none)")
 else:
     config = model.ColorizerConfig(variant=args.model or "attention", global_branch=args.inception != "none",
-                                   width=args.width or 64, padding=args.padding or "replicate")
+                                   width=args.width or 64, padding=args.padding or model.ColorizerConfig.padding)
 args.inception = args.inception or "auto"
 inception_record = ckpt.get("inception") if ckpt else None
 
