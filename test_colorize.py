@@ -958,14 +958,16 @@ def test_colorize_compares_several_checkpoints_side_by_side(tiny_ckpt, photo_dir
     r = run("train.py", "--data", photo_dir, "--out", other, "--max-steps", 2, "--eval-every", 2,
             "--model", "baseline", *TINY)
     assert r.returncode == 0, r.stderr
-    img = make_photo(tmp_path / "pic.jpg", size=(72, 48))
-    r = run("colorize.py", "--checkpoint", tiny_ckpt, "--checkpoint", other / "ckpt.pt", img, "--compare",
+    img, img2 = make_photo(tmp_path / "pic.jpg", size=(72, 48)), make_photo(tmp_path / "pic2.jpg", seed=1)
+    r = run("colorize.py", "--checkpoint", tiny_ckpt, "--checkpoint", other / "ckpt.pt", img, img2, "--compare",
             "--metrics")
     assert r.returncode == 0, r.stderr
     # gray | first model | second model | original
     assert Image.open(tmp_path / "pic_compare.png").size == (4 * 72 + 3 * 4, 18 + 48)
-    means = [l.split()[1] for l in r.stdout.splitlines() if l.startswith("metrics:   ")]
-    assert means == [tiny_ckpt.parent.name, "baseline", "all-gray", "original"]
+    means = [l for l in r.stdout.splitlines() if l.startswith("metrics:   ")]
+    names = [tiny_ckpt.parent.name, "baseline"]
+    assert [l.split()[1] for l in means] == names + ["all-gray", "original"] + names
+    assert all(" against all-gray: PSNR " in l and "90% of resamplings" in l for l in means[4:])
 
 
 def test_colorize_missing_or_incompatible_checkpoint_exits_2(tmp_path, photo_dir):
@@ -999,6 +1001,15 @@ def test_psnr_and_colorfulness_against_hand_computed_values():
 DEMO = os.path.join(HERE, "demo", "colorizer.pt")
 # Windmills under a blue sky, one of the photographs held out from the demo's training
 HELD_OUT_PHOTO = os.path.join(HERE, "..", "shared", "photos", "gcompris_categorization_0028.jpg")
+
+
+def test_metrics_say_how_far_a_mean_over_few_images_can_be_trusted():
+    import colorize
+    rows = [{"m": (21, 0.01, 5), "all-gray": (20, 0.02, 0)}, {"m": (23, 0.03, 9), "all-gray": (20, 0.04, 0)}]
+    text = colorize.uncertainty(rows, "m")
+    assert text.startswith("against all-gray: PSNR +2.00 dB (standard error 1.00), ab MSE 0.667x"), text
+    low, high = map(float, re.findall(r"([\d.]+)x", text.split("resamplings: ")[1]))
+    assert 0.5 <= low < 0.667 < high <= 0.75  # between the two images' own ratios
 
 
 def test_bundled_demo_checkpoint_is_small_and_loads_with_weights_only():
