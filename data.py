@@ -65,7 +65,7 @@ def split_images(root, val_fraction=VAL_FRACTION, problems=None):
     ValueError with a one-line reason when there is nothing to train on;
     problems: as for find_images."""
     if not os.path.isdir(root):
-        raise ValueError(f"{root}: no such folder")
+        raise ValueError(f"{root}: " + ("a file, not a folder of images" if os.path.exists(root) else "no such folder"))
     train_dir, val_dir = os.path.join(root, "train"), os.path.join(root, "val")
     if os.path.isdir(train_dir) and os.path.isdir(val_dir):
         train, val = find_images(train_dir, problems), find_images(val_dir, problems)

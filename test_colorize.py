@@ -521,6 +521,9 @@ def test_empty_or_missing_folder_is_a_clear_error(tmp_path):
         data.split_images(tmp_path)
     with pytest.raises(ValueError, match="no such folder"):
         data.split_images(tmp_path / "nope")
+    (tmp_path / "one.jpg").touch()
+    with pytest.raises(ValueError, match="one.jpg: a file, not a folder"):
+        data.split_images(tmp_path / "one.jpg")
 
 
 @pytest.mark.parametrize("mode", ["L", "LA", "P", "RGBA", "CMYK", "I;16", "RGB"])
