@@ -411,13 +411,14 @@ def metrics_line(path, rows):
 def uncertainty(metrics, name, resamples=2000):
     """How far a mean over these images can be trusted: the PSNR gain over
     all-gray with its standard error, and the ab MSE ratio to all-gray with the
-    range of 90% of bootstrap resamplings of the images. Over a few dozen photos
-    both are wide: one nearly gray photo colored wrongly costs several dB."""
+    range of 90% of bootstrap resamplings of the images (two or more). Over a
+    few dozen photos both are wide: one nearly gray photo colored wrongly costs
+    several dB."""
     gain = np.array([r[name][0] - r["all-gray"][0] for r in metrics])
     mse = np.array([[r[name][1], r["all-gray"][1]] for r in metrics])
     picks = np.random.default_rng(0).integers(0, len(mse), (resamples, len(mse)))
     ratios = np.sort(mse[picks, 0].sum(1) / mse[picks, 1].sum(1))
-    se = gain.std(ddof=1) / np.sqrt(len(gain)) if len(gain) > 1 else float("nan")
+    se = gain.std(ddof=1) / np.sqrt(len(gain))
     return (f"against all-gray: PSNR {gain.mean():+.2f} dB (standard error {se:.2f}), ab MSE "
             f"{mse[:, 0].sum() / mse[:, 1].sum():.3f}x (90% of resamplings: {ratios[resamples // 20]:.3f}x to "
             f"{ratios[-resamples // 20 - 1]:.3f}x)")

@@ -196,7 +196,7 @@ def default_workers():
     return max(1, cores // int(os.environ.get("LOCAL_WORLD_SIZE", 1)) - 1)
 
 
-def ignore_ctrl_c(worker_id=None):
+def ignore_ctrl_c(worker_id):
     """A loader worker's start: Ctrl-C reaches every process of the terminal,
     and only the training process should act on it (train.py stops cleanly)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)

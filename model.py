@@ -359,12 +359,12 @@ class ColorizerConfig:
             raise ValueError(f"unknown padding {self.padding!r} (zeros or replicate)")
 
 
-def conv3x3(cin, cout, stride=1, bias=True, padding="zeros"):
+def conv3x3(cin, cout, stride, bias, padding):
     return nn.Conv2d(cin, cout, 3, stride, 1, bias=bias, padding_mode=padding)
 
 
-def conv_bn_relu(cin, cout, stride=1, padding="zeros"):
-    return nn.Sequential(conv3x3(cin, cout, stride, bias=False, padding=padding),
+def conv_bn_relu(cin, cout, stride, padding):
+    return nn.Sequential(conv3x3(cin, cout, stride, False, padding),
                          nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
 
 
@@ -382,7 +382,7 @@ class Encoder(nn.Module):
     """L (B, 1, H, W) -> features (B, 4w, H/8, W/8). Strided convs, no pooling
     (paper 3.4: pooling loses the detail the colors must follow)."""
 
-    def __init__(self, w, coords, padding="zeros"):
+    def __init__(self, w, coords, padding):
         super().__init__()
         self.coords = coords
         cin = 3 if coords else 1
@@ -451,15 +451,15 @@ class Decoder(nn.Module):
     """(B, 4w, H/8, W/8) -> ab/128 (B, 2, H, W) through a tanh. Upsampling is
     bilinear: nearest (Deep Koalarization) leaves 2x2 blocks in the chroma."""
 
-    def __init__(self, w, padding="zeros"):
+    def __init__(self, w, padding):
         super().__init__()
         up = nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False)
         p = padding
         self.layers = nn.Sequential(
-            conv_bn_relu(4 * w, 2 * w, padding=p), up,            # H/4
-            conv_bn_relu(2 * w, w, padding=p), conv_bn_relu(w, w, padding=p), up,  # H/2
-            conv3x3(w, w // 2, padding=p), nn.ReLU(inplace=True),
-            conv3x3(w // 2, 2, padding=p), nn.Tanh(), up)         # H
+            conv_bn_relu(4 * w, 2 * w, 1, p), up,                 # H/4
+            conv_bn_relu(2 * w, w, 1, p), conv_bn_relu(w, w, 1, p), up,  # H/2
+            conv3x3(w, w // 2, 1, True, p), nn.ReLU(inplace=True),
+            conv3x3(w // 2, 2, 1, True, p), nn.Tanh(), up)        # H
         for m in self.modules():  # Xavier init for the decoder (paper 4.1)
             if isinstance(m, nn.Conv2d):
                 nn.init.xavier_uniform_(m.weight)
@@ -483,7 +483,7 @@ class Colorizer(nn.Module):
         self.encoder = Encoder(w, coords=config.variant == "attention", padding=config.padding)
         self.fusion = Fusion(4 * w, config.embed_dim if config.global_branch else 0)
         self.attention = Attention(4 * w) if config.variant == "attention" else None
-        self.decoder = Decoder(w, padding=config.padding)
+        self.decoder = Decoder(w, config.padding)
 
     def forward(self, l, embedding=None, return_attention=False):
         if l.shape[-1] % 8 or l.shape[-2] % 8:

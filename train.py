@@ -225,8 +225,9 @@ sampler = torch.utils.data.DistributedSampler(train_set, seed=args.seed) if dist
     torch.utils.data.RandomSampler(train_set)
 loader = torch.utils.data.DataLoader(
     train_set, batch_size=args.batch_size, sampler=sampler, num_workers=args.workers,
-    collate_fn=data.collate, worker_init_fn=data.ignore_ctrl_c, pin_memory=device.type == "cuda", persistent_workers=args.workers > 0,
-    drop_last=len(train_set) >= args.batch_size * world, prefetch_factor=4 if args.workers else None)
+    collate_fn=data.collate, worker_init_fn=data.ignore_ctrl_c, pin_memory=device.type == "cuda",
+    persistent_workers=args.workers > 0, prefetch_factor=4 if args.workers else None,
+    drop_last=len(train_set) >= args.batch_size * world)
 skipped = set()  # one-line reasons, each file reported once
 
 
