@@ -254,6 +254,11 @@ if photos:
     need = {name: math.ceil(rate / per_worker) for name, rate in bare_rates.items()}
     report("data loading", f"{len(photos)} JPEGs -> {S} crops", f"{per_worker:.0f} crops/s/worker",
            f"workers needed: {need['attention + global']} (attention + global), {need['baseline']} (baseline)")
+    cached = data.ImageFolder(files, S, train=True, cache=True)  # what train.py does for up to --cache photos
+    per_worker = len(files) / timed(lambda: [cached[i] for i in range(len(cached))], repeat=3)
+    need = {name: math.ceil(rate / per_worker) for name, rate in bare_rates.items()}
+    report("", "the same, decoded once (--cache)", f"{per_worker:.0f} crops/s/worker",
+           f"workers needed: {need['attention + global']} (attention + global), {need['baseline']} (baseline)")
     batches = max(8, 4 * workers)  # enough that the start-up of the workers is a small part
     loader = torch.utils.data.DataLoader(data.ImageFolder(files * (batches * batch // len(files) + 1), S),
                                          batch_size=batch, num_workers=workers, collate_fn=data.collate)

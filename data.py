@@ -153,10 +153,16 @@ def center_crop(im, size):
 
 
 class ImageFolder(torch.utils.data.Dataset):
-    """files -> (uint8 RGB (3, size, size), [one-line reasons for files passed over])."""
+    """files -> (uint8 RGB (3, size, size), [one-line reasons for files passed over]).
 
-    def __init__(self, files, size=256, train=True, min_area=0.25):
+    cache=True decodes every file once, now, and keeps the result in memory:
+    decoding a JPEG is most of a crop's cost, and a few hundred photos, seen
+    thousands of times each, fit in a few hundred MB. Loader workers started
+    afterwards share that memory (fork) and only crop."""
+
+    def __init__(self, files, size=256, train=True, min_area=0.25, cache=False):
         self.files, self.size, self.train, self.min_area = files, size, train, min_area
+        self.cache = {path: self.load(path) for path in files} if cache else {}
 
     def __len__(self):
         return len(self.files)
@@ -169,11 +175,14 @@ class ImageFolder(torch.utils.data.Dataset):
             return None, f"{shown(path)}: unreadable ({e.__class__.__name__}: {e})"
         return (None, f"{shown(path)}: grayscale, no color to learn") if is_grayscale(rgb) else (rgb, None)
 
+    def cached_bytes(self):
+        return sum(rgb.width * rgb.height * 3 for rgb, _ in self.cache.values() if rgb is not None)
+
     def __getitem__(self, index):
         skipped = []
         for attempt in range(len(self.files)):
             path = self.files[(index + attempt) % len(self.files)]
-            rgb, reason = self.load(path)
+            rgb, reason = self.cache[path] if path in self.cache else self.load(path)
             if reason:
                 skipped.append(reason)
                 continue

@@ -8,6 +8,7 @@ import io
 import json
 import math
 import os
+import random
 import re
 import signal
 import struct
@@ -561,6 +562,24 @@ def test_dataset_crops_and_passes_over_bad_and_gray_files(tmp_path):
         assert rgb.shape == (3, 64, 64) and rgb.dtype == torch.uint8
         assert len(skipped) == 2
         assert "broken.jpg: unreadable" in skipped[0] and "gray.jpg: grayscale" in skipped[1]
+
+
+def test_cached_dataset_decodes_once_and_gives_the_same_crops(tmp_path, monkeypatch):
+    good = make_photo(tmp_path / "good.jpg", size=(300, 200))
+    Image.open(good).convert("L").save(tmp_path / "gray.jpg")
+    files = [str(tmp_path / "gray.jpg"), str(good)]
+    plain, cached = data.ImageFolder(files, size=64), data.ImageFolder(files, size=64, cache=True)
+    assert cached.cached_bytes() == 300 * 200 * 3  # the color photo only; the gray one is a reason
+    crops = []
+    for i in range(4):
+        random.seed(i)
+        crops.append(plain[0][0])
+    monkeypatch.setattr(data, "load_image", lambda *a, **k: pytest.fail("decoded again"))
+    for i in range(4):
+        random.seed(i)
+        rgb, skipped = cached[0]
+        assert torch.equal(rgb, crops[i])  # the same random crop and flip as from the file
+        assert "gray.jpg: grayscale" in skipped[0]
 
 
 # -----------------------------------------------------------------------------
