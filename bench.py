@@ -254,7 +254,7 @@ if photos:
     need = {name: math.ceil(rate / per_worker) for name, rate in bare_rates.items()}
     report("data loading", f"{len(photos)} JPEGs -> {S} crops", f"{per_worker:.0f} crops/s/worker",
            f"workers needed: {need['attention + global']} (attention + global), {need['baseline']} (baseline)")
-    cached = data.ImageFolder(files, S, train=True, cache=True)  # what train.py does for up to --cache photos
+    cached = data.ImageFolder(files, S, train=True, cache_mb=1024)  # train.py's --cache
     per_worker = len(files) / timed(lambda: [cached[i] for i in range(len(cached))], repeat=3)
     need = {name: math.ceil(rate / per_worker) for name, rate in bare_rates.items()}
     report("", "the same, decoded once (--cache)", f"{per_worker:.0f} crops/s/worker",

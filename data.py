@@ -155,14 +155,21 @@ def center_crop(im, size):
 class ImageFolder(torch.utils.data.Dataset):
     """files -> (uint8 RGB (3, size, size), [one-line reasons for files passed over]).
 
-    cache=True decodes every file once, now, and keeps the result in memory:
-    decoding a JPEG is most of a crop's cost, and a few hundred photos, seen
-    thousands of times each, fit in a few hundred MB. Loader workers started
-    afterwards share that memory (fork) and only crop."""
+    cache_mb: decode files once, now, in order, and keep them in memory until
+    they take this many MB (the rest are decoded for every crop). Decoding a
+    JPEG is most of a crop's cost, and a few hundred photos, seen thousands of
+    times each, fit in a few hundred MB. Loader workers started afterwards
+    share that memory (fork) and only crop."""
 
-    def __init__(self, files, size=256, train=True, min_area=0.25, cache=False):
+    def __init__(self, files, size=256, train=True, min_area=0.25, cache_mb=0):
         self.files, self.size, self.train, self.min_area = files, size, train, min_area
-        self.cache = {path: self.load(path) for path in files} if cache else {}
+        self.cache, self.cached_bytes = {}, 0  # path -> (PIL RGB image, None) or (None, reason)
+        for path in files if cache_mb > 0 else []:
+            rgb, reason = self.load(path)
+            size_bytes = rgb.width * rgb.height * 3 if rgb else 0
+            if self.cached_bytes + size_bytes > cache_mb * 2**20:
+                break  # full: stop here, not after decoding the whole folder once more
+            self.cache[path], self.cached_bytes = (rgb, reason), self.cached_bytes + size_bytes
 
     def __len__(self):
         return len(self.files)
@@ -174,9 +181,6 @@ class ImageFolder(torch.utils.data.Dataset):
         except IMAGE_ERRORS as e:
             return None, f"{shown(path)}: unreadable ({e.__class__.__name__}: {e})"
         return (None, f"{shown(path)}: grayscale, no color to learn") if is_grayscale(rgb) else (rgb, None)
-
-    def cached_bytes(self):
-        return sum(rgb.width * rgb.height * 3 for rgb, _ in self.cache.values() if rgb is not None)
 
     def __getitem__(self, index):
         skipped = []

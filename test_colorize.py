@@ -567,9 +567,11 @@ def test_dataset_crops_and_passes_over_bad_and_gray_files(tmp_path):
 def test_cached_dataset_decodes_once_and_gives_the_same_crops(tmp_path, monkeypatch):
     good = make_photo(tmp_path / "good.jpg", size=(300, 200))
     Image.open(good).convert("L").save(tmp_path / "gray.jpg")
-    files = [str(tmp_path / "gray.jpg"), str(good)]
-    plain, cached = data.ImageFolder(files, size=64), data.ImageFolder(files, size=64, cache=True)
-    assert cached.cached_bytes() == 300 * 200 * 3  # the color photo only; the gray one is a reason
+    make_photo(tmp_path / "more.png", size=(1000, 600))  # a PNG decodes at full size: 1.7 MB
+    files = [str(tmp_path / n) for n in ("gray.jpg", "good.jpg", "more.png")]
+    plain, cached = data.ImageFolder(files, size=64), data.ImageFolder(files, size=64, cache_mb=1)
+    assert list(cached.cache) == files[:2]  # not more.png: past 1 MB; the gray one is kept as its reason
+    assert cached.cached_bytes == 300 * 200 * 3
     crops = []
     for i in range(4):
         random.seed(i)
@@ -608,6 +610,7 @@ def test_train_cli_writes_checkpoint_samples_curves_and_resumes(photo_dir, tmp_p
             "--log-every", 2, *TINY)
     assert r.returncode == 0, r.stderr
     assert "step 6/6 | loss" in r.stdout and "img/s | eta" in r.stdout
+    assert re.search(r"data: 5 of the 5 training photos decoded into memory once", r.stdout), r.stdout
     for name in ("ckpt.pt", "best.pt", "samples.png", "loss.png", "log.csv"):
         assert (out / name).exists(), name
     ckpt = torch.load(out / "ckpt.pt", weights_only=True)
@@ -636,7 +639,8 @@ def test_training_drives_the_loss_down(photo_dir, tmp_path):
     assert losses[-1] < losses[0] / 2, losses
 
 
-def test_train_reports_corrupt_and_grayscale_files_and_goes_on(photo_dir, tmp_path):
+@pytest.mark.parametrize("cache", ["0", "1024"])  # decoded for every crop, or once, up front
+def test_train_reports_corrupt_and_grayscale_files_and_goes_on(photo_dir, tmp_path, cache):
     d = tmp_path / "data"
     d.mkdir()
     for p in photo_dir.iterdir():
@@ -644,8 +648,9 @@ def test_train_reports_corrupt_and_grayscale_files_and_goes_on(photo_dir, tmp_pa
     (d / "corrupt.jpg").write_bytes(b"\xff\xd8\xff garbage")
     Image.open(photo_dir / "p0.jpg").convert("L").save(d / "old.png")
     r = run("train.py", "--data", d, "--out", tmp_path / "run", "--max-steps", 8, "--eval-every", 8,
-            *TINY[:-2], "--workers", "1")
+            *TINY[:-2], "--workers", "1", "--cache", cache)
     assert r.returncode == 0, r.stderr
+    assert ("decoded into memory" in r.stdout) == (cache != "0")
     assert "corrupt.jpg: unreadable" in r.stdout and "old.png: grayscale" in r.stdout
     assert "Skipped 1 unreadable files and left out 1 grayscale photos" in r.stdout
 
@@ -740,7 +745,7 @@ def test_train_never_replaces_a_run_unasked(photo_dir, tmp_path):
 
 @pytest.mark.parametrize("flag,value", [
     ("--batch-size", 0), ("--eval-every", 0), ("--log-every", 0), ("--lr", "nan"), ("--lr", "-1"),
-    ("--workers", -1), ("--width", 0), ("--val-images", 0), ("--size", 0), ("--size", -8),
+    ("--workers", -1), ("--cache", -1), ("--width", 0), ("--val-images", 0), ("--size", 0), ("--size", -8),
     ("--size", 100000), ("--size", 30), ("--max-steps", 0), ("--ema", 1), ("--val-fraction", 0)])
 def test_train_checks_every_flag_before_any_work(photo_dir, tmp_path, flag, value):
     r = run("train.py", "--data", photo_dir, "--out", tmp_path / "run", *TINY, flag, value)

@@ -49,9 +49,10 @@ g.add_argument("--workers", type=int, default=data.default_workers(),
                help="data loader processes per training process: its CPU cores less one for the loop. "
                     "A worker makes about 300 crops/s from 768 px JPEGs, so a step of N img/s needs about "
                     "N/300 (bench.py prints 'workers needed'); 0: load in the training process")
-g.add_argument("--cache", type=int, default=1000, metavar="N",
-               help="decode the training photos once and keep them in memory when there are at most N "
-                    "(about 1 MB each at --size 256): the loader then only crops, about 3x faster; 0: never")
+g.add_argument("--cache", type=int, default=1024, metavar="MB",
+               help="decode training photos once and keep up to this many MB of them in memory (a photo "
+                    "of 768 px is about 1 MB at --size 256): the loader then only crops them, 2-3x "
+                    "faster; each training process keeps its own; 0: decode for every crop")
 g = parser.add_argument_group("model")
 g.add_argument("--model", choices=["attention", "baseline"],
                help="attention (default): the paper's model; baseline: Deep Koalarization (no attention, no coords)")
@@ -213,11 +214,10 @@ memory_format = torch.channels_last if device.type == "cuda" else torch.contiguo
 # data
 
 t0 = time.time()
-train_set = data.ImageFolder(train_files, args.size, train=True, min_area=args.min_crop,
-                             cache=len(train_files) <= args.cache)
+train_set = data.ImageFolder(train_files, args.size, train=True, min_area=args.min_crop, cache_mb=args.cache)
 if train_set.cache:
-    log(f"data: decoded the {len(train_files)} training photos into memory once "
-        f"({train_set.cached_bytes() / 2**20:.0f} MB, {time.time() - t0:.1f} s; --cache 0 decodes them every time)")
+    log(f"data: {len(train_set.cache)} of the {len(train_files)} training photos decoded into memory once "
+        f"({train_set.cached_bytes / 2**20:.0f} MB of --cache {args.cache}, {time.time() - t0:.1f} s)")
 val_set = data.ImageFolder([], args.size, train=False)
 for path in val_files:  # checked now, not after the first --eval-every steps
     if len(val_set) == args.val_images:
