@@ -34,7 +34,7 @@ import lab
 import model
 
 OUTPUT_SUFFIXES = ("_color.png", "_compare.png", "_attention.png")
-# A small model trained on 229 photographs (README, "The demo model"), used when
+# The paper-size model trained on 229 photographs (README, "The demo model"), used when
 # no checkpoint is given or found, so a fresh clone colorizes out of the box.
 DEMO_CHECKPOINT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "demo", "colorizer.pt")
 STRIP_ROWS = 256  # full-resolution work runs in strips of rows: bounded memory for any size
@@ -483,8 +483,8 @@ def main(argv=None):
             print(f"error: {e}", file=sys.stderr)
             return 2
         if loaded.path == DEMO_CHECKPOINT and not args.checkpoint:
-            print("using the bundled demo model demo/colorizer.pt (small, trained on 229 photos "
-                  "on a CPU; train your own with train.py and it is used instead)", file=sys.stderr)
+            print("using the bundled demo model demo/colorizer.pt (trained on 229 photos for five "
+                  "minutes on a GPU; train your own with train.py and it is used instead)", file=sys.stderr)
         print(f"checkpoint: {shown(loaded.path)} ({loaded.about})", file=sys.stderr)
         name = os.path.basename(os.path.dirname(os.path.abspath(loaded.path))) if len(args.checkpoint or []) > 1 \
             else "colorized"

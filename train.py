@@ -47,8 +47,9 @@ g.add_argument("--val-fraction", type=float, default=data.VAL_FRACTION,
                help="share of the photos held out for validation by a hash of their path (without DIR/val)")
 g.add_argument("--workers", type=int, default=data.default_workers(),
                help="data loader processes per training process: its CPU cores less one for the loop. "
-                    "A worker makes about 300 crops/s from 768 px JPEGs, so a step of N img/s needs about "
-                    "N/300 (bench.py prints 'workers needed'); 0: load in the training process")
+                    "A worker makes about 300 crops/s decoding 768 px JPEGs, about 900 from photos decoded "
+                    "once (--cache), so a step of N img/s needs about N/300 or N/900 (bench.py prints "
+                    "'workers needed'); 0: load in the training process")
 g.add_argument("--cache", type=int, default=1024, metavar="MB",
                help="decode training photos once and keep up to this many MB of them in memory (a photo "
                     "of 768 px is about 1 MB at --size 256): the loader then only crops them, 2-3x "
