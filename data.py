@@ -158,18 +158,25 @@ class ImageFolder(torch.utils.data.Dataset):
     cache_mb: decode files once, now, in order, and keep them in memory until
     they take this many MB (the rest are decoded for every crop). Decoding a
     JPEG is most of a crop's cost, and a few hundred photos, seen thousands of
-    times each, fit in a few hundred MB. Loader workers started afterwards
-    share that memory (fork) and only crop."""
+    times each, fit in a few hundred MB. Loader workers forked afterwards
+    share that memory and only crop (a worker that is spawned, not forked,
+    gets a copy of its own)."""
 
     def __init__(self, files, size=256, train=True, min_area=0.25, cache_mb=0):
         self.files, self.size, self.train, self.min_area = files, size, train, min_area
-        self.cache, self.cached_bytes = {}, 0  # path -> (PIL RGB image, None) or (None, reason)
-        for path in files if cache_mb > 0 else []:
-            rgb, reason = self.load(path)
-            size_bytes = rgb.width * rgb.height * 3 if rgb else 0
-            if self.cached_bytes + size_bytes > cache_mb * 2**20:
-                break  # full: stop here, not after decoding the whole folder once more
-            self.cache[path], self.cached_bytes = (rgb, reason), self.cached_bytes + size_bytes
+        self.cache = {}  # path -> (PIL RGB image, None), or (None, the reason it is passed over)
+        self.cached_bytes = 0
+        if cache_mb > 0:
+            for path in files:
+                rgb, reason = self.load(path)
+                nbytes = 4 * rgb.width * rgb.height if rgb is not None else 0  # Pillow keeps RGB in 4 bytes
+                if self.cached_bytes + nbytes > cache_mb * 2**20:
+                    break  # full: the rest are decoded for every crop (and not all once more, now)
+                self.cache[path] = rgb, reason
+                self.cached_bytes += nbytes
+
+    def cached_photos(self):
+        return sum(rgb is not None for rgb, _ in self.cache.values())
 
     def __len__(self):
         return len(self.files)
@@ -190,7 +197,7 @@ class ImageFolder(torch.utils.data.Dataset):
             if reason:
                 skipped.append(reason)
                 continue
-            if self.train:
+            if self.train:  # each step makes a new image: a cached one is shared by every crop and worker
                 rgb = random_resized_crop(rgb, self.size, self.min_area)
                 if random.random() < 0.5:
                     rgb = rgb.transpose(Image.FLIP_LEFT_RIGHT)

@@ -571,7 +571,7 @@ def test_cached_dataset_decodes_once_and_gives_the_same_crops(tmp_path, monkeypa
     files = [str(tmp_path / n) for n in ("gray.jpg", "good.jpg", "more.png")]
     plain, cached = data.ImageFolder(files, size=64), data.ImageFolder(files, size=64, cache_mb=1)
     assert list(cached.cache) == files[:2]  # not more.png: past 1 MB; the gray one is kept as its reason
-    assert cached.cached_bytes == 300 * 200 * 3
+    assert cached.cached_bytes == 300 * 200 * 4 and cached.cached_photos() == 1
     crops = []
     for i in range(4):
         random.seed(i)
@@ -610,7 +610,7 @@ def test_train_cli_writes_checkpoint_samples_curves_and_resumes(photo_dir, tmp_p
             "--log-every", 2, *TINY)
     assert r.returncode == 0, r.stderr
     assert "step 6/6 | loss" in r.stdout and "img/s | eta" in r.stdout
-    assert re.search(r"data: 5 of the 5 training photos decoded into memory once", r.stdout), r.stdout
+    assert "data: 5 of the 5 training photos decoded into memory once" in r.stdout, r.stdout
     for name in ("ckpt.pt", "best.pt", "samples.png", "loss.png", "log.csv"):
         assert (out / name).exists(), name
     ckpt = torch.load(out / "ckpt.pt", weights_only=True)

@@ -52,7 +52,7 @@ g.add_argument("--workers", type=int, default=data.default_workers(),
                     "'workers needed'); 0: load in the training process")
 g.add_argument("--cache", type=int, default=1024, metavar="MB",
                help="decode training photos once and keep up to this many MB of them in memory (a photo "
-                    "of 768 px is about 1 MB at --size 256): the loader then only crops them, 2-3x "
+                    "of 768 px is about 1.5 MB at --size 256): the loader then only crops them, 2-3x "
                     "faster; each training process keeps its own; 0: decode for every crop")
 g = parser.add_argument_group("model")
 g.add_argument("--model", choices=["attention", "baseline"],
@@ -216,9 +216,10 @@ memory_format = torch.channels_last if device.type == "cuda" else torch.contiguo
 
 t0 = time.time()
 train_set = data.ImageFolder(train_files, args.size, train=True, min_area=args.min_crop, cache_mb=args.cache)
-if train_set.cache:
-    log(f"data: {len(train_set.cache)} of the {len(train_files)} training photos decoded into memory once "
-        f"({train_set.cached_bytes / 2**20:.0f} MB of --cache {args.cache}, {time.time() - t0:.1f} s)")
+if args.cache:
+    log(f"data: {train_set.cached_photos()} of the {len(train_files)} training photos decoded into memory once "
+        f"({train_set.cached_bytes / 2**20:.0f} MB of --cache {args.cache}"
+        f"{' in each training process' if distributed else ''}, {time.time() - t0:.1f} s)")
 val_set = data.ImageFolder([], args.size, train=False)
 for path in val_files:  # checked now, not after the first --eval-every steps
     if len(val_set) == args.val_images:
