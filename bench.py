@@ -248,17 +248,13 @@ del net, l, emb, target, inception, gray
 
 if photos:
     files = [photos[i * len(photos) // 64] for i in range(64)]  # spread over the folder, not its first 64
-    dataset = data.ImageFolder(files, S, train=True)
-    t = timed(lambda: [dataset[i] for i in range(len(dataset))], repeat=3)
-    per_worker = len(files) / t
-    need = {name: math.ceil(rate / per_worker) for name, rate in bare_rates.items()}
-    report("data loading", f"{len(photos)} JPEGs -> {S} crops", f"{per_worker:.0f} crops/s/worker",
-           f"workers needed: {need['attention + global']} (attention + global), {need['baseline']} (baseline)")
-    cached = data.ImageFolder(files, S, train=True, cache_mb=1024)  # train.py's --cache
-    per_worker = len(files) / timed(lambda: [cached[i] for i in range(len(cached))], repeat=3)
-    need = {name: math.ceil(rate / per_worker) for name, rate in bare_rates.items()}
-    report("", "the same, decoded once (--cache)", f"{per_worker:.0f} crops/s/worker",
-           f"workers needed: {need['attention + global']} (attention + global), {need['baseline']} (baseline)")
+    for stage, setting, cache_mb in [("data loading", f"{len(photos)} JPEGs -> {S} crops", 0),
+                                     ("", "the same, decoded once (--cache)", 1024)]:  # train.py's default
+        dataset = data.ImageFolder(files, S, train=True, cache_mb=cache_mb)
+        per_worker = len(files) / timed(lambda: [dataset[i] for i in range(len(dataset))], repeat=3)
+        need = {name: math.ceil(rate / per_worker) for name, rate in bare_rates.items()}
+        report(stage, setting, f"{per_worker:.0f} crops/s/worker",
+               f"workers needed: {need['attention + global']} (attention + global), {need['baseline']} (baseline)")
     batches = max(8, 4 * workers)  # enough that the start-up of the workers is a small part
     loader = torch.utils.data.DataLoader(data.ImageFolder(files * (batches * batch // len(files) + 1), S),
                                          batch_size=batch, num_workers=workers, collate_fn=data.collate)
