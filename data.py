@@ -12,6 +12,7 @@ Bad data never stops a run: an unreadable file, or a grayscale photo (it has no
 color to learn from), is passed over for the next file and reported by name.
 """
 import hashlib
+import itertools
 import math
 import os
 import random
@@ -207,6 +208,39 @@ class ImageFolder(torch.utils.data.Dataset):
         raise ValueError(f"no usable color image among {len(self.files)} files; first: {skipped[0]}")
 
 
+def batches(dataset, batch_size, workers, note_skipped, seed=0, distributed=False, world=1, pin_memory=False):
+    """Training batches of uint8 crops forever, one epoch after another, a new
+    shuffle each (under torchrun each process takes its share). Files passed
+    over are handed to note_skipped as one-line reasons."""
+    sampler = (torch.utils.data.DistributedSampler(dataset, seed=seed) if distributed else
+               torch.utils.data.RandomSampler(dataset))
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=batch_size, sampler=sampler, num_workers=workers, collate_fn=collate,
+        worker_init_fn=ignore_ctrl_c, pin_memory=pin_memory, persistent_workers=workers > 0,
+        prefetch_factor=4 if workers else None, drop_last=len(dataset) >= batch_size * world)
+    for epoch in itertools.count():
+        if distributed:
+            sampler.set_epoch(epoch)
+        for rgb, reasons in loader:
+            note_skipped(reasons)
+            yield rgb
+
+
+def validation_set(files, size, limit, log):
+    """The validation images: the first `limit` usable files, checked now, not
+    after the first --eval-every steps; the others are passed over, said in the log."""
+    val_set = ImageFolder([], size, train=False)
+    for path in files:
+        if len(val_set) == limit:
+            break
+        reason = val_set.load(path)[1]
+        if reason is None:
+            val_set.files.append(path)
+        else:
+            log(f"warning: validation: skipped {reason}")
+    return val_set
+
+
 def default_workers():
     """Loader processes per training process: the CPU cores this process may
     use, shared by the processes of the node (torchrun sets LOCAL_WORLD_SIZE),
@@ -220,19 +254,6 @@ def ignore_ctrl_c(worker_id):
     """A loader worker's start: Ctrl-C reaches every process of the terminal,
     and only the training process should act on it (train.py stops cleanly)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
-def save_atomic(write, path):
-    """write(tmp) then rename tmp over path, so a crash at any moment leaves
-    either the old file or the new one whole, never half of one."""
-    tmp = f"{path}.tmp{os.getpid()}"
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:  # a full disk, Ctrl-C: no half-written temporary file stays behind
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 def collate(batch):

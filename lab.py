@@ -120,16 +120,17 @@ def lab_to_net(lab):
     return l_to_net(lab[..., :1, :, :]), lab[..., 1:, :, :] / AB_SCALE
 
 
-def net_to_lab(l, ab):
+def net_to_lab(lightness, ab):
     """Inverse of lab_to_net: (..., 1, H, W), (..., 2, H, W) -> (..., 3, H, W)."""
-    return torch.cat([(l + 1) * L_CENTER, ab * AB_SCALE], dim=-3)
+    return torch.cat([(lightness + 1) * L_CENTER, ab * AB_SCALE], dim=-3)
 
 
-def gray_rgb(l):
-    """The gray sRGB image with lightness l (network units), (..., 1, H, W) ->
+def gray_rgb(lightness):
+    """The gray sRGB image of a lightness in network units, (..., 1, H, W) ->
     (..., 3, H, W) in [0, 1]: what the Inception branch sees, the same
     luminance as the encoder's input."""
-    return lab_to_rgb(net_to_lab(l, torch.zeros_like(l).expand(*l.shape[:-3], 2, *l.shape[-2:])))
+    no_color = torch.zeros_like(lightness).expand(*lightness.shape[:-3], 2, *lightness.shape[-2:])
+    return lab_to_rgb(net_to_lab(lightness, no_color))
 
 
 # Metrics on uint8 RGB, as colorization papers report them.

@@ -19,6 +19,7 @@ import torch
 
 import lab
 import model
+import runs
 
 torch.set_num_threads(2)
 
@@ -801,7 +802,7 @@ def test_resume_and_init_take_what_they_can_and_refuse_the_rest(photo_dir, tmp_p
     assert ckpt["step"] == 6 and ckpt["args"]["size"] == 32 and ckpt["args"]["lr"] == 5e-4
 
     import colorize
-    colorize.export_checkpoint(run_dir / "best.pt", exported)
+    runs.export_checkpoint(run_dir / "best.pt", exported)
     resumable = tmp_path / "exported"
     resumable.mkdir()
     (resumable / "ckpt.pt").write_bytes(exported.read_bytes())
@@ -1033,7 +1034,7 @@ HELD_OUT_PHOTO = os.path.join(HERE, "..", "shared", "photos", "gcompris_categori
 def test_metrics_say_how_far_a_mean_over_few_images_can_be_trusted():
     import colorize
     rows = [{"m": (21, 0.01, 5), "all-gray": (20, 0.02, 0)}, {"m": (23, 0.03, 9), "all-gray": (20, 0.04, 0)}]
-    text = colorize.uncertainty(rows, "m")
+    text = runs.uncertainty(rows, "m")
     assert text.startswith("against all-gray: PSNR +2.00 dB (standard error 1.00), ab MSE 0.667x"), text
     low, high = map(float, re.findall(r"([\d.]+)x", text.split("resamplings: ")[1]))
     assert 0.5 <= low < 0.667 < high <= 0.75  # between the two images' own ratios
@@ -1067,7 +1068,7 @@ def test_a_fresh_clone_colorizes_with_the_bundled_demo(tmp_path):
 
 def test_export_makes_a_half_precision_inference_copy(tiny_ckpt, tmp_path):
     import colorize
-    colorize.export_checkpoint(tiny_ckpt, tmp_path / "small.pt")
+    runs.export_checkpoint(tiny_ckpt, tmp_path / "small.pt")
     small = torch.load(tmp_path / "small.pt", weights_only=True)
     assert "optimizer" not in small and small["args"] == {"size": 32}
     assert small["validation"]["step"] == 2
@@ -1287,8 +1288,8 @@ def test_checkpoint_choice_prefers_best_pt_of_the_newest_run(tmp_path):
     assert colorize.load(old).path == str(old / "best.pt")
     os.remove(old / "best.pt")  # a run from before best.pt: its ckpt.pt, with the averaged ("ema") weights
     assert colorize.load(old).path == str(old / "ckpt.pt")
-    colorize.export_checkpoint(old / "ckpt.pt", tmp_path / "small.pt")
-    colorize.export_checkpoint(new / "best.pt", tmp_path / "small_best.pt")
+    runs.export_checkpoint(old / "ckpt.pt", tmp_path / "small.pt")
+    runs.export_checkpoint(new / "best.pt", tmp_path / "small_best.pt")
     for small in ("small.pt", "small_best.pt"):
         assert colorize.load(tmp_path / small).size == 32
 
