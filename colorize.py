@@ -12,6 +12,7 @@ flags. From Python (a notebook): colorize.colorize("photo.jpg") returns a PIL
 image; colorizer = colorize.load() once, then colorize.colorize(image, colorizer).
 """
 import argparse
+import math
 import os
 import sys
 import warnings
@@ -148,25 +149,48 @@ def colorize(image, checkpoint=None, device=None):
 #    (runs.py prints the means and how far they can be trusted)
 
 
-def attention_figure(copy, colored_copy, alpha, grid=(2, 2)):
+def attention_stats(alpha, share=0.05):
+    """How concentrated attention weights (Q, N) are, per query (rows sum to 1):
+    entropy as a share of its uniform maximum log N (1: every position weighed
+    alike), and the weight on the top `share` of positions (uniform: `share`)."""
+    entropy = -(alpha * alpha.clamp_min(1e-30).log()).sum(-1) / math.log(alpha.shape[-1])
+    top = alpha.topk(max(1, round(share * alpha.shape[-1])), dim=-1)
+    return entropy, top.values.sum(-1), top.indices
+
+
+def attention_figure(copy, colored_copy, alpha, grid=(2, 2), peak=16):
     """The colorized copy, then one panel per query point (a ring): that point's
-    attention weights over the image as a heat map on the gray picture.
-    alpha: (N, N) for the h/8 x w/8 feature grid."""
+    attention weights over the image on the gray picture, and a line of their
+    statistics. alpha: (N, N) over the h/8 x w/8 feature grid. The heat is
+    each weight against the uniform 1/N on a log scale: black at or below
+    uniform, full at `peak` times it, so weights that are nearly uniform
+    look nearly black instead of being stretched to their own maximum."""
     w, h = copy.size
     fh, fw = h // 8, w // 8
     gray = to_tensor(copy.convert("L").convert("RGB")) / 255         # (3, h, w)
-    panels = [colored_copy]
-    for gy in range(grid[1]):
-        for gx in range(grid[0]):
-            qx, qy = (2 * gx + 1) * fw // (2 * grid[0]), (2 * gy + 1) * fh // (2 * grid[1])
-            weights = alpha[qy * fw + qx].reshape(1, 1, fh, fw)
-            heat = F.interpolate(weights / weights.max(), size=(h, w), mode="bilinear", align_corners=False)[0, 0]
-            ramp = torch.stack([(3 * heat).clamp(0, 1), (3 * heat - 1).clamp(0, 1), (3 * heat - 2).clamp(0, 1)])
-            panel = Image.fromarray(((0.35 * gray + 0.65 * ramp).clamp(0, 1) * 255).byte().permute(1, 2, 0).numpy())
-            cx, cy, r = (qx + 0.5) * 8, (qy + 0.5) * 8, 7
-            ImageDraw.Draw(panel).ellipse([cx - r, cy - r, cx + r, cy + r], outline=(0, 255, 255), width=3)
-            panels.append(panel)
-    return runs.side_by_side(panels, ["colorized"] + [f"attention of ring {k + 1}" for k in range(len(panels) - 1)])
+    queries = [((2 * gx + 1) * fw // (2 * grid[0]), (2 * gy + 1) * fh // (2 * grid[1]))
+               for gy in range(grid[1]) for gx in range(grid[0])]
+    rows = alpha[[qy * fw + qx for qx, qy in queries]]                 # (rings, N)
+    entropy, top, top_sets = attention_stats(rows)
+    panels, labels = [colored_copy], ["colorized"]
+    for k, (qx, qy) in enumerate(queries):
+        times_uniform = (rows[k] * alpha.shape[-1]).reshape(1, 1, fh, fw)
+        heat = (times_uniform.clamp_min(1).log() / math.log(peak)).clamp(0, 1)
+        heat = F.interpolate(heat, size=(h, w), mode="bilinear", align_corners=False)[0, 0]
+        ramp = torch.stack([(3 * heat).clamp(0, 1), (3 * heat - 1).clamp(0, 1), (3 * heat - 2).clamp(0, 1)])
+        panel = Image.fromarray(((0.35 * gray + 0.65 * ramp).clamp(0, 1) * 255).byte().permute(1, 2, 0).numpy())
+        cx, cy, r = (qx + 0.5) * 8, (qy + 0.5) * 8, 7
+        ImageDraw.Draw(panel).ellipse([cx - r, cy - r, cx + r, cy + r], outline=(0, 255, 255), width=3)
+        panels.append(panel)
+        labels.append(f"ring {k + 1}: top 5% hold {top[k]:.0%}")
+    # Do the rings look at the same places? The share of one ring's top 5% that another's holds too.
+    overlap = [len(set(a.tolist()) & set(b.tolist())) / len(a) for i, a in enumerate(top_sets) for b in top_sets[i + 1:]]
+    all_entropy, all_top, _ = attention_stats(alpha)
+    line = (f"rings 1-{len(queries)}: entropy {'/'.join(f'{e:.2f}' for e in entropy)} of uniform, top 5% of "
+            f"positions hold {'/'.join(f'{t:.0%}' for t in top)} of the weight (uniform: 5%); all "
+            f"{alpha.shape[0]} positions: entropy {all_entropy.mean():.2f}, top 5% {all_top.mean():.0%}; "
+            f"the rings' top 5% overlap {sum(overlap) / max(1, len(overlap)):.0%}")
+    return runs.side_by_side(panels, labels), line
 
 
 def image_metrics(result, original):
@@ -179,8 +203,9 @@ def image_metrics(result, original):
 
 def outputs_for(args, names, rgb, alpha, predictions):
     """{suffix: PIL image} for one image (NAME_color.png from the first model,
-    the extras asked for) and its metrics: None without --metrics, {} for a gray
-    input, else {name: (PSNR, ab MSE, colorfulness)}."""
+    the extras asked for), its metrics (None without --metrics, {} for a gray
+    input, else {name: (PSNR, ab MSE, colorfulness)}) and, with --attention,
+    a line of statistics of the attention weights shown (else None)."""
     colored = [Image.fromarray(full_resolution(rgb, ab, args.device)) for ab, _, _ in predictions]
     result = colored[0].copy()  # the RGB one is still needed for --compare and --metrics
     if alpha is not None:
@@ -193,12 +218,14 @@ def outputs_for(args, names, rgb, alpha, predictions):
         labels = ["gray input"] + (names if len(names) > 1 else ["colorized"]) + (["original"] if has_color else [])
         images["_compare.png"] = runs.side_by_side(panels, labels)
     _, attention, copy = predictions[0]
+    attention_line = None
     if attention is not None:
-        images["_attention.png"] = attention_figure(copy, colored[0].resize(copy.size, Image.BILINEAR), attention)
+        images["_attention.png"], attention_line = attention_figure(
+            copy, colored[0].resize(copy.size, Image.BILINEAR), attention)
     if not args.metrics or not has_color:
-        return images, {} if args.metrics else None
+        return images, {} if args.metrics else None, attention_line
     return images, {name: image_metrics(c, rgb) for name, c in zip(names + ["all-gray", "original"],
-                                                                   colored + [gray, rgb])}
+                                                                   colored + [gray, rgb])}, attention_line
 
 # -----------------------------------------------------------------------------
 # 3. The command (the rules for flags, files and output names live in runs.py)
@@ -261,8 +288,12 @@ def main(argv=None):
     for batch in jobs.batches(args.batch_size):  # [(number, path, stem, rgb, alpha)]
         predictions = [predict_all(m, [item[3] for item in batch], args.attention) for m in models]
         for i, (number, path, stem, rgb, alpha) in enumerate(batch):
-            images, rows = outputs_for(args, names, rgb, alpha, [p[i] for p in predictions])
-            if jobs.write(number, path, stem, images) and rows is not None:
+            images, rows, attention_line = outputs_for(args, names, rgb, alpha, [p[i] for p in predictions])
+            if not jobs.write(number, path, stem, images):
+                continue
+            if attention_line:
+                print(f"attention: {shown(path)}: {attention_line}")
+            if rows is not None:
                 print(runs.metrics_line(path, rows))
                 metrics += [rows] if rows else []
     if metrics:

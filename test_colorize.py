@@ -391,6 +391,17 @@ def test_variants_differ_as_the_paper_says():
     assert nog.fusion.conv.in_channels == 256
 
 
+def test_coords_and_attention_are_switched_one_at_a_time():
+    """The 2x2 of the course's ablation: attention and CoordConv apart, the
+    paper's model (both) and Deep Koalarization's (neither) as the defaults."""
+    for variant, coords, channels in [("attention", False, 1), ("baseline", True, 3)]:
+        net = model.Colorizer(model.ColorizerConfig(variant=variant, coords=coords, width=8, global_branch=False))
+        assert (net.attention is not None) == (variant == "attention")
+        assert net.encoder.layers[0][0].in_channels == channels
+    old = {"variant": "baseline", "global_branch": False, "width": 8}  # a checkpoint from before --coords
+    assert model.ColorizerConfig.from_dict(old).coords is False
+
+
 def test_colorizer_refuses_bad_inputs():
     net = model.Colorizer(model.ColorizerConfig(width=8))
     with pytest.raises(ValueError, match="multiples of 8"):
@@ -618,7 +629,9 @@ def test_train_cli_writes_checkpoint_samples_curves_and_resumes(photo_dir, tmp_p
     assert ckpt["step"] == 6 and ckpt["config"]["width"] == 8 and ckpt["inception"] is None
     assert Image.open(out / "samples.png").size == (3 * 32, 32)  # gray | prediction | truth
     rows = (out / "log.csv").read_text().splitlines()
-    assert rows[0] == "step,loss,lr,img_per_s,val_mse,val_psnr,val_mse_raw,val_mse_gray" and len(rows) == 1 + 3 + 2
+    # a header, 3 logged steps, and validation before the first step and at steps 3 and 6
+    assert rows[0] == "step,loss,lr,img_per_s,val_mse,val_psnr,val_mse_raw,val_mse_gray" and len(rows) == 1 + 3 + 3
+    assert rows[1].startswith("0,,,,0.") and rows[2].startswith("2,0.")  # the untrained model comes first
 
     r = run("train.py", "--data", photo_dir, "--out", out, "--max-steps", 10, "--eval-every", 3,
             "--log-every", 2, "--resume", *TINY)
@@ -629,6 +642,7 @@ def test_train_cli_writes_checkpoint_samples_curves_and_resumes(photo_dir, tmp_p
     assert ckpt["step"] == 10
     steps = [row["step"] for row in ckpt["history"] if "loss" in row]
     assert steps == [2, 4, 6, 8, 10]  # the same curve, continued
+    assert [row["step"] for row in ckpt["history"] if "val_mse" in row] == [0, 3, 6, 9, 10]  # step 6 not twice
 
 
 def test_training_drives_the_loss_down(photo_dir, tmp_path):
@@ -722,7 +736,7 @@ def test_train_keeps_the_best_checkpoint_and_the_weight_average(photo_dir, tmp_p
     ckpt = torch.load(tmp_path / "ckpt.pt", weights_only=True)
     best = torch.load(tmp_path / "best.pt", weights_only=True)
     evals = [row for row in ckpt["history"] if "val_mse" in row]
-    assert [row["step"] for row in evals] == [3, 6, 9, 12] and all("val_mse_raw" in row for row in evals)
+    assert [row["step"] for row in evals] == [0, 3, 6, 9, 12] and all("val_mse_raw" in row for row in evals)
     assert best["step"] == min(evals, key=lambda row: row["val_mse"])["step"]
     assert ckpt["best_mse"] == min(row["val_mse"] for row in evals)
     assert "optimizer" not in best and ckpt["ema"].keys() == ckpt["model"].keys()
@@ -850,6 +864,8 @@ def test_init_fine_tunes_the_bundled_demo(photo_dir, tmp_path):
     demo = torch.load("demo/colorizer.pt", weights_only=True)
     assert model.ColorizerConfig.from_dict(tuned["config"]) == model.ColorizerConfig.from_dict(demo["config"])
     assert tuned["step"] == 2
+    before = tuned["history"][0]  # the demo itself, validated on these photos before the first step
+    assert before["step"] == 0 and "val_mse" in before and "step 0/2 | val mse" in r.stdout
 
 
 def test_train_names_files_whose_names_are_not_utf8(photo_dir, tmp_path):
@@ -979,6 +995,28 @@ def test_colorize_folder_into_out_dir_with_compare_attention_and_metrics(tiny_ck
     assert "all-gray PSNR" in line and "original colorfulness" in line
     assert "old.png: grayscale input" in r.stdout and "mean over 1 color images" in r.stdout
     assert "|rg|, |yb|" in r.stdout
+    # attention: how concentrated the weights shown are, one line per image
+    assert re.search(r"attention: .*color\.jpg: rings 1-4: entropy [\d./]+ of uniform, top 5% of positions hold",
+                     r.stdout), r.stdout
+
+
+def test_attention_statistics_tell_uniform_weights_from_peaked_ones():
+    import colorize
+    uniform, peaked = torch.full((3, 400), 1 / 400), torch.eye(400)[:3]
+    entropy, top, _ = colorize.attention_stats(uniform)
+    assert torch.allclose(entropy, torch.ones(3)) and torch.allclose(top, torch.full((3,), 0.05))
+    entropy, top, _ = colorize.attention_stats(peaked)
+    assert torch.allclose(entropy, torch.zeros(3), atol=1e-6) and torch.allclose(top, torch.ones(3))
+    # the figure: uniform weights draw no heat at all (the panel is the dimmed gray picture)
+    copy = Image.new("RGB", (160, 80), (100, 150, 200))
+    sheet, line = colorize.attention_figure(copy, copy, torch.full((200, 200), 1 / 200))
+    gray_level = np.asarray(copy.convert("L"))[0, 0]
+    panel = np.asarray(sheet)[18:, 164:324]  # ring 1's panel: red is 0.35 gray (the ring is cyan: no red)
+    assert panel[..., 0].max() <= round(0.35 * gray_level) + 1, panel[..., 0].max()
+    assert "entropy 1.00/1.00/1.00/1.00 of uniform" in line and "top 5% of positions hold 5%/5%/5%/5%" in line
+    sheet, line = colorize.attention_figure(copy, copy, torch.eye(200))
+    assert "entropy 0.00" in line and "hold 100%" in line
+    assert np.asarray(sheet)[18:, 164:324, 0].max() > 200  # all the weight on one position: full heat there
 
 
 def test_colorize_compares_several_checkpoints_side_by_side(tiny_ckpt, photo_dir, tmp_path):
@@ -1310,6 +1348,30 @@ def test_python_api_colorizes_paths_and_images_and_raises_one_line_errors(tmp_pa
     (tmp_path / "bad.pt").write_bytes(b"garbage")
     with pytest.raises(colorize.CheckpointError, match="bad.pt: not a checkpoint file"):
         colorize.colorize(path, tmp_path / "bad.pt")
+
+# -----------------------------------------------------------------------------
+# the course (docs/course.md)
+
+def test_overfit_one_photo_learns_its_photo(tmp_path):
+    photo = make_photo(tmp_path / "p.jpg", size=(64, 48))
+    r = run("docs/overfit_one_photo.py", photo, "--steps", 40, "--size", 32, "--width", 8, "--out", tmp_path / "o.png")
+    assert r.returncode == 0, r.stderr
+    ratios = [float(x) for x in re.findall(r"\(([\d.]+)x all-gray\)", r.stdout)]
+    assert ratios[0] > 1 and ratios[-1] < 0.5, ratios  # from worse than all-gray to far better
+    assert Image.open(tmp_path / "o.png").size == (3 * 32, 32)  # gray | prediction | original
+    r = run("docs/overfit_one_photo.py", tmp_path / "missing.jpg")
+    assert r.returncode != 0 and "missing.jpg" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_coords_switch_through_train_and_init(photo_dir, tmp_path):
+    r = run("train.py", "--data", photo_dir, "--out", tmp_path / "a", "--max-steps", 2, "--eval-every", 2,
+            "--model", "baseline", "--coords", "on", *TINY)
+    assert r.returncode == 0, r.stderr
+    config = torch.load(tmp_path / "a" / "best.pt", weights_only=True)["config"]
+    assert config["variant"] == "baseline" and config["coords"] is True
+    one_error_line(run("train.py", "--data", photo_dir, "--out", tmp_path / "b", "--init", tmp_path / "a" / "best.pt",
+                       "--coords", "off", *TINY[:2]), "--coords off", "--coords on")
+
 
 # -----------------------------------------------------------------------------
 # bench.py and the GPU check

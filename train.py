@@ -293,8 +293,8 @@ for step in range(start_step, args.max_steps + 1):
     if stop and stop.requested and not last_step:  # Ctrl-C: save the step in hand and stop
         run.stop(step, start_step, net, ema_net, optimizer, loss_sum.item(), log)
 
-    # evaluate and save, every --eval-every steps and after the last
-    if is_main and (step % args.eval_every == 0 or last_step) and step > start_step:
+    # evaluate and save: before the first step (the untrained or --init model), every --eval-every steps, after the last
+    if is_main and (step % args.eval_every == 0 or last_step) and (step > start_step or not args.resume):
         run.stop_if_diverged(step, "loss", loss_sum.item(), log)
         t_eval = time.time()
         val_mse, val_psnr, gray_mse = evaluate(ema_net or net)
