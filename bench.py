@@ -51,6 +51,31 @@ parser.add_argument("--peak-tflops", type=float, default=0,
 parser.add_argument("--quick", action="store_true", help="tiny sizes, few repeats: checks that every stage runs; "
                                                           "the numbers mean nothing")
 args = parser.parse_args()
+
+
+def flag_problem(args):
+    """What is wrong with the flags, as 'error: --flag ...', or None: checked
+    before any work, so a typo costs a second, not a run that dies half-way."""
+    if args.batch_size < 0:
+        return f"--batch-size {args.batch_size}: must be 0 (the device's default) or more"
+    if not (math.isfinite(args.peak_tflops) and args.peak_tflops >= 0):
+        return f"--peak-tflops {args.peak_tflops:g}: must be 0 (from the card's name) or more"
+    if args.device == "cuda" and not torch.cuda.is_available():
+        return f"--device cuda: torch {torch.__version__} sees no CUDA GPU here (--device cpu runs on the CPU)"
+    # A folder without JPEGs skips the rows that need photos, with a note; so does
+    # the default photos/, which a fresh clone lacks. A folder named but not there is a typo.
+    if not os.path.isdir(args.photos) and args.photos != parser.get_default("photos"):
+        what = "not a folder" if os.path.exists(args.photos) else "no such folder"
+        return f"--photos {args.photos}: {what}"
+    return None
+
+
+if problem := flag_problem(args):
+    print(f"error: {problem}", file=sys.stderr)
+    sys.exit(2)
+if not glob.glob(os.path.join(args.photos, "*.jpg")):
+    print(f"note: no JPEGs in {args.photos}: the data loading, decode + crop, train.py loop and "
+          f"colorize.py per image rows are left out\n")
 signal.signal(signal.SIGINT, lambda *_: sys.exit("interrupted: bench.py writes nothing, so nothing is lost"))
 
 device = torch.device("cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()) else "cpu")

@@ -14,21 +14,23 @@ image; colorizer = colorize.load() once, then colorize.colorize(image, colorizer
 import argparse
 import math
 import os
+import signal
 import sys
-import warnings
 from collections import namedtuple
 
-import numpy as np
-import torch
-import torch.nn.functional as F
-from PIL import Image, ImageDraw
+if __name__ == "__main__":  # Ctrl-C while torch loads (seconds): nothing written yet, no traceback
+    signal.signal(signal.SIGINT, lambda *_: os._exit(130))
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from PIL import Image, ImageDraw  # noqa: E402
 
-import data
-import lab
-import model
-import runs
-from data import shown
-from runs import CheckpointError, RunError as ColorizeError  # one-line errors, for the notebook API
+import data  # noqa: E402
+import lab  # noqa: E402
+import model  # noqa: E402
+import runs  # noqa: E402
+from data import shown  # noqa: E402
+from runs import CheckpointError, RunError as ColorizeError  # noqa: E402, F401  (one-line errors, for notebooks)
 
 # The model a fresh clone uses when no checkpoint is given or found (README: The demo model).
 DEMO_CHECKPOINT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "demo", "colorizer.pt")
@@ -48,14 +50,10 @@ def load(checkpoint=None, device=None, inception=None):
     checkpoint: a file, a train.py run folder, or None: the newest run under
     out/, else the bundled demo. device: "cuda", "cpu" or None (CUDA when
     available). inception: Inception-ResNet-v2 weights, if not the cached default."""
+    if str(device).startswith("cuda") and not torch.cuda.is_available():
+        raise ColorizeError(f"device {device!r}, but no CUDA device is available")
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    path = checkpoint or runs.find_checkpoint() or DEMO_CHECKPOINT
-    if os.path.isdir(path):
-        path = runs.run_checkpoint(path) or path
-        if os.path.isdir(path):
-            raise CheckpointError(f"{shown(path)}: a folder without best.pt or ckpt.pt")
-    ckpt = runs.read_checkpoint(path, missing="no such checkpoint")
-    net = runs.colorizer_from(ckpt, path)
+    path, ckpt, net = runs.choose_checkpoint(checkpoint, DEMO_CHECKPOINT)  # CheckpointError: one line
     inception_net = runs.inception_for(ckpt, path, inception, device) if net.config.global_branch else None
     size = (ckpt.get("args") or {}).get("size", 256)
     return LoadedModel(net.to(device).eval(), inception_net, size, device, path, runs.describe(ckpt))
@@ -127,17 +125,12 @@ def predict_all(loaded, images, return_attention=False):
 
 
 def colorize(image, checkpoint=None, device=None):
-    """One image, from Python: a path or a PIL image of any mode -> a PIL image
+    """One image, from Python: a path, a PIL image of any mode or a numpy array -> a PIL image
     at full resolution, RGB, or RGBA when the input has alpha. checkpoint: what
     load() takes, or what it returned. Raises ColorizeError with the one-line
     message the command would print."""
     loaded = checkpoint if isinstance(checkpoint, LoadedModel) else load(checkpoint, device)
-    if isinstance(image, Image.Image):
-        rgb, alpha = data.to_rgb(image)
-    else:
-        rgb, alpha, caught = runs.open_image(image)
-        for message in caught:
-            warnings.warn(message)
+    rgb, alpha = runs.image_input(image)  # a path, a PIL image or an array -> PIL RGB, alpha
     (ab, _, _), = predict_all(loaded, [rgb])
     result = Image.fromarray(full_resolution(rgb, ab, loaded.device))
     if alpha is not None:
@@ -277,7 +270,9 @@ def main(argv=None):
         if loaded.path == DEMO_CHECKPOINT and not args.checkpoint:
             print("using the bundled demo model demo/colorizer.pt (trained on 229 photos for five "
                   "minutes on a GPU; train your own with train.py and it is used instead)", file=sys.stderr)
-        print(f"checkpoint: {shown(loaded.path)} ({loaded.about})", file=sys.stderr)
+        found = "" if args.checkpoint or loaded.path == DEMO_CHECKPOINT else \
+            "; the newest run under out/, --checkpoint PATH chooses another"
+        print(f"checkpoint: {shown(loaded.path)} ({loaded.about}{found})", file=sys.stderr)
         names.append(runs.model_name(loaded.path, names, len(args.checkpoint or []) > 1))
         models.append(loaded._replace(size=args.size or loaded.size))
     if args.attention and models[0].net.attention is None:
@@ -301,8 +296,15 @@ def main(argv=None):
     return 1 if jobs.failed else 0
 
 
+def interrupt(signum, frame):
+    raise KeyboardInterrupt  # SIGTERM, SIGHUP: as Ctrl-C, so a save in flight removes its temporary file
+
+
 if __name__ == "__main__":
+    runs.on_stop_signals(interrupt)
     try:
         sys.exit(main())
     except KeyboardInterrupt:  # every output is written whole or not at all (runs.save_atomic)
-        sys.exit("interrupted: the outputs written so far are whole; run it again and they are skipped")
+        print("interrupted: the outputs written so far are whole; run it again and they are skipped",
+              file=sys.stderr)
+        sys.exit(130)

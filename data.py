@@ -11,12 +11,14 @@ RGB: the Lab conversion runs batched on the training device (lab.py), not here.
 Bad data never stops a run: an unreadable file, or a grayscale photo (it has no
 color to learn from), is passed over for the next file and reported by name.
 """
+import atexit
 import hashlib
 import itertools
 import math
 import os
 import random
 import signal
+import time
 
 import numpy as np
 import torch
@@ -27,29 +29,34 @@ from PIL import Image, ImageOps
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif",
                     ".ppm", ".pgm", ".pbm", ".pnm", ".tga")
 VAL_FRACTION = 0.05
+# What colorize.py writes beside each input: never a training photo.
+OUTPUT_SUFFIXES = ("_color.png", "_compare.png", "_attention.png")
 # Everything Pillow raises for a file it cannot decode (UnidentifiedImageError
 # and "image file is truncated" are OSErrors; bombs have their own class).
 IMAGE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
 
 
 def shown(path):
-    """A path as printable text. A name that is not UTF-8 comes from os as a str
-    with surrogates, which print() cannot encode: its bytes become \\xff escapes."""
-    return os.fsdecode(path).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    """A path as printable text on one line. A name that is not UTF-8 comes from
+    os as a str with surrogates, which print() cannot encode: its bytes become
+    \\xff escapes; a newline or other control character becomes \\n, \\x1b..."""
+    text = os.fsdecode(path).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
-def find_images(root, problems=None):
+def find_images(root, problems=None, leave_out=()):
     """All image files under root, recursively, sorted. Links to folders are
     followed (ImageNet-style trees of links), each real folder once, so a link
     cycle ends. Passed over, with a one-line reason appended to the list
     `problems` when one is given: folders that cannot be read, and image names
-    that are not regular files (opening a FIFO would wait forever)."""
+    that are not regular files (opening a FIFO would wait forever). Folders in
+    leave_out (train.py's own run folder) are not searched."""
     problems = [] if problems is None else problems
-    found, seen = [], set()
+    found, seen = [], {os.path.realpath(folder) for folder in leave_out}
     for folder, subfolders, names in os.walk(root, followlinks=True, onerror=lambda e: problems.append(
             f"{shown(e.filename)}: cannot read this folder ({e.strerror or e}), skipped")):
         if os.path.realpath(folder) in seen:
-            subfolders[:] = []  # reached again through a link
+            subfolders[:] = []  # reached again through a link, or left out
             continue
         seen.add(os.path.realpath(folder))
         for path in (os.path.join(folder, n) for n in names if n.lower().endswith(IMAGE_EXTENSIONS)):
@@ -60,18 +67,43 @@ def find_images(root, problems=None):
     return sorted(found)
 
 
-def split_images(root, val_fraction=VAL_FRACTION, problems=None):
+def held_out_by_hash(root):
+    """True when the split is made by a hash of the names (no DIR/train + DIR/val)."""
+    return not (os.path.isdir(os.path.join(root, "train")) and os.path.isdir(os.path.join(root, "val")))
+
+
+def split_images(root, val_fraction=VAL_FRACTION, problems=None, run_folder=None):
     """(train files, val files) for a data folder: DIR/train and DIR/val, or
-    val_fraction of the files held out by a hash of their path. Raises
-    ValueError with a one-line reason when there is nothing to train on;
-    problems: as for find_images."""
+    val_fraction of the files held out by a hash of their path. Left out, and
+    said once in `problems`: a run folder inside DIR (its samples.png and
+    loss.png are no photos) and files named like colorize.py's outputs.
+    Raises ValueError with a one-line reason when there is nothing to train
+    on, or when validation would be on training photos."""
+    problems = [] if problems is None else problems
     if not os.path.isdir(root):
         raise ValueError(f"{root}: " + ("a file, not a folder of images" if os.path.exists(root) else "no such folder"))
-    train_dir, val_dir = os.path.join(root, "train"), os.path.join(root, "val")
-    if os.path.isdir(train_dir) and os.path.isdir(val_dir):
-        train, val = find_images(train_dir, problems), find_images(val_dir, problems)
+    inside = run_folder and os.path.realpath(run_folder).startswith(os.path.join(os.path.realpath(root), ""))
+    if inside:
+        problems.append(f"the run folder {shown(run_folder)} is inside {shown(root)}: its images are left out")
+
+    def photos(folder):
+        files = find_images(folder, problems, leave_out=[run_folder] if inside else [])
+        outputs = [f for f in files if f.endswith(OUTPUT_SUFFIXES)]
+        if outputs:
+            problems.append(f"{len(outputs)} files in {shown(folder)} are named like colorize.py's outputs "
+                            f"({', '.join('*' + s for s in OUTPUT_SUFFIXES)}, e.g. {shown(outputs[0])}) and are "
+                            f"left out; rename them to train on them")
+        return [f for f in files if not f.endswith(OUTPUT_SUFFIXES)]
+    if not held_out_by_hash(root):
+        train, val = photos(os.path.join(root, "train")), photos(os.path.join(root, "val"))
+        in_both = {(os.path.basename(f), os.path.getsize(f)) for f in train} & \
+            {(os.path.basename(f), os.path.getsize(f)) for f in val}
+        if in_both:
+            raise ValueError(f"{shown(root)}: {len(in_both)} of the {len(val)} photos in val/ are in train/ too "
+                             f"(same name and size, e.g. {shown(min(in_both)[0])}): validation must be on "
+                             f"photos the model never trained on")
     else:
-        files = find_images(root, problems)
+        files = photos(root)
 
         def held_out(path):  # stable across runs and machines, unlike hash()
             digest = hashlib.sha1(os.fsencode(os.path.relpath(path, root))).digest()
@@ -80,7 +112,13 @@ def split_images(root, val_fraction=VAL_FRACTION, problems=None):
         if not val and len(files) > 1:
             val = [min(files, key=held_out)]
         held = set(val)
-        train = [f for f in files if f not in held] or files  # one image: it is both
+        train = [f for f in files if f not in held]
+        if len(files) == 1:
+            train = val = files
+            problems.append(f"{shown(files[0])} is the only photo: it is both the training and the validation set")
+        elif files and not train:
+            raise ValueError(f"{shown(root)}: --val-fraction {val_fraction} holds out all {len(files)} photos, "
+                             f"leaving none to train on")
     if not train:
         raise ValueError(f"{shown(root)}: no images found ({', '.join(IMAGE_EXTENSIONS)})")
     return train, val or train
@@ -166,7 +204,7 @@ class ImageFolder(torch.utils.data.Dataset):
     def __init__(self, files, size=256, train=True, min_area=0.25, cache_mb=0):
         self.files, self.size, self.train, self.min_area = files, size, train, min_area
         self.cache = {}  # path -> (PIL RGB image, None), or (None, the reason it is passed over)
-        self.cached_bytes = 0
+        self.cached_bytes, started = 0, time.time()
         if cache_mb > 0:
             for path in files:
                 rgb, reason = self.load(path)
@@ -175,6 +213,8 @@ class ImageFolder(torch.utils.data.Dataset):
                     break  # full: the rest are decoded for every crop (and not all once more, now)
                 self.cache[path] = rgb, reason
                 self.cached_bytes += nbytes
+        self.cache_note = (f"{self.cached_photos()} of the {len(files)} training photos decoded into memory once "
+                           f"({self.cached_bytes / 2**20:.0f} MB of --cache {cache_mb}, {time.time() - started:.1f} s)")
 
     def cached_photos(self):
         return sum(rgb is not None for rgb, _ in self.cache.values())
@@ -218,17 +258,26 @@ def batches(dataset, batch_size, workers, note_skipped, seed=0, distributed=Fals
         dataset, batch_size=batch_size, sampler=sampler, num_workers=workers, collate_fn=collate,
         worker_init_fn=ignore_ctrl_c, pin_memory=pin_memory, persistent_workers=workers > 0,
         prefetch_factor=4 if workers else None, drop_last=len(dataset) >= batch_size * world)
-    for epoch in itertools.count():
-        if distributed:
-            sampler.set_epoch(epoch)
-        for rgb, reasons in loader:
-            note_skipped(reasons)
-            yield rgb
+
+    def forever():
+        for epoch in itertools.count():
+            if distributed:
+                sampler.set_epoch(epoch)
+            for rgb, reasons in loader:
+                note_skipped(reasons)
+                yield rgb
+    generator = forever()
+    # At exit the workers are told to stop by the loader itself: they ignore SIGTERM
+    # (ignore_ctrl_c), so the SIGTERM that multiprocessing would send them does nothing.
+    atexit.register(generator.close)
+    return generator
 
 
-def validation_set(files, size, limit, log):
+def validation_set(files, size, limit, log, spare=None):
     """The validation images: the first `limit` usable files, checked now, not
-    after the first --eval-every steps; the others are passed over, said in the log."""
+    after the first --eval-every steps; the others are passed over, said in the
+    log. When none is usable and `spare` (the training files of a hash split)
+    is given, its first usable file is moved from training into validation."""
     val_set = ImageFolder([], size, train=False)
     for path in files:
         if len(val_set) == limit:
@@ -238,6 +287,13 @@ def validation_set(files, size, limit, log):
             val_set.files.append(path)
         else:
             log(f"warning: validation: skipped {reason}")
+    for path in spare if spare and not val_set.files and len(spare) > 1 else []:
+        if val_set.load(path)[1] is None:
+            spare.remove(path)
+            val_set.files.append(path)
+            log(f"warning: validation: none of the {len(files)} held-out files is usable; {shown(path)} is "
+                f"held out from training instead")
+            break
     return val_set
 
 
@@ -251,9 +307,12 @@ def default_workers():
 
 
 def ignore_ctrl_c(worker_id):
-    """A loader worker's start: Ctrl-C reaches every process of the terminal,
-    and only the training process should act on it (train.py stops cleanly)."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    """A loader worker's start: Ctrl-C (and a cluster's SIGTERM or SIGHUP)
+    reaches every process of the group, and only the training process should
+    act on it (train.py saves and stops cleanly; its workers end with it)."""
+    for name in ("SIGINT", "SIGTERM", "SIGHUP"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), signal.SIG_IGN)
 
 
 def collate(batch):

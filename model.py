@@ -53,6 +53,13 @@ class ColorizerConfig:
     def __post_init__(self):
         if self.coords is None:
             self.coords = self.variant == "attention"
+        for name, kind in [("variant", str), ("coords", bool), ("global_branch", bool), ("width", int),
+                           ("embed_dim", int), ("padding", str)]:  # a checkpoint from anywhere is checked here
+            value = getattr(self, name)
+            if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+                raise ValueError(f"{name} must be a {kind.__name__}, got {value!r}")
+        if not (1 <= self.width <= 1024 and 1 <= self.embed_dim <= 100_000):
+            raise ValueError(f"width {self.width} or embed_dim {self.embed_dim} out of range")
         if self.variant not in ("attention", "baseline"):
             raise ValueError(f"unknown variant {self.variant!r} (attention or baseline)")
         if self.padding not in ("zeros", "replicate"):
@@ -340,6 +347,17 @@ SAFETENSORS_DTYPES = {
 }
 
 
+def regular_file(path):
+    """`path` as a str, or ValueError when it is missing or not a regular file:
+    open() on a FIFO waits for a writer that may never come, forever."""
+    path = str(path)
+    if not os.path.exists(path):
+        raise ValueError(f"{path}: no such file")
+    if not os.path.isfile(path):
+        raise ValueError(f"{path}: not a regular file")
+    return path
+
+
 def read_safetensors(path):
     """Read a .safetensors file into {name: tensor}, checking every offset.
 
@@ -349,6 +367,7 @@ def read_safetensors(path):
     def bad(why):
         return ValueError(f"{path}: not a valid safetensors file ({why})")
 
+    path = regular_file(path)
     blob = bytearray(os.path.getsize(path))  # writable, so tensors can share it without a copy
     with open(path, "rb") as f:
         f.readinto(blob)
@@ -392,14 +411,28 @@ def read_safetensors(path):
     return tensors
 
 
+def weights_format(path):
+    """"safetensors" or "torch", from the file's first bytes: names mislead (a
+    safetensors file saved as .bin, a Hugging Face blobs/<sha256> without any)."""
+    with open(path, "rb") as f:
+        head = f.read(9)
+    if head[8:9] == b"{":  # an 8-byte header size, then the JSON header's opening brace
+        return "safetensors"
+    if head[:2] == b"PK" or head[:1] == b"\x80":  # torch.save's zip archive, or a legacy pickle
+        return "torch"
+    # Neither (damaged or not weights at all): the name chooses whose error message to show.
+    return "safetensors" if path.endswith(".safetensors") else "torch"
+
+
 def read_state_dict(path):
-    """Load a state dict from .safetensors, or from a .pth/.bin/.pt pickle
-    (optionally nested under "state_dict" or "model"), safely."""
-    path = str(path)
-    if path.endswith(".safetensors"):
+    """Load a state dict from a safetensors file, or from a PyTorch pickle
+    (optionally nested under "state_dict" or "model"), safely, whatever its name."""
+    path = regular_file(path)
+    if weights_format(path) == "safetensors":
         return read_safetensors(path)
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+    try:  # an open file, not the path: torch.load too would judge a path by its name
+        with open(path, "rb") as f:
+            obj = torch.load(f, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many kinds here; all mean "not a usable checkpoint"
         raise ValueError(f"{path}: cannot be read as a PyTorch weights file ({e.__class__.__name__}: "
                          f"{str(e).splitlines()[0] if str(e) else ''})") from None
@@ -415,6 +448,9 @@ def load_strict(module, state, source):
     """load_state_dict with an error that names the missing, unexpected and
     mis-shaped keys (a few of each) and the file they came from."""
     own = module.state_dict()
+    # BatchNorm's num_batches_tracked buffer came with PyTorch 0.4.1; older files
+    # (Cadene's 2017 Inception) lack it and torch's strict load keeps the module's own.
+    state = {**{k: v for k, v in own.items() if k.rpartition(".")[2] == "num_batches_tracked"}, **state}
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
     misshaped = [f"{k} {tuple(state[k].shape)} != {tuple(v.shape)}"
@@ -446,46 +482,131 @@ INCEPTION_URL = "https://huggingface.co/timm/inception_resnet_v2.tf_in1k/resolve
 INCEPTION_SHA256 = "dbea26b13a5fc8351919fed6a94222c0577ce324b2765fd081a798f837ca9d72"
 
 
+def xdg_cache_home():
+    """$XDG_CACHE_HOME, or ~/.cache: the XDG rule ignores an empty or relative value."""
+    base = os.environ.get("XDG_CACHE_HOME", "")
+    return base if os.path.isabs(base) else os.path.expanduser("~/.cache")
+
+
 def cache_dir():
-    return os.path.join(os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "colorize")
+    """This project's download folder (make_cache_dir creates it when needed)."""
+    return os.path.join(xdg_cache_home(), "colorize")
+
+
+def make_cache_dir():
+    """cache_dir(), created and writable, or a one-line RuntimeError saying what to do."""
+    folder = cache_dir()
+    try:
+        os.makedirs(folder, exist_ok=True)
+        why = None if os.access(folder, os.W_OK | os.X_OK) else "not writable"
+    except OSError as e:  # XDG_CACHE_HOME names a file, HOME is read-only, ...
+        why = e.strerror
+    if why:
+        raise RuntimeError(f"{folder}: cannot keep the Inception weights there ({why}); set XDG_CACHE_HOME "
+                           f"to a writable folder or pass --inception PATH")
+    return folder
+
+
+def hub_cache_dir():
+    """Where huggingface_hub (through which timm downloads) keeps files, by its rules."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return os.path.expanduser(os.environ["HF_HUB_CACHE"])
+    home = os.environ.get("HF_HOME") or os.path.join(xdg_cache_home(), "huggingface")
+    return os.path.join(os.path.expanduser(home), "hub")
+
+
+def hub_offline():
+    """HF_HUB_OFFLINE set to a true value: a user who said "no network" means it here too."""
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
 
 
 def sha256_of(path):
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    with open(regular_file(path), "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
 
 
-def default_inception_path(download=True):
-    """Path of timm's inception_resnet_v2 model.safetensors in the user cache,
-    downloaded (with progress and a sha256 check) when absent and allowed."""
-    path = os.path.join(cache_dir(), "inception_resnet_v2.tf_in1k.safetensors")
-    if os.path.exists(path) or not download:
-        return path
-    os.makedirs(cache_dir(), exist_ok=True)
-    partial = path + ".part"
-    print(f"downloading the Inception-ResNet-v2 weights (224 MB) to {path}", file=sys.stderr)
+def hub_cached_inception():
+    """timm's weights where huggingface_hub downloaded them, if their sha256 is
+    the expected one (a snapshot may hold another revision), else None."""
+    snapshots = os.path.join(hub_cache_dir(), "models--timm--inception_resnet_v2.tf_in1k", "snapshots")
     try:
-        with urllib.request.urlopen(INCEPTION_URL, timeout=30) as r, open(partial, "wb") as f:
-            total, done = int(r.headers.get("Content-Length", 0)), 0
+        revisions = sorted(os.listdir(snapshots))
+    except OSError:  # none there (or unreadable): nothing to reuse
+        return None
+    for revision in revisions:
+        path = os.path.join(snapshots, revision, "model.safetensors")
+        try:
+            if os.path.isfile(path) and sha256_of(path) == INCEPTION_SHA256:
+                return path
+        except (OSError, ValueError):  # unreadable, or gone meanwhile: not usable
+            continue
+    return None
+
+
+def manual_steps(path, why):
+    """The error of a download that cannot happen: what to do by hand instead."""
+    return RuntimeError(
+        f"could not download the Inception-ResNet-v2 weights ({why}). Download\n  {INCEPTION_URL}\n"
+        f"by hand and save it as\n  {path}\nor pass --inception PATH (a .safetensors/.pth "
+        f"file), or --inception none to train without the global branch.")
+
+
+def fetch(url, dest):
+    """Copy url into the file dest with a progress line on stderr, ended however
+    the copy ends (done, failed, Ctrl-C), so the next message starts a line."""
+    done = 0
+    try:
+        with urllib.request.urlopen(url, timeout=30) as r, open(dest, "wb") as f:
+            length = str(r.headers.get("Content-Length", ""))
+            total = f"/{int(length) / 1e6:.0f}" if length.isdigit() else ""  # servers may not say
             while chunk := r.read(1 << 20):
                 f.write(chunk)
                 done += len(chunk)
-                print(f"\r  {done / 1e6:.0f}/{total / 1e6:.0f} MB", end="", file=sys.stderr)
-        print(file=sys.stderr)
-    except OSError as e:
-        raise RuntimeError(
-            f"could not download the Inception-ResNet-v2 weights ({e}). Download\n  {INCEPTION_URL}\n"
-            f"by hand and save it as\n  {path}\nor pass --inception PATH (a .safetensors/.pth "
-            f"file), or --inception none to train without the global branch.") from None
-    digest = sha256_of(partial)
-    if digest != INCEPTION_SHA256:
-        os.remove(partial)
-        raise RuntimeError(f"downloaded file has sha256 {digest}, expected {INCEPTION_SHA256}")
-    os.replace(partial, path)
+                print(f"\r  {done / 1e6:.0f}{total} MB", end="", file=sys.stderr, flush=True)
+    finally:
+        if done:
+            print(file=sys.stderr)
+
+
+def download_inception(path):
+    """Download the default weights to `path`, through a temporary file of this
+    process's own (several may download at once), checked before it is renamed
+    into place. Whatever stops it, the temporary file goes too."""
+    make_cache_dir()
+    partial = f"{path}.part{os.getpid()}"
+    print(f"downloading the Inception-ResNet-v2 weights (224 MB) to {path}", file=sys.stderr)
+    try:
+        fetch(INCEPTION_URL, partial)
+        digest = sha256_of(partial)
+        if digest != INCEPTION_SHA256:
+            raise RuntimeError(f"downloaded file has sha256 {digest}, expected {INCEPTION_SHA256}")
+        if not os.path.exists(path):  # else another process finished first: the same checked bytes
+            os.replace(partial, path)
+    except OSError as e:  # no network, a stalled or broken connection, a full disk
+        raise manual_steps(path, e) from None
+    finally:
+        if os.path.exists(partial):
+            os.remove(partial)
     return path
+
+
+def default_inception_path(download=True):
+    """Path of timm's inception_resnet_v2 weights: in the user cache, else where
+    timm (huggingface_hub) downloaded them, else downloaded into the user cache
+    when allowed (not with HF_HUB_OFFLINE). Neither there nor downloaded: the
+    user-cache path, which does not exist."""
+    path = os.path.join(cache_dir(), "inception_resnet_v2.tf_in1k.safetensors")
+    if os.path.exists(path):
+        return path
+    found = hub_cached_inception()
+    if found or not download:
+        return found or path
+    if hub_offline():
+        raise manual_steps(path, f"HF_HUB_OFFLINE={os.environ['HF_HUB_OFFLINE']}")
+    return download_inception(path)
 
 
 def load_inception(path):

@@ -13,6 +13,7 @@ bookkeeping around it, so that neither has to stop mid-story to do it:
 
 Nothing here changes what the model learns or predicts.
 """
+import atexit
 import copy
 import csv
 import dataclasses
@@ -30,7 +31,12 @@ import warnings
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageOps
+
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None
 
 import data
 import model
@@ -39,8 +45,7 @@ from data import shown
 # What train.py writes into --out. A folder holding any of them holds a run.
 CHECKPOINT, BEST, LOG, CURVES, SAMPLES = "ckpt.pt", "best.pt", "log.csv", "loss.png", "samples.png"
 RUN_FILES = (CHECKPOINT, BEST, LOG, CURVES, SAMPLES)
-# What colorize.py writes beside (or for) each input.
-OUTPUT_SUFFIXES = ("_color.png", "_compare.png", "_attention.png")
+OUTPUT_SUFFIXES = data.OUTPUT_SUFFIXES  # what colorize.py writes beside (or for) each input
 
 
 class RunError(Exception):
@@ -89,9 +94,46 @@ def read_checkpoint(path, missing="no such file", unreadable="not a checkpoint f
         raise CheckpointError(f"{shown(path)}: " + ("a folder, not a checkpoint file" if os.path.isdir(path) else
                                                    "not a regular file" if os.path.exists(path) else missing))
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # unpickling, truncated, random bytes: torch raises many kinds
         raise CheckpointError(f"{shown(path)}: {unreadable} ({short_reason(e)})") from None
+    wrong = malformed(ckpt)
+    if wrong:
+        raise CheckpointError(f"{shown(path)}: not a compatible colorizer checkpoint ({wrong})")
+    return ckpt
+
+
+# What each entry of a checkpoint must be, where it is there at all.
+CHECKPOINT_TYPES = {"config": dict, "model": dict, "ema": (dict, type(None)), "args": (dict, type(None)),
+                    "history": (list, type(None)), "step": int, "inception": (dict, type(None)),
+                    "validation": (dict, type(None))}
+
+
+def malformed(ckpt):
+    """What is wrong with a checkpoint's structure, in words, or None: a dict
+    with a config and weights, each entry of the type train.py writes."""
+    if not isinstance(ckpt, dict):
+        return f"a {type(ckpt).__name__}, not a dict"
+    for key in ("config", "model"):
+        if key not in ckpt:
+            return f"no {key!r}"
+    for key, kind in CHECKPOINT_TYPES.items():
+        if key in ckpt and not isinstance(ckpt[key], kind):
+            return f"{key!r} is a {type(ckpt[key]).__name__}"
+    for key in ("model", "ema"):
+        if not all(isinstance(v, torch.Tensor) for v in (ckpt.get(key) or {}).values()):
+            return f"{key!r} holds something other than tensors"
+    if not all(isinstance(row, dict) for row in ckpt.get("history") or []):
+        return "'history' holds something other than dicts"
+    return None
+
+
+def nonfinite(state):
+    """"weights hold NaN or infinite values (...)" for a state dict with any, else None:
+    a diverged run's weights colorize every photo black."""
+    bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    return f"its weights hold NaN or infinite values ({bad[0]}{' and more' if len(bad) > 1 else ''}: a diverged run?)" \
+        if bad else None
 
 
 def colorizer_from(ckpt, path):
@@ -100,7 +142,7 @@ def colorizer_from(ckpt, path):
     try:
         net = model.Colorizer(model.ColorizerConfig.from_dict(ckpt["config"]))
         state = averaged_weights(ckpt)
-        problem = weights_mismatch(net, state)
+        problem = weights_mismatch(net, state) or nonfinite(state)
         if problem is None:
             net.load_state_dict(state)
     except Exception as e:  # not a dict, no config, an unknown config key: all "not usable here"
@@ -127,6 +169,26 @@ def inception_for(ckpt, path, inception, device):
         reason = str(e).splitlines()[0].removesuffix(" Download").rstrip(".")
         raise CheckpointError(f"{shown(path)} needs the Inception-ResNet-v2 weights it was trained with "
                               f"({reason}); give them with --inception PATH") from None
+
+
+def choose_checkpoint(checkpoint, demo):
+    """(path, checkpoint dict, Colorizer) for colorize.py: a file, a run folder (its best.pt,
+    else ckpt.pt), or None: the newest run under out/, else the bundled demo.
+    CheckpointError with one line; for a checkpoint found by the search, it
+    says so and how to choose another."""
+    found = None if checkpoint else find_checkpoint()
+    path = checkpoint or found or demo
+    if os.path.isdir(path):
+        path = run_checkpoint(path) or path
+        if os.path.isdir(path):
+            raise CheckpointError(f"{shown(path)}: a folder without best.pt or ckpt.pt")
+    try:
+        ckpt = read_checkpoint(path, missing="no such checkpoint")
+        net = colorizer_from(ckpt, path)
+    except CheckpointError as e:
+        raise CheckpointError(f"{e} (the newest run under out/; choose another with --checkpoint PATH)"
+                              if found else str(e)) from None
+    return path, ckpt, net
 
 
 def describe(ckpt):
@@ -236,9 +298,12 @@ def start(args, typed, log):
                    if k not in ("resume", "out") and ckpt["args"].get(k, getattr(args, k)) != getattr(args, k)]
         log("resume: " + (", ".join(changed) or "with the run's own settings"))
         return ckpt, ckpt["step"]
-    if os.path.exists(ckpt_path) and not args.overwrite:
-        fail(f"--out {args.out} holds a run already: --resume to continue it, --overwrite to start over, "
-             f"or another --out")
+    held = [name for name in RUN_FILES if os.path.lexists(os.path.join(args.out, name))]
+    if held and not args.overwrite:  # whoever wrote them, train.py would replace them
+        fail(f"--out {args.out} holds a run already ({', '.join(held)}): --resume to continue it, "
+             f"--overwrite to start over, or another --out")
+    if args.init and nonfinite(averaged_weights(ckpt)):
+        fail(f"--init {args.init}: {nonfinite(averaged_weights(ckpt))}")
     return ckpt, 0
 
 
@@ -268,9 +333,14 @@ def model_config(args, ckpt):
     return config
 
 
-def prepare_folder(out):
-    """Make --out and write to it now, not after the first 500 steps; remove
-    what an interrupted save left behind (save_atomic's temporary files)."""
+def prepare_folder(args, log):
+    """Make --out and write to it now, not after the first 500 steps; lock it
+    against a second train.py; with --overwrite, remove the old run's files
+    (so an early stop cannot leave its best.pt behind); remove what an
+    interrupted save left behind. A folder made here and left empty by a
+    failed start is removed again. -> the lock, held while the process lives."""
+    out = args.out
+    made = not os.path.isdir(out)
     try:
         os.makedirs(out, exist_ok=True)
         probe = os.path.join(out, f".write-test{os.getpid()}")
@@ -279,9 +349,53 @@ def prepare_folder(out):
     except OSError as e:
         fail(f"--out {out}: " + ("a file, not a folder" if os.path.isfile(out) else
                                 f"cannot write there ({e.strerror})"))
-    for name in os.listdir(out):
+    if made:
+        atexit.register(remove_if_empty, out)
+    lock = take_lock(out)
+    if args.overwrite and not args.resume:
+        old = [name for name in RUN_FILES if os.path.lexists(os.path.join(out, name))]
+        for name in old:
+            os.remove(os.path.join(out, name))
+        if old:
+            log(f"--overwrite: removed the old run's {', '.join(old)}")
+    for name in os.listdir(out):  # after the lock: no other run's save is in flight
         if ".tmp" in name and name.split(".tmp")[0] in RUN_FILES:
             os.remove(os.path.join(out, name))
+    return lock
+
+
+LOCK = ".lock"
+
+
+def take_lock(out):
+    """An exclusive lock on --out/.lock for as long as this process lives. The
+    kernel drops it when the process ends, however it ends (kill -9 too), so a
+    crashed run never leaves it stuck. (No fcntl on Windows: no lock there.)"""
+    lock = open(os.path.join(out, LOCK), "a+")
+    if fcntl is None:
+        return lock
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        lock.seek(0)
+        fail(f"--out {out}: another train.py (pid {lock.read().strip() or '?'}) is writing there; "
+             f"wait for it, stop it, or give another --out")
+    lock.seek(0)
+    lock.truncate()
+    lock.write(f"{os.getpid()}\n")
+    lock.flush()
+    return lock
+
+
+def remove_if_empty(out):
+    """At exit: a run folder made by this process that holds nothing but the lock goes again."""
+    try:
+        if set(os.listdir(out)) <= {LOCK}:
+            if os.path.exists(os.path.join(out, LOCK)):
+                os.remove(os.path.join(out, LOCK))
+            os.rmdir(out)
+    except OSError:
+        pass
 
 
 def open_inception(args, ckpt, device, memory_format, is_main, distributed, log):
@@ -387,6 +501,23 @@ class Run:
         grid = torch.cat(rows, dim=1).permute(1, 2, 0).cpu().numpy()   # (rows*S, 3*S, 3)
         self.save(lambda p: Image.fromarray(grid).save(p, format="PNG"), SAMPLES)
 
+    def add_evaluation(self, row, log):
+        """An evaluation into the history, and its log line: the validation MSE
+        beside the all-gray prediction's. -> whether it is the best so far."""
+        is_best, self.best_mse = row["val_mse"] < self.best_mse, min(self.best_mse, row["val_mse"])
+        self.history.append(row)
+        log(f"step {row['step']}/{self.args.max_steps} | val mse {row['val_mse']:.5f} "
+            f"({row['val_mse'] / row['val_mse_gray']:.2f}x all-gray"
+            + (f"; last weights {row['val_mse_raw']:.5f})" if "val_mse_raw" in row else ")")
+            + f" | val psnr {row['val_psnr']:.2f} dB" + (" | best so far" if is_best else ""))
+        return is_best
+
+    def add_loss(self, row, eta, log):
+        """A logged step (its mean loss since the last) into the history, and its log line."""
+        self.history.append(row)
+        log(f"step {row['step']}/{self.args.max_steps} | loss {row['loss']:.5f} | {row['img_per_s']:.1f} img/s | "
+            f"eta {int(eta // 60)}m{int(eta % 60):02d}s")
+
     def stop(self, step, start_step, net, ema_net, optimizer, loss, log):
         """After a Ctrl-C (StopRequest): save the step in hand, say where, exit 130."""
         self.stop_if_diverged(step, "loss", loss, log)
@@ -445,16 +576,22 @@ def plot_curves(history, width=640, height=400, pad=56):
     return img
 
 
+# The signals that ask a process to stop: Ctrl-C, and SIGTERM and SIGHUP from
+# `timeout`, Slurm or Kubernetes pre-emption, or a closed ssh session.
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
+
+
 class StopRequest:
-    """Ctrl-C during training: finish the step in hand, save ckpt.pt at that
-    step and stop, so --resume continues from there; a second Ctrl-C stops at
-    once (ckpt.pt is written atomically, so the last one saved stays whole).
+    """A stop signal during training: finish the step in hand, save ckpt.pt at
+    that step and stop, so --resume continues from there; a second one stops
+    at once (ckpt.pt is written atomically, so the last one saved stays whole).
     Under torchrun every rank would stop at a different step: there
     torchrun's own handling applies."""
 
     def __init__(self, run, log):
         self.requested, self.run, self.log = False, run, log
-        signal.signal(signal.SIGINT, self.on_signal)
+        for signum in STOP_SIGNALS:
+            signal.signal(signum, self.on_signal)
 
     def on_signal(self, signum, frame):
         if self.requested:
@@ -462,7 +599,14 @@ class StopRequest:
                      (f"; {self.run.last_good()}" if self.run.last_good() else ""))
             sys.exit(130)
         self.requested = True
-        self.log("Ctrl-C: saving a checkpoint after this step, then stopping (Ctrl-C again to stop at once)")
+        name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+        self.log(f"{name}: saving a checkpoint after this step, then stopping (Ctrl-C again to stop at once)")
+
+
+def on_stop_signals(handler):
+    """Call handler(signum, frame) on each of STOP_SIGNALS."""
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, handler)
 
 
 # -----------------------------------------------------------------------------
@@ -557,6 +701,32 @@ def open_image(path):
     return rgb, alpha, [f"{shown(path)}: {w.message}" for w in caught]
 
 
+MAX_ATTENTION_SIZE = 512  # --attention: a 4:1 panorama at 512 px is 16384 positions, 1 GB of weights
+
+
+def image_input(image):
+    """(PIL RGB, alpha or None) for the notebook API: a path (as the command
+    opens it; warnings come back as Python warnings), a PIL image of any mode,
+    turned upright by its EXIF orientation as a path is, or a numpy array
+    (H, W), (H, W, 3) or (H, W, 4) of uint8, or floats in [0, 1]."""
+    if isinstance(image, np.ndarray):
+        try:
+            image = Image.fromarray(image if image.dtype == np.uint8 else
+                                    (np.clip(image, 0, 1) * 255).round().astype(np.uint8))
+        except (TypeError, ValueError):
+            raise RunError(f"an array of shape {image.shape} and dtype {image.dtype} is not an image "
+                           f"((H, W), (H, W, 3) or (H, W, 4))") from None
+    if isinstance(image, Image.Image):
+        rgb, alpha = data.to_rgb(ImageOps.exif_transpose(image))
+    else:
+        rgb, alpha, caught = open_image(image)
+        for message in caught:
+            warnings.warn(message)
+    if 0 in rgb.size:
+        raise RunError(f"an empty image ({rgb.width}x{rgb.height})")
+    return rgb, alpha
+
+
 def check_colorize_flags(args, max_size):
     """colorize.py's flags and --out, checked before any work: the first
     problem as one line, or None. Sets args.device and args.batch_size."""
@@ -567,6 +737,10 @@ def check_colorize_flags(args, max_size):
         problem = f"--batch-size {args.batch_size}: must be 1 or more"
     elif args.device == "cuda" and not torch.cuda.is_available():
         problem = "--device cuda, but no CUDA device is available"
+    elif args.attention and args.size and args.size > MAX_ATTENTION_SIZE:  # N x N weights: size^4 bytes
+        problem = (f"--attention with --size {args.size}: its N x N attention weights would take up to "
+                   f"{4 * (args.size // 8) ** 2 * (4 * args.size // 8) ** 2 / 2**30:.0f} GB; "
+                   f"--size {MAX_ATTENTION_SIZE} or less with --attention")
     elif args.out and os.path.exists(args.out) and not os.path.isdir(args.out):
         problem = f"--out {shown(args.out)}: a file, not a folder"
     elif args.out:

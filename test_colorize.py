@@ -358,6 +358,209 @@ def test_offline_download_explains_the_manual_steps(tmp_path, monkeypatch):
     assert model.INCEPTION_URL in str(err.value) and "--inception none" in str(err.value)
 
 
+def test_weights_older_than_num_batches_tracked_load_and_nothing_else_may_be_missing(inception, probe, tmp_path):
+    """Cadene's 2017 file predates BatchNorm's num_batches_tracked buffer: torch's
+    strict load takes it, keeping the module's own buffers; so must load_strict."""
+    old = {k: v for k, v in inception.state_dict().items() if not k.endswith(".num_batches_tracked")}
+    torch.save(old, tmp_path / "inceptionresnetv2-520b38e4.pth")
+    loaded = model.load_inception(tmp_path / "inceptionresnetv2-520b38e4.pth")
+    with torch.no_grad():
+        assert torch.equal(loaded(probe), inception(probe))
+    del old["conv2d_1a.bn.running_var"]
+    torch.save(old, tmp_path / "broken.pth")
+    with pytest.raises(ValueError, match=r"missing \(1\): conv2d_1a\.bn\.running_var$"):
+        model.load_inception(tmp_path / "broken.pth")
+
+
+def test_the_format_is_known_by_the_bytes_whatever_the_name(weight_files, inception, probe, tmp_path):
+    """A safetensors file saved as .bin, a Hugging Face blob (no extension), and a
+    torch file saved as .safetensors all load (hard links: the same bytes, new names)."""
+    for kind, name in [("safetensors", "pytorch_model.bin"), ("safetensors", "0f1e2d3c4b5a6978"),
+                       ("pth", "model.safetensors")]:
+        os.link(weight_files[kind], tmp_path / name)
+        loaded = model.load_inception(tmp_path / name)
+        with torch.no_grad():
+            assert torch.equal(loaded(probe), inception(probe)), name
+
+
+def isolated_caches(monkeypatch, tmp_path):
+    """This project's and Hugging Face's caches under tmp_path, online: the
+    user's own caches and settings stay out of the test. Returns cache_dir()."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.delenv("HF_HOME", raising=False)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    return tmp_path / "xdg" / "colorize"
+
+
+def no_network(url, timeout):
+    raise AssertionError("nothing should be downloaded here")
+
+
+@pytest.mark.parametrize("error", [None, TimeoutError("timed out"), ConnectionResetError("reset"),
+                                   KeyboardInterrupt()])
+def test_download_without_a_length_shows_megabytes_and_any_failure_leaves_nothing(tmp_path, monkeypatch,
+                                                                                 capsys, error):
+    """No Content-Length: '2 MB', not '2/0 MB'. A stall, a broken connection or
+    Ctrl-C after the first megabyte: no .part file, and the progress line ended."""
+    import hashlib
+    cache = isolated_caches(monkeypatch, tmp_path)
+    body = bytes(3 << 20)
+
+    class Response(io.BytesIO):
+        headers = {}
+
+        def read(self, n=-1):
+            if error is not None and self.tell():
+                raise error
+            return super().read(n)
+    monkeypatch.setattr(model.urllib.request, "urlopen", lambda url, timeout: Response(body))
+    monkeypatch.setattr(model, "INCEPTION_SHA256", hashlib.sha256(body).hexdigest())
+    if error is None:
+        assert open(model.default_inception_path(), "rb").read() == body
+        assert os.listdir(cache) == ["inception_resnet_v2.tf_in1k.safetensors"]
+    else:
+        with pytest.raises(KeyboardInterrupt if isinstance(error, KeyboardInterrupt) else RuntimeError):
+            model.default_inception_path()
+        assert os.listdir(cache) == []
+    progress = capsys.readouterr().err.split("\n", 1)[1]  # after the "downloading ..." line
+    assert progress == ("\r  1 MB\r  2 MB\r  3 MB\n" if error is None else "\r  1 MB\n")
+
+
+def test_two_downloads_at_once_each_write_their_own_file(tmp_path, monkeypatch):
+    """A second process starts and finishes while the first is under way: each
+    writes its own temporary file, and the first then takes the finished one."""
+    import hashlib
+    cache = isolated_caches(monkeypatch, tmp_path)
+    body = b"the weights"
+    pids = iter(range(1000, 2000))
+    monkeypatch.setattr(model.os, "getpid", lambda: next(pids))
+    monkeypatch.setattr(model, "INCEPTION_SHA256", hashlib.sha256(body).hexdigest())
+    second = []  # the second process's result
+
+    class Racing(io.BytesIO):
+        headers = {"Content-Length": str(len(body))}
+
+        def read(self, n=-1):
+            if not second:
+                second.append("started")
+                second.append(model.default_inception_path())
+            return super().read(n)
+    monkeypatch.setattr(model.urllib.request, "urlopen", lambda url, timeout: Racing(body))
+    path = model.default_inception_path()
+    assert second[1] == path and open(path, "rb").read() == body
+    assert os.listdir(cache) == [os.path.basename(path)]
+
+
+def hub_snapshot(hub, data):
+    """A file as huggingface_hub keeps it: blobs/<sha256>, linked from snapshots/<revision>/."""
+    import hashlib
+    repo = hub / "models--timm--inception_resnet_v2.tf_in1k"
+    sha = hashlib.sha256(data).hexdigest()
+    (repo / "blobs").mkdir(parents=True)
+    (repo / "blobs" / sha).write_bytes(data)
+    (repo / "snapshots" / "e5a4b3c2").mkdir(parents=True)
+    os.symlink(os.path.join("..", "..", "blobs", sha), repo / "snapshots" / "e5a4b3c2" / "model.safetensors")
+    return repo / "snapshots" / "e5a4b3c2" / "model.safetensors", sha
+
+
+@pytest.mark.parametrize("where", ["HF_HUB_CACHE", "HF_HOME", "XDG_CACHE_HOME", "HOME"])
+def test_weights_timm_downloaded_are_used_without_a_download(tmp_path, monkeypatch, where):
+    for name in ("HF_HUB_CACHE", "HF_HOME", "XDG_CACHE_HOME", "HF_HUB_OFFLINE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    setting, hub = {"HF_HUB_CACHE": (tmp_path / "hub", tmp_path / "hub"),
+                    "HF_HOME": (tmp_path / "hf", tmp_path / "hf" / "hub"),
+                    "XDG_CACHE_HOME": (tmp_path / "xdg", tmp_path / "xdg" / "huggingface" / "hub"),
+                    "HOME": (tmp_path / "home", tmp_path / "home" / ".cache" / "huggingface" / "hub")}[where]
+    monkeypatch.setenv(where, str(setting))
+    f = io.BytesIO()
+    torch.save({"w": torch.arange(4.0)}, f)
+    path, sha = hub_snapshot(hub, f.getvalue())
+    monkeypatch.setattr(model, "INCEPTION_SHA256", sha)
+    monkeypatch.setattr(model.urllib.request, "urlopen", no_network)
+    assert model.default_inception_path() == str(path)
+    assert model.default_inception_path(download=False) == str(path)  # torchrun's other ranks
+
+
+@pytest.mark.parametrize("offline", ["1", "true", "YES"])
+def test_hf_hub_offline_never_downloads_and_a_hub_file_of_another_sha256_is_ignored(tmp_path, monkeypatch,
+                                                                                    offline):
+    cache = isolated_caches(monkeypatch, tmp_path)
+    hub_snapshot(tmp_path / "hub", b"another revision")
+    monkeypatch.setenv("HF_HUB_OFFLINE", offline)
+    monkeypatch.setattr(model.urllib.request, "urlopen", no_network)
+    with pytest.raises(RuntimeError) as err:
+        model.default_inception_path()
+    msg = str(err.value)
+    assert model.INCEPTION_URL in msg and "--inception none" in msg and "HF_HUB_OFFLINE" in msg.splitlines()[0]
+    assert model.default_inception_path(download=False) == str(cache / "inception_resnet_v2.tf_in1k.safetensors")
+    assert not cache.exists()
+
+
+@pytest.mark.parametrize("xdg", ["", "relative/cache"])
+def test_an_empty_or_relative_xdg_cache_home_is_ignored(tmp_path, monkeypatch, xdg):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("XDG_CACHE_HOME", xdg)
+    assert model.cache_dir() == str(tmp_path / ".cache" / "colorize")
+
+
+def test_a_cache_folder_that_cannot_be_made_or_written_is_one_line(tmp_path, monkeypatch):
+    isolated_caches(monkeypatch, tmp_path)
+    monkeypatch.setattr(model.urllib.request, "urlopen", no_network)
+    (tmp_path / "file").write_text("XDG_CACHE_HOME names a file")
+    (tmp_path / "readonly" / "colorize").mkdir(parents=True)
+    for xdg in (tmp_path / "file", tmp_path / "readonly"):
+        monkeypatch.setenv("XDG_CACHE_HOME", str(xdg))
+        if xdg.name == "readonly":  # as root, chmod cannot make it read-only: access() says so instead
+            monkeypatch.setattr(model.os, "access", lambda path, mode: False)
+        with pytest.raises(RuntimeError) as err:
+            model.default_inception_path()
+        msg = str(err.value)
+        assert "\n" not in msg and msg.startswith(str(xdg / "colorize") + ": "), msg
+        assert "XDG_CACHE_HOME" in msg and "--inception PATH" in msg
+
+
+def test_inception_input_is_normalized_with_mean_and_std_one_half(inception):
+    """Gray 0.5 is the middle of [-1, 1]: the logits of an all-zeros input."""
+    gray = torch.full((1, 3, 64, 80), 0.5)
+    with torch.no_grad():
+        expected = inception(torch.zeros(1, 3, 299, 299))
+    got = model.inception_embedding(inception, gray)
+    assert torch.allclose(got, expected), f"max difference {(got - expected).abs().max():.1e}"
+
+
+def test_a_weights_path_that_is_not_a_regular_file_is_refused_before_it_is_opened(tmp_path):
+    os.mkfifo(tmp_path / "weights.safetensors")
+
+    def blocked(*_):
+        raise TimeoutError("open() waited for a writer to the FIFO")
+    previous = signal.signal(signal.SIGALRM, blocked)
+    signal.alarm(20)
+    try:
+        for path, why in [(tmp_path / "weights.safetensors", "not a regular file"),
+                          (tmp_path, "not a regular file"), (tmp_path / "gone.pth", "no such file")]:
+            for read in (model.read_state_dict, model.read_safetensors, model.sha256_of, model.load_inception):
+                with pytest.raises(ValueError) as err:
+                    read(path)
+                assert str(err.value) == f"{path}: {why}", read
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def test_bench_flags_are_one_line_errors_before_any_work(tmp_path):
+    (tmp_path / "file").write_text("not a folder")
+    cases = [(["--batch-size", "-1"], "--batch-size -1"), (["--peak-tflops", "-5"], "--peak-tflops -5"),
+             (["--photos", tmp_path / "missing"], "--photos"), (["--photos", tmp_path / "file"], "--photos")]
+    if not torch.cuda.is_available():
+        cases.append((["--device", "cuda"], "--device cuda"))
+    for flags, words in cases:
+        r = run("bench.py", "--quick", *flags, timeout=120)
+        one_error_line(r, words)
+        assert "Traceback" not in r.stderr and r.stdout == "", r.stdout  # nothing measured
+
+
 def test_inception_embedding_takes_gray_images_to_logits(inception):
     gray = torch.rand(2, 1, 64, 80).expand(2, 3, 64, 80)
     emb = model.inception_embedding(inception, gray)
@@ -868,6 +1071,116 @@ def test_init_fine_tunes_the_bundled_demo(photo_dir, tmp_path):
     assert before["step"] == 0 and "val_mse" in before and "step 0/2 | val mse" in r.stdout
 
 
+# -----------------------------------------------------------------------------
+# train.py: run folders that are not ours, clusters that send SIGTERM
+
+@pytest.mark.parametrize("present", ["log.csv", "samples.png", "best.pt"])
+def test_any_file_train_writes_makes_a_folder_a_run(photo_dir, tmp_path, present):
+    (tmp_path / present).write_bytes(b"the user's own")
+    one_error_line(run("train.py", "--data", photo_dir, "--out", tmp_path, *TINY), "--overwrite", present)
+    assert (tmp_path / present).read_bytes() == b"the user's own"
+
+
+def test_overwrite_removes_the_old_runs_files_before_the_new_run_writes(photo_dir, tmp_path):
+    fake_run(tmp_path, 999)
+    for name in ("loss.png", "samples.png", "log.csv"):
+        (tmp_path / name).write_bytes(b"old")
+    (tmp_path / "notes.txt").write_text("mine")
+    d = tmp_path / "data"  # a validation split that stops the new run before its first save
+    (d / "train").mkdir(parents=True)
+    (d / "val").mkdir()
+    make_photo(d / "train" / "a.jpg")
+    (d / "val" / "broken.jpg").write_bytes(b"\xff\xd8 not really")
+    r = run("train.py", "--data", d, "--out", tmp_path, "--overwrite", *TINY)
+    one_error_line(r, "validation")
+    assert "--overwrite: removed the old run's" in r.stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".lock", "data", "notes.txt"]
+
+
+def test_a_second_train_on_the_same_out_is_refused_and_a_killed_one_leaves_no_stuck_lock(photo_dir, tmp_path):
+    import fcntl
+    out = tmp_path / "run"
+    out.mkdir()
+    with open(out / ".lock", "a+") as held:  # as a running train.py holds it
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        (out / "ckpt.pt.tmp4242").write_bytes(b"the other run's save in flight")
+        one_error_line(run("train.py", "--data", photo_dir, "--out", out, "--overwrite", *TINY),
+                       "another train.py", "--out")
+        assert (out / "ckpt.pt.tmp4242").exists()  # its save in flight was not touched
+    cmd = [sys.executable, "train.py", "--data", str(photo_dir), "--out", str(out), "--overwrite", "--max-steps",
+           "100000", "--eval-every", "100000", *TINY]
+    p = subprocess.Popen(cmd, cwd=HERE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in p.stdout:
+        if "| loss" in line:
+            break
+    p.kill()  # kill -9: no clean-up at all
+    p.wait()
+    r = run("train.py", "--data", photo_dir, "--out", out, "--overwrite", "--max-steps", 2, "--eval-every", 2, *TINY)
+    assert r.returncode == 0, r.stderr
+
+
+@pytest.mark.parametrize("signame", ["SIGTERM", "SIGHUP"])
+def test_sigterm_and_sighup_save_like_ctrl_c(photo_dir, tmp_path, signame):
+    cmd = [sys.executable, "train.py", "--data", str(photo_dir), "--out", str(tmp_path), "--max-steps", "100000",
+           "--eval-every", "100000", "--log-every", "1", *TINY, "--workers", "1"]
+    p = subprocess.Popen(cmd, cwd=HERE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         start_new_session=True)
+    try:
+        for line in p.stdout:
+            if "| loss" in line:
+                break
+        os.killpg(p.pid, getattr(signal, signame))  # as timeout, Slurm or a closed ssh session do: the whole group
+        out, err = p.communicate(timeout=120)
+    finally:
+        p.kill()
+    assert p.returncode == 130 and "Traceback" not in err, err
+    assert f"{signame}: saving a checkpoint" in out, out
+    step = int(re.search(r"stopped at step (\d+)/100000", out).group(1))
+    assert torch.load(tmp_path / "ckpt.pt", weights_only=True)["step"] == step
+
+
+def test_run_folder_inside_data_and_colorize_outputs_are_not_trained_on(photo_dir, tmp_path):
+    d = tmp_path / "data"
+    d.mkdir()
+    for p in photo_dir.iterdir():
+        (d / p.name).write_bytes(p.read_bytes())
+    make_photo(d / "p0_color.png")  # what colorize.py wrote here (or a photo named like it)
+    args = ["train.py", "--data", d, "--out", d / "run", "--max-steps", 2, "--eval-every", 2, *TINY]
+    r = run(*args)
+    assert r.returncode == 0, r.stderr
+    assert "1 files in" in r.stdout and "p0_color.png" in r.stdout and "rename them" in r.stdout
+    assert "data: 5 training and 1 validation images" in r.stdout, r.stdout  # 6 photos, not 7, nor samples.png
+    r = run(*args[:-len(TINY) - 4], "--resume", "--max-steps", 4)
+    assert r.returncode == 0 and "data: 5 training and 1 validation images" in r.stdout, r.stdout + r.stderr
+
+
+def test_validation_is_never_the_training_set_and_a_broken_held_out_file_is_replaced(photo_dir, tmp_path):
+    d = tmp_path / "data"
+    for sub in ("train", "val"):
+        (d / sub).mkdir(parents=True)
+        for p in list(photo_dir.iterdir())[:3]:
+            (d / sub / p.name).write_bytes(p.read_bytes())
+    one_error_line(run("train.py", "--data", d, "--out", tmp_path / "a", *TINY), "val/", "train/", "never")
+    one_error_line(run("train.py", "--data", photo_dir, "--out", tmp_path / "b", "--val-fraction", 0.999, *TINY),
+                   "--val-fraction", "none to train on")
+    # twelve good photos and one broken file, which the hash split happens to hold out
+    d = tmp_path / "dozen"
+    d.mkdir()
+    good = [n for n in (f"good{i}.jpg" for i in range(100)) if _held_out(n) >= 0.05][:12]
+    for i, name in enumerate(good):
+        make_photo(d / name, seed=i)
+    broken = next(n for n in (f"x{i}.jpg" for i in range(1000)) if _held_out(n) < 0.05)
+    (d / broken).write_bytes(b"\xff\xd8 truncated")
+    r = run("train.py", "--data", d, "--out", tmp_path / "c", "--max-steps", 2, "--eval-every", 2, *TINY)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "held out from training instead" in r.stdout and "data: 11 training and 1 validation images" in r.stdout
+
+
+def _held_out(name):
+    import hashlib
+    return int.from_bytes(hashlib.sha1(name.encode()).digest()[:4], "big") / 2**32
+
+
 def test_train_names_files_whose_names_are_not_utf8(photo_dir, tmp_path):
     d = tmp_path / "data"
     d.mkdir()
@@ -1348,6 +1661,117 @@ def test_python_api_colorizes_paths_and_images_and_raises_one_line_errors(tmp_pa
     (tmp_path / "bad.pt").write_bytes(b"garbage")
     with pytest.raises(colorize.CheckpointError, match="bad.pt: not a checkpoint file"):
         colorize.colorize(path, tmp_path / "bad.pt")
+
+# -----------------------------------------------------------------------------
+# hostile input, round two: checkpoints, signals, the notebook API
+
+def test_fifo_checkpoints_are_refused_not_waited_on(tmp_path, photo_dir):
+    os.mkfifo(tmp_path / "pipe.pt")
+    img = make_photo(tmp_path / "p.jpg", size=(40, 32))
+    r = colorize_cli(img, "--checkpoint", tmp_path / "pipe.pt", timeout=60)
+    assert r.returncode == 2 and "pipe.pt: not a regular file" in r.stderr, r.stderr
+    one_error_line(run("train.py", "--data", photo_dir, "--out", tmp_path / "run", "--init", tmp_path / "pipe.pt",
+                       *TINY, timeout=60), "--init", "not a regular file")
+    one_error_line(run("train.py", "--data", photo_dir, "--out", tmp_path / "run", "--inception",
+                       tmp_path / "pipe.pt", timeout=60), "--inception", "regular file")
+
+
+def test_nan_and_malformed_checkpoints_are_one_line(tmp_path, photo_dir):
+    img = make_photo(tmp_path / "p.jpg", size=(40, 32))
+    good = fake_run(tmp_path / "run", 4, files=("best.pt",)) / "best.pt"
+    ckpt = torch.load(good, weights_only=True)
+    nan = {**ckpt, "model": {k: v.fill_(float("nan")) if v.is_floating_point() else v for k, v in ckpt["model"].items()}}
+    torch.save(nan, tmp_path / "nan.pt")
+    r = colorize_cli(img, "--checkpoint", tmp_path / "nan.pt")
+    assert r.returncode == 2 and "NaN or infinite" in r.stderr and not (tmp_path / "p_color.png").exists()
+    one_error_line(run("train.py", "--data", photo_dir, "--out", tmp_path / "t", "--init", tmp_path / "nan.pt",
+                       *TINY[:2]), "--init", "NaN or infinite")
+    ckpt = torch.load(good, weights_only=True)
+    for name, broken in [("width", {**ckpt, "config": {**ckpt["config"], "width": "8"}}),
+                         ("zero", {**ckpt, "config": {**ckpt["config"], "width": 0}}),
+                         ("huge", {**ckpt, "config": {**ckpt["config"], "width": 100000}}),
+                         ("list", {**ckpt, "model": list(ckpt["model"].values())}),
+                         ("args", {**ckpt, "args": [32]}), ("history", {**ckpt, "history": "0.01"})]:
+        torch.save(broken, tmp_path / f"{name}.pt")
+        r = colorize_cli(img, "--checkpoint", tmp_path / f"{name}.pt")
+        assert r.returncode == 2 and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr, (name, r.stderr)
+        assert "not a compatible colorizer checkpoint" in r.stderr, (name, r.stderr)
+        if name in ("width", "zero", "huge", "list"):
+            one_error_line(run("train.py", "--data", photo_dir, "--out", tmp_path / "t", "--init",
+                               tmp_path / f"{name}.pt", *TINY[:2]), "--init", f"{name}.pt")
+
+
+def test_the_checkpoint_found_by_search_says_where_and_how_to_choose(tmp_path):
+    (tmp_path / "out" / "other").mkdir(parents=True)
+    torch.save({"config": {"variant": "attention"}, "model": {"w": torch.zeros(1)}},
+               tmp_path / "out" / "other" / "best.pt")  # some other tool's best.pt
+    make_photo(tmp_path / "p.jpg", size=(40, 32))
+    r = colorize_cli("p.jpg", cwd=tmp_path)
+    assert r.returncode == 2 and "newest run under out/" in r.stderr and "--checkpoint" in r.stderr, r.stderr
+    fake_run(tmp_path / "out" / "mine", 4)
+    r = colorize_cli("p.jpg", cwd=tmp_path)
+    assert r.returncode == 0 and "newest run under out/, --checkpoint PATH chooses another" in r.stderr, r.stderr
+
+
+def test_attention_at_a_size_that_would_need_gigabytes_is_refused(tmp_path):
+    img = make_photo(tmp_path / "p.jpg", size=(40, 32))
+    r = colorize_cli(img, "--attention", "--size", 2048, "--checkpoint", DEMO)
+    assert r.returncode == 2 and r.stderr.startswith("error: --attention with --size 2048") and "GB" in r.stderr
+
+
+@pytest.mark.parametrize("script", ["train.py", "colorize.py"])
+def test_ctrl_c_while_torch_loads_is_one_line(tmp_path, script):
+    p = subprocess.Popen([sys.executable, script, "--help"], cwd=HERE, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    import time
+    time.sleep(0.3)  # the script is importing torch (a second or more)
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=60)
+    assert "Traceback" not in err and p.returncode in (0, 130), err
+
+
+def test_colorize_stopped_by_sigterm_exits_130_and_leaves_no_temporary_file(tmp_path):
+    for i in range(30):
+        make_photo(tmp_path / f"p{i}.jpg", size=(400, 300), seed=i)
+    p = subprocess.Popen([sys.executable, os.path.join(HERE, "colorize.py"), str(tmp_path), "--checkpoint", DEMO],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in p.stdout:
+        if line.startswith("[2/"):
+            break
+    p.terminate()
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 130 and "Traceback" not in err and "interrupted" in err, err
+    assert not [f for f in os.listdir(tmp_path) if ".tmp" in f]
+
+
+def test_python_api_takes_arrays_turns_pil_images_upright_and_refuses_the_impossible(tmp_path):
+    import colorize
+    colorizer = colorize.load(DEMO, device="cpu")
+    path = make_photo(tmp_path / "p.jpg", size=(60, 40))
+    rgb = np.asarray(Image.open(path))
+    assert colorize.colorize(rgb, colorizer).size == (60, 40)
+    assert colorize.colorize(rgb[..., 0].astype(np.float32) / 255, colorizer).size == (60, 40)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 degrees": a phone photo held upright
+    Image.open(path).save(tmp_path / "turned.jpg", exif=exif)
+    from_path = colorize.colorize(tmp_path / "turned.jpg", colorizer)
+    from_image = colorize.colorize(Image.open(tmp_path / "turned.jpg"), colorizer)
+    assert from_path.size == from_image.size == (40, 60)
+    with pytest.raises(colorize.ColorizeError, match="empty image"):
+        colorize.colorize(Image.new("RGB", (0, 0)), colorizer)
+    with pytest.raises(colorize.ColorizeError, match="not an image"):
+        colorize.colorize(np.zeros((2, 3, 4, 5)), colorizer)
+    if not torch.cuda.is_available():
+        with pytest.raises(colorize.ColorizeError, match="no CUDA device"):
+            colorize.load(DEMO, device="cuda")
+
+
+def test_a_file_name_with_a_newline_is_printed_on_one_line(tmp_path):
+    make_photo(tmp_path / "two\nlines.jpg", size=(40, 32))
+    r = colorize_cli(tmp_path, "--checkpoint", DEMO)
+    assert r.returncode == 0, r.stderr
+    assert "two\\nlines.jpg ->" in r.stdout and len(r.stdout.strip().splitlines()) == 1, r.stdout
+
 
 # -----------------------------------------------------------------------------
 # the course (docs/course.md)

@@ -23,14 +23,15 @@ import signal
 import sys
 import time
 
-import torch
-import torch.distributed as dist
-import torch.nn.functional as F
+signal.signal(signal.SIGINT, lambda *_: os._exit(130))  # Ctrl-C while torch loads (seconds): no traceback
+import torch  # noqa: E402
+import torch.distributed as dist  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
 
-import data
-import lab
-import model
-import runs
+import data  # noqa: E402
+import lab  # noqa: E402
+import model  # noqa: E402
+import runs  # noqa: E402
 
 # -----------------------------------------------------------------------------
 # args
@@ -85,7 +86,7 @@ typed = runs.flags_typed(parser, args)
 for stream in (sys.stdout, sys.stderr):  # file names that are not valid UTF-8 still print
     stream.reconfigure(errors="backslashreplace")
 is_main = int(os.environ.get("RANK", 0)) == 0  # only rank 0 logs and writes files
-signal.signal(signal.SIGINT, lambda *_: sys.exit("interrupted before training began: nothing written"))
+runs.on_stop_signals(lambda *_: sys.exit("interrupted before training began: nothing written"))
 log = (lambda *a: print(*a, flush=True)) if is_main else (lambda *a: None)  # flushed: log files fill as it runs
 
 # Every flag and file is checked now, before any work: the first problem, one line, exit status 2.
@@ -108,27 +109,26 @@ for flag, ok, must in [
         ("--log-every", args.log_every >= 1, "at least 1"),
         ("--eval-every", args.eval_every >= 1, "at least 1"),
         ("--inception", args.inception in (None, "auto", "none") or os.path.isfile(args.inception),
-         "auto, none or a weights file")]:
+         "auto, none or a weights file (a regular file that exists)"),
+        ("--device", args.device != "cuda" or torch.cuda.is_available(), "auto or cpu: no CUDA device is available"),
+        ("--compile", not args.compile or (args.device != "cpu" and torch.cuda.is_available()),
+         "left out on the CPU: PyTorch's CPU compiler fails on replicate padding (it runs on CUDA)")]:
     if not ok:
         runs.fail(f"{flag} must be {must}, got {getattr(args, flag[2:].replace('-', '_'))}")
 problems = []  # unreadable folders, FIFOs: passed over, said once
 try:
-    train_files, val_files = data.split_images(args.data, args.val_fraction, problems)
+    train_files, val_files = data.split_images(args.data, args.val_fraction, problems, run_folder=args.out)
 except ValueError as e:
     runs.fail(f"--data {e}")
 for problem in problems:
     log(f"warning: {problem}")
-if is_main:
-    runs.prepare_folder(args.out)
+lock = runs.prepare_folder(args, log) if is_main else None  # held until the process ends
 
 # -----------------------------------------------------------------------------
 # device, seed, precision, distributed
 
 distributed = "RANK" in os.environ  # set by torchrun
-if args.device == "auto":
-    args.device = "cuda" if torch.cuda.is_available() else "cpu"
-if args.device == "cuda" and not torch.cuda.is_available():
-    runs.fail("--device cuda, but no CUDA device is available")
+args.device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
 device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if args.device == "cuda" else "cpu")
 if device.type == "cuda":
     torch.cuda.set_device(device)
@@ -150,13 +150,11 @@ memory_format = torch.channels_last if device.type == "cuda" else torch.contiguo
 # -----------------------------------------------------------------------------
 # data: uint8 RGB crops from the loader, Lab on the device
 
-t0 = time.time()
+val_set = data.validation_set(val_files, args.size, args.val_images, log,
+                             spare=train_files if data.held_out_by_hash(args.data) else None)
 train_set = data.ImageFolder(train_files, args.size, train=True, min_area=args.min_crop, cache_mb=args.cache)
 if args.cache:
-    log(f"data: {train_set.cached_photos()} of the {len(train_files)} training photos decoded into memory once "
-        f"({train_set.cached_bytes / 2**20:.0f} MB of --cache {args.cache}"
-        f"{' in each training process' if distributed else ''}, {time.time() - t0:.1f} s)")
-val_set = data.validation_set(val_files, args.size, args.val_images, log)
+    log(f"data: {train_set.cache_note}{' in each training process' if distributed else ''}")
 if not len(val_set):
     runs.fail(f"--data {args.data}: no readable color image among the {len(val_files)} validation files")
 log(f"data: {len(train_files)} training and {len(val_set)} validation images in {args.data}")
@@ -205,15 +203,14 @@ def embed(lightness):
     return None if inception is None else model.inception_embedding(inception, lab.gray_rgb(lightness.float()))
 
 
-# (average, weight) tensor pairs, made once: a state dict's tensors share storage
-# with the module, and both are only ever updated in place.
+# (average, weight) pairs, made once: state-dict tensors share storage with the modules.
 ema_pairs = list(zip(ema_net.state_dict().values(), net.state_dict().values())) if ema_net else []
 
 
 @torch.no_grad()
 def update_ema(step):
-    """ema = d * ema + (1 - d) * weights, with d ramping up from 0 so the early
-    average is not dominated by the random initialization."""
+    """average = d * average + (1 - d) * weights, d ramping up from 0 so that
+    the random initialization soon fades from the average."""
     d = min(args.ema, (1 + step) / (10 + step))
     for average, weight in ema_pairs:
         if average.is_floating_point():
@@ -302,11 +299,7 @@ for step in range(start_step, args.max_steps + 1):
         if ema_net:  # the last step's weights too, to see what the average buys
             row["val_mse_raw"] = evaluate(net, n_samples=0)[0]
         run.stop_if_diverged(step, "validation MSE", val_mse, log)
-        run.history.append(row)
-        is_best, run.best_mse = val_mse < run.best_mse, min(run.best_mse, val_mse)
-        log(f"step {step}/{args.max_steps} | val mse {val_mse:.5f} ({val_mse / gray_mse:.2f}x all-gray"
-            + (f"; last weights {row['val_mse_raw']:.5f})" if ema_net else ")")
-            + f" | val psnr {val_psnr:.2f} dB" + (" | best so far" if is_best else ""))
+        is_best = run.add_evaluation(row, log)  # into the history, and one log line against all-gray
         run.save_checkpoint(step, net, ema_net, optimizer, is_best)
         run.write_log()
         t_interval, t_start = t_interval + time.time() - t_eval, t_start + time.time() - t_eval  # not throughput
@@ -335,12 +328,9 @@ for step in range(start_step, args.max_steps + 1):
     if (step + 1) % args.log_every == 0 or step + 1 == args.max_steps:
         run.stop_if_diverged(step + 1, "loss", loss_sum.item(), log)
         now = time.time()
-        row = {"step": step + 1, "loss": loss_sum.item() / loss_count, "lr": lr_at(step),
-               "img_per_s": images / (now - t_interval)}
-        run.history.append(row)
-        eta = (now - t_start) / (step + 1 - start_step) * (args.max_steps - step - 1)
-        log(f"step {step + 1}/{args.max_steps} | loss {row['loss']:.5f} | {row['img_per_s']:.1f} img/s | "
-            f"eta {int(eta // 60)}m{int(eta % 60):02d}s")
+        run.add_loss({"step": step + 1, "loss": loss_sum.item() / loss_count, "lr": lr_at(step),
+                      "img_per_s": images / (now - t_interval)},
+                     eta=(now - t_start) / (step + 1 - start_step) * (args.max_steps - step - 1), log=log)
         loss_sum, loss_count, images, t_interval = torch.zeros((), device=device), 0, 0, now
 
 # -----------------------------------------------------------------------------
