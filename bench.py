@@ -27,15 +27,16 @@ import sys
 import tempfile
 import time
 
-import numpy as np
-import torch
-import torch.nn.functional as F
-from PIL import Image
+signal.signal(signal.SIGINT, lambda *_: os._exit(130))  # Ctrl-C while torch loads (seconds): no traceback
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from PIL import Image  # noqa: E402
 
-import colorize
-import data
-import lab
-import model
+import colorize  # noqa: E402
+import data  # noqa: E402
+import lab  # noqa: E402
+import model  # noqa: E402
 
 parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
 parser.add_argument("--device", choices=["auto", "cuda", "cpu"], default="auto")
@@ -62,6 +63,8 @@ def flag_problem(args):
         return f"--peak-tflops {args.peak_tflops:g}: must be 0 (from the card's name) or more"
     if args.device == "cuda" and not torch.cuda.is_available():
         return f"--device cuda: torch {torch.__version__} sees no CUDA GPU here (--device cpu runs on the CPU)"
+    if args.compile and (args.device == "cpu" or not torch.cuda.is_available()):
+        return "--compile: CUDA only (PyTorch's CPU compiler fails on the colorizer's replicate padding)"
     # A folder without JPEGs skips the rows that need photos, with a note; so does
     # the default photos/, which a fresh clone lacks. A folder named but not there is a typo.
     if not os.path.isdir(args.photos) and args.photos != parser.get_default("photos"):

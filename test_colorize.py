@@ -113,18 +113,18 @@ def test_lab_to_rgb_clips_to_unit_range():
 
 def test_network_scaling_round_trips():
     lab_img = lab.rgb_to_lab(torch.rand(2, 3, 8, 8))
-    l, ab = lab.lab_to_net(lab_img)
-    assert l.shape == (2, 1, 8, 8) and ab.shape == (2, 2, 8, 8)
-    assert l.min() >= -1 and l.max() <= 1 and ab.abs().max() <= 1
-    assert torch.allclose(lab.net_to_lab(l, ab), lab_img)
+    lightness, ab = lab.lab_to_net(lab_img)
+    assert lightness.shape == (2, 1, 8, 8) and ab.shape == (2, 2, 8, 8)
+    assert lightness.min() >= -1 and lightness.max() <= 1 and ab.abs().max() <= 1
+    assert torch.allclose(lab.net_to_lab(lightness, ab), lab_img)
 
 
 def test_gray_rgb_has_the_same_lightness_and_no_color():
-    l, _ = lab.lab_to_net(lab.rgb_to_lab(torch.rand(1, 3, 8, 8, dtype=torch.float64)))
-    gray = lab.gray_rgb(l)
+    lightness, _ = lab.lab_to_net(lab.rgb_to_lab(torch.rand(1, 3, 8, 8, dtype=torch.float64)))
+    gray = lab.gray_rgb(lightness)
     assert gray.shape == (1, 3, 8, 8)
     back = lab.rgb_to_lab(gray)
-    assert torch.allclose(back[:, :1] / 50 - 1, l, atol=1e-4)
+    assert torch.allclose(back[:, :1] / 50 - 1, lightness, atol=1e-4)
     assert back[:, 1:].abs().max() < 0.01
 
 
@@ -552,7 +552,8 @@ def test_a_weights_path_that_is_not_a_regular_file_is_refused_before_it_is_opene
 def test_bench_flags_are_one_line_errors_before_any_work(tmp_path):
     (tmp_path / "file").write_text("not a folder")
     cases = [(["--batch-size", "-1"], "--batch-size -1"), (["--peak-tflops", "-5"], "--peak-tflops -5"),
-             (["--photos", tmp_path / "missing"], "--photos"), (["--photos", tmp_path / "file"], "--photos")]
+             (["--photos", tmp_path / "missing"], "--photos"), (["--photos", tmp_path / "file"], "--photos"),
+             (["--compile", "--device", "cpu"], "--compile")]
     if not torch.cuda.is_available():
         cases.append((["--device", "cuda"], "--device cuda"))
     for flags, words in cases:
@@ -578,8 +579,8 @@ VARIANTS = [("attention", True), ("attention", False), ("baseline", True), ("bas
 @pytest.mark.parametrize("size", [(64, 64), (48, 104)])
 def test_colorizer_output_shape_and_range(variant, global_branch, size):
     net = model.Colorizer(model.ColorizerConfig(variant=variant, global_branch=global_branch, width=16))
-    l = torch.rand(2, 1, *size) * 2 - 1
-    ab = net(l, torch.randn(2, 1000) if global_branch else None)
+    lightness = torch.rand(2, 1, *size) * 2 - 1
+    ab = net(lightness, torch.randn(2, 1000) if global_branch else None)
     assert ab.shape == (2, 2, *size)
     assert ab.abs().max() <= 1
 
@@ -669,13 +670,13 @@ def checkerboard(size=64, cell=16):
 @pytest.mark.parametrize("variant", ["attention", "baseline"])
 def test_small_colorizer_overfits_a_colored_checkerboard(variant):
     torch.manual_seed(0)
-    l, ab = lab.lab_to_net(lab.rgb_to_lab(checkerboard())[None])
+    lightness, ab = lab.lab_to_net(lab.rgb_to_lab(checkerboard())[None])
     net = model.Colorizer(model.ColorizerConfig(variant=variant, width=16))
     emb = torch.randn(1, 1000)
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
     losses = []
     for _ in range(120):
-        loss = torch.nn.functional.mse_loss(net(l, emb), ab)
+        loss = torch.nn.functional.mse_loss(net(lightness, emb), ab)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -1018,7 +1019,6 @@ def test_resume_and_init_take_what_they_can_and_refuse_the_rest(photo_dir, tmp_p
     ckpt = torch.load(run_dir / "ckpt.pt", weights_only=True)
     assert ckpt["step"] == 6 and ckpt["args"]["size"] == 32 and ckpt["args"]["lr"] == 5e-4
 
-    import colorize
     runs.export_checkpoint(run_dir / "best.pt", exported)
     resumable = tmp_path / "exported"
     resumable.mkdir()
@@ -1271,7 +1271,7 @@ def test_colorize_reports_bad_files_and_writes_the_good_ones(tiny_ckpt, tmp_path
             tmp_path / "bomb.png", tmp_path / "missing.jpg", good[1], "--checkpoint", tiny_ckpt)
     assert r.returncode == 1
     assert "Traceback" not in r.stderr
-    errors = [l for l in r.stderr.splitlines() if not l.startswith("checkpoint: ")]
+    errors = [line for line in r.stderr.splitlines() if not line.startswith("checkpoint: ")]
     assert len(errors) == len(bad)
     for name in bad:
         assert sum(name in line and line.startswith("error: ") for line in errors) == 1, (name, errors)
@@ -1302,7 +1302,7 @@ def test_colorize_folder_into_out_dir_with_compare_attention_and_metrics(tiny_ck
     att = Image.open(out / "color_attention.png")
     assert att.size == (5 * 48 + 4 * 4, 18 + 32)
     # metrics: per color image, then the mean; the gray input is said to have none
-    line = [l for l in r.stdout.splitlines() if "color.jpg: colorized PSNR" in l][0]
+    line = [line for line in r.stdout.splitlines() if "color.jpg: colorized PSNR" in line][0]
     psnr_value = float(line.split("PSNR ")[1].split(" dB")[0])
     assert 5 < psnr_value < 60
     assert "all-gray PSNR" in line and "original colorfulness" in line
@@ -1343,10 +1343,10 @@ def test_colorize_compares_several_checkpoints_side_by_side(tiny_ckpt, photo_dir
     assert r.returncode == 0, r.stderr
     # gray | first model | second model | original
     assert Image.open(tmp_path / "pic_compare.png").size == (4 * 72 + 3 * 4, 18 + 48)
-    means = [l for l in r.stdout.splitlines() if l.startswith("metrics:   ")]
+    means = [line for line in r.stdout.splitlines() if line.startswith("metrics:   ")]
     names = [tiny_ckpt.parent.name, "baseline"]
-    assert [l.split()[1] for l in means] == names + ["all-gray", "original"] + names
-    assert all(" against all-gray: PSNR " in l and "90% of resamplings" in l for l in means[4:])
+    assert [line.split()[1] for line in means] == names + ["all-gray", "original"] + names
+    assert all(" against all-gray: PSNR " in line and "90% of resamplings" in line for line in means[4:])
 
 
 def test_colorize_missing_or_incompatible_checkpoint_exits_2(tmp_path, photo_dir):
@@ -1383,7 +1383,6 @@ HELD_OUT_PHOTO = os.path.join(HERE, "..", "shared", "photos", "gcompris_categori
 
 
 def test_metrics_say_how_far_a_mean_over_few_images_can_be_trusted():
-    import colorize
     rows = [{"m": (21, 0.01, 5), "all-gray": (20, 0.02, 0)}, {"m": (23, 0.03, 9), "all-gray": (20, 0.04, 0)}]
     text = runs.uncertainty(rows, "m")
     assert text.startswith("against all-gray: PSNR +2.00 dB (standard error 1.00), ab MSE 0.667x"), text
@@ -1418,7 +1417,6 @@ def test_a_fresh_clone_colorizes_with_the_bundled_demo(tmp_path):
 
 
 def test_export_makes_a_half_precision_inference_copy(tiny_ckpt, tmp_path):
-    import colorize
     runs.export_checkpoint(tiny_ckpt, tmp_path / "small.pt")
     small = torch.load(tmp_path / "small.pt", weights_only=True)
     assert "optimizer" not in small and small["args"] == {"size": 32}
@@ -1436,7 +1434,7 @@ def test_colorize_a_24_megapixel_photo_in_bounded_memory(tiny_ckpt, tmp_path):
     Image.open(make_photo(tmp_path / "src.png", size=(300, 200))).resize((6000, 4000)).save(big, quality=90)
     code = ("import sys, colorize\n"
             f"rc = colorize.main([{str(big)!r}, '--checkpoint', {str(tiny_ckpt)!r}])\n"
-            "peak = [l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM')][0]\n"
+            "peak = [line.split()[1] for line in open('/proc/self/status') if line.startswith('VmHWM')][0]\n"
             "print('PEAK_KB', peak)\nsys.exit(rc)")
     r = run("-c", code)
     assert r.returncode == 0, r.stderr
@@ -1521,8 +1519,8 @@ def test_a_fifo_is_passed_over_in_a_folder_and_an_error_when_named(tmp_path):
     r = colorize_cli(tmp_path, tmp_path / "pipe.jpg", "--checkpoint", DEMO, timeout=60)
     assert r.returncode == 1 and (tmp_path / "ok_color.png").exists(), r.stderr
     lines = r.stderr.splitlines()
-    assert any(l.startswith("warning: ") and "pipe.jpg: not a regular file" in l for l in lines), lines
-    assert any(l.startswith("error: ") and "pipe.jpg: not a regular file" in l for l in lines), lines
+    assert any(line.startswith("warning: ") and "pipe.jpg: not a regular file" in line for line in lines), lines
+    assert any(line.startswith("error: ") and "pipe.jpg: not a regular file" in line for line in lines), lines
 
 
 def test_a_folder_without_images_is_an_error_and_folders_take_what_files_take(tmp_path):
@@ -1711,6 +1709,12 @@ def test_the_checkpoint_found_by_search_says_where_and_how_to_choose(tmp_path):
     fake_run(tmp_path / "out" / "mine", 4)
     r = colorize_cli("p.jpg", cwd=tmp_path)
     assert r.returncode == 0 and "newest run under out/, --checkpoint PATH chooses another" in r.stderr, r.stderr
+
+
+def test_compile_on_the_cpu_is_refused_in_one_line(photo_dir, tmp_path):
+    one_error_line(run("train.py", "--data", photo_dir, "--out", tmp_path / "run", "--device", "cpu", "--compile",
+                       *TINY), "--compile", "CUDA")
+    assert not (tmp_path / "run").exists()
 
 
 def test_attention_at_a_size_that_would_need_gigabytes_is_refused(tmp_path):
