@@ -1037,10 +1037,10 @@ def test_resume_and_init_take_what_they_can_and_refuse_the_rest(photo_dir, tmp_p
     assert torch.load(tmp_path / "tuned" / "ckpt.pt", weights_only=True)["step"] == 2
 
 
-def test_ctrl_c_saves_the_step_in_hand_and_resume_goes_on(photo_dir, tmp_path):
-    """Ctrl-C reaches every process of the terminal (the loader worker too):
-    train.py finishes the step, saves ckpt.pt there and stops in one line."""
-    cmd = [sys.executable, "train.py", "--data", str(photo_dir), "--out", str(tmp_path), "--max-steps", "100000",
+def signal_a_training_run(photo_dir, out_dir, signum):
+    """Start a long train.py with a loader worker, send signum to its whole
+    process group after its first logged step, -> (exit status, stdout, stderr)."""
+    cmd = [sys.executable, "train.py", "--data", str(photo_dir), "--out", str(out_dir), "--max-steps", "100000",
            "--eval-every", "100000", "--log-every", "1", *TINY, "--workers", "1"]
     p = subprocess.Popen(cmd, cwd=HERE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                          start_new_session=True)
@@ -1048,11 +1048,18 @@ def test_ctrl_c_saves_the_step_in_hand_and_resume_goes_on(photo_dir, tmp_path):
         for line in p.stdout:
             if "| loss" in line:
                 break
-        os.killpg(p.pid, signal.SIGINT)
+        os.killpg(p.pid, signum)
         out, err = p.communicate(timeout=120)
     finally:
         p.kill()
-    assert p.returncode == 130 and "Traceback" not in err, err
+    return p.returncode, out, err
+
+
+def test_ctrl_c_saves_the_step_in_hand_and_resume_goes_on(photo_dir, tmp_path):
+    """Ctrl-C reaches every process of the terminal (the loader worker too):
+    train.py finishes the step, saves ckpt.pt there and stops in one line."""
+    returncode, out, err = signal_a_training_run(photo_dir, tmp_path, signal.SIGINT)
+    assert returncode == 130 and "Traceback" not in err, err
     step = int(re.search(r"stopped at step (\d+)/100000", out).group(1))
     assert step >= 1 and torch.load(tmp_path / "ckpt.pt", weights_only=True)["step"] == step
     r = run("train.py", "--data", photo_dir, "--out", tmp_path, "--resume", "--max-steps", step + 2)
@@ -1121,19 +1128,9 @@ def test_a_second_train_on_the_same_out_is_refused_and_a_killed_one_leaves_no_st
 
 @pytest.mark.parametrize("signame", ["SIGTERM", "SIGHUP"])
 def test_sigterm_and_sighup_save_like_ctrl_c(photo_dir, tmp_path, signame):
-    cmd = [sys.executable, "train.py", "--data", str(photo_dir), "--out", str(tmp_path), "--max-steps", "100000",
-           "--eval-every", "100000", "--log-every", "1", *TINY, "--workers", "1"]
-    p = subprocess.Popen(cmd, cwd=HERE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                         start_new_session=True)
-    try:
-        for line in p.stdout:
-            if "| loss" in line:
-                break
-        os.killpg(p.pid, getattr(signal, signame))  # as timeout, Slurm or a closed ssh session do: the whole group
-        out, err = p.communicate(timeout=120)
-    finally:
-        p.kill()
-    assert p.returncode == 130 and "Traceback" not in err, err
+    # as timeout, Slurm or a closed ssh session do: to the whole process group
+    returncode, out, err = signal_a_training_run(photo_dir, tmp_path, getattr(signal, signame))
+    assert returncode == 130 and "Traceback" not in err, err
     assert f"{signame}: saving a checkpoint" in out, out
     step = int(re.search(r"stopped at step (\d+)/100000", out).group(1))
     assert torch.load(tmp_path / "ckpt.pt", weights_only=True)["step"] == step
@@ -1789,6 +1786,28 @@ def test_overfit_one_photo_learns_its_photo(tmp_path):
     assert Image.open(tmp_path / "o.png").size == (3 * 32, 32)  # gray | prediction | original
     r = run("docs/overfit_one_photo.py", tmp_path / "missing.jpg")
     assert r.returncode != 0 and "missing.jpg" in r.stderr and "Traceback" not in r.stderr
+
+
+TINY_COURSE = [(r"--max-steps \d+", "--max-steps 2"), (r"--eval-every \d+", "--eval-every 1"),
+               (r"--size 128", "--size 32"), (r"--width 32", "--width 8"), (r"--workers 1", "--workers 0"),
+               (r"(overfit_one_photo\.py \S+)", r"\1 --steps 3 --size 32 --width 4")]
+
+
+def test_course_commands_run(tmp_path):
+    """Every command block of docs/course.md, in order, as a student runs them
+    from the repository, at a tiny size: the guide cannot drift from the code."""
+    text = open(os.path.join(HERE, "docs", "course.md")).read()
+    blocks = re.findall(r"```sh\n(.*?)```", text, re.S)
+    assert len(blocks) >= 7, len(blocks)
+    for name in os.listdir(HERE):  # the repository, as cloned (runs/ starts empty)
+        if name.endswith(".py") or name in ("demo", "docs"):
+            os.symlink(os.path.join(HERE, name), tmp_path / name)
+    for block in blocks:
+        for pattern, tiny in TINY_COURSE:
+            block = re.sub(pattern, tiny, block)
+        r = subprocess.run(["bash", "-euc", block], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+        assert r.returncode == 0 and "Traceback" not in r.stderr, (block, r.stdout[-2000:], r.stderr[-2000:])
+    assert (tmp_path / "runs" / "first" / "best.pt").exists() and (tmp_path / "runs" / "overfit.png").exists()
 
 
 def test_coords_switch_through_train_and_init(photo_dir, tmp_path):
