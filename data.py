@@ -13,6 +13,7 @@ color to learn from), is passed over for the next file and reported by name.
 """
 import atexit
 import hashlib
+import io
 import itertools
 import math
 import os
@@ -22,7 +23,7 @@ import time
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image, ImageCms, ImageOps
 
 # What Pillow opens, found the same way in folders as when named: a GIF's first
 # frame, PNM/TGA from old scanners and tools, JPEG's rarer extensions.
@@ -140,13 +141,38 @@ def _to_8bit(im):
 
 def load_image(path, draft=None):
     """Open any image as (RGB PIL image, alpha channel or None), EXIF rotation
-    applied. draft: for JPEGs, let the decoder downscale by 2, 4 or 8 while
-    both sides stay >= draft pixels, which makes large photos decode fast."""
+    applied, in sRGB. draft: for JPEGs, let the decoder downscale by 2, 4 or 8
+    while both sides stay >= draft pixels, which makes large photos decode fast."""
     with Image.open(path) as im:
         if draft and im.format == "JPEG":
             im.draft("RGB", (draft, draft))
         im = ImageOps.exif_transpose(im)  # also forces the full decode
-    return to_rgb(im)
+    return to_rgb(to_srgb(im))
+
+
+SRGB = ImageCms.createProfile("sRGB")
+
+
+def to_srgb(im):
+    """A photo tagged with another color space (Adobe RGB or ProPhoto from a
+    scanner, a camera's wide gamut) -> the sRGB values a viewer shows, which
+    is what lab.py assumes; read as sRGB, such a scan comes out darker and
+    duller than it looks. Untagged and sRGB-tagged images, and profiles
+    that cannot be read, pass as they are."""
+    icc = im.info.get("icc_profile")
+    if not icc or im.mode not in ("RGB", "RGBA", "CMYK"):
+        return im
+    try:
+        profile = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+        if "srgb" in ImageCms.getProfileDescription(profile).lower():
+            return im
+        alpha = im.getchannel("A") if im.mode == "RGBA" else None
+        rgb = ImageCms.profileToProfile(im.convert("RGB") if alpha else im, profile, SRGB, outputMode="RGB")
+    except (ImageCms.PyCMSError, OSError, ValueError):
+        return im
+    if alpha is not None:
+        rgb.putalpha(alpha)
+    return rgb
 
 
 def to_rgb(im):

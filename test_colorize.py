@@ -760,6 +760,42 @@ def test_load_image_takes_any_mode_to_rgb(tmp_path, mode):
         assert np.abs(np.asarray(out)[..., 0].astype(int) - np.asarray(rgb.convert("L"))).max() <= 1
 
 
+def linear_rgb_profile():
+    """The bytes of an ICC v2 RGB profile with sRGB's primaries and a gamma of
+    1.0 (linear light), as a scanner might tag its output."""
+    def s15(x):
+        return struct.pack(">i", round(x * 65536))
+
+    def xyz(x, y, z):
+        return b"XYZ " + bytes(4) + s15(x) + s15(y) + s15(z)
+    curve = b"curv" + bytes(4) + struct.pack(">IH", 1, 256) + bytes(2)  # gamma 1.0 in u8Fixed8
+    text = b"linear RGB\0"
+    desc = b"desc" + bytes(4) + struct.pack(">I", len(text)) + text + bytes(4 + 4 + 2 + 1 + 67)
+    tags = [(b"desc", desc), (b"wtpt", xyz(0.9642, 1.0, 0.8249)), (b"rXYZ", xyz(0.4361, 0.2225, 0.0139)),
+            (b"gXYZ", xyz(0.3851, 0.7169, 0.0971)), (b"bXYZ", xyz(0.1431, 0.0606, 0.7141)),
+            (b"rTRC", curve), (b"gTRC", curve), (b"bTRC", curve)]
+    start, table, body = 128 + 4 + 12 * len(tags), b"", b""
+    for signature, content in tags:
+        body += bytes(-len(body) % 4)
+        table += signature + struct.pack(">II", start + len(body), len(content))
+        body += content
+    header = (struct.pack(">I", start + len(body)) + b"lcms" + struct.pack(">I", 0x02100000) + b"mntrRGB XYZ "
+              + bytes(12) + b"acsp" + bytes(4 * 4 + 8 + 4) + s15(0.9642) + s15(1.0) + s15(0.8249) + bytes(4 + 16 + 28))
+    return header + struct.pack(">I", len(tags)) + table + body
+
+
+def test_a_photo_tagged_with_another_color_space_is_read_as_displayed(tmp_path):
+    # Linear-light 128 is sRGB 188: read as sRGB, the photo would be 20 L* darker than it looks.
+    Image.new("RGB", (16, 16), (128, 64, 32)).save(tmp_path / "scan.png", icc_profile=linear_rgb_profile())
+    rgb, _ = data.load_image(tmp_path / "scan.png")
+    assert abs(rgb.getpixel((0, 0))[0] - 188) <= 2, rgb.getpixel((0, 0))
+    Image.new("RGBA", (16, 16), (128, 128, 128, 77)).save(tmp_path / "alpha.png", icc_profile=linear_rgb_profile())
+    rgb, alpha = data.load_image(tmp_path / "alpha.png")
+    assert abs(rgb.getpixel((0, 0))[1] - 188) <= 2 and alpha.getpixel((0, 0)) == 77
+    Image.new("RGB", (16, 16), (128, 64, 32)).save(tmp_path / "plain.png")  # untagged: sRGB, as it is
+    assert data.load_image(tmp_path / "plain.png")[0].getpixel((0, 0)) == (128, 64, 32)
+
+
 def test_load_image_applies_exif_orientation(tmp_path):
     im = Image.open(make_photo(tmp_path / "src.png", size=(96, 64)))
     exif = Image.Exif()
