@@ -225,59 +225,34 @@ def outputs_for(args, names, rgb, alpha, predictions):
 
 
 def parse(argv):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=(
-        "Every input gets its own outputs, and no output replaces an input: inputs that would share "
-        "a name (x.jpg and x.png; a/x.jpg and b/x.jpg with -o) get their extension added "
-        "(x_jpg_color.png, x_png_color.png) or, where that does not tell them apart, a number "
-        "(x-2_color.png), in the order given; so does an output that would be one of the inputs."))
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=runs.OUTPUT_NAMES)
     parser.add_argument("paths", nargs="+", metavar="PATH", help="images or folders (recursive)")
     parser.add_argument("-o", "--out", metavar="DIR", help="write into this folder instead of beside each input")
     parser.add_argument("--overwrite", action="store_true", help="replace outputs that exist already")
     flags = parser.add_argument_group("model")
     flags.add_argument("--checkpoint", action="append", metavar="PATH",
-                       help="a train.py checkpoint or run folder (its best.pt, else ckpt.pt); default: the newest "
-                            "run in out/, else the bundled demo. Give it again to compare several side by side")
+                       help="a checkpoint or run folder; default: the newest run in out/, else the bundled "
+                            "demo. Give it again to compare several side by side")
     flags.add_argument("--inception", metavar="PATH", help="Inception-ResNet-v2 weights, if not the cached default")
-    flags.add_argument("--size", type=int, help=f"short side of the network's copy, 8 to {MAX_SIZE} "
-                                                "(default: the training size)")
-    flags.add_argument("--device", choices=["auto", "cuda", "cpu"], default="auto",
-                       help="auto (the default): cuda when available")
-    flags.add_argument("--batch-size", type=int,
-                       help="images per forward pass (default: 8 on CUDA; 1 on the CPU, where batching "
-                            "only adds memory traffic)")
+    flags.add_argument("--size", type=int, help=f"short side of the network's copy, 8 to {MAX_SIZE} (default: "
+                                                "the training size)")
+    flags.add_argument("--device", choices=["auto", "cuda", "cpu"], default="auto", help="auto: cuda if available")
+    flags.add_argument("--batch-size", type=int, help="images per forward pass (default: 8 on CUDA, 1 on the CPU)")
     flags = parser.add_argument_group("extras")
     flags.add_argument("--compare", action="store_true", help="also NAME_compare.png: gray | colorized | original")
-    flags.add_argument("--attention", action="store_true",
-                       help="also NAME_attention.png: where the attention looks from a few points")
-    flags.add_argument("--metrics", action="store_true",
-                       help="PSNR, ab MSE and colorfulness against color inputs, with all-gray as the floor")
+    flags.add_argument("--attention", action="store_true", help="also NAME_attention.png and its statistics")
+    flags.add_argument("--metrics", action="store_true", help="PSNR, ab MSE and colorfulness against all-gray")
     return parser.parse_args(argv)
 
 
 def main(argv=None):
     args = parse(argv)
-    problem = runs.check_colorize_flags(args, MAX_SIZE)  # the first bad flag, before any work
-    if problem:
-        print(f"error: {problem}", file=sys.stderr)
+    try:
+        runs.check_colorize_flags(args, MAX_SIZE)  # every flag, before any work
+        models, names = runs.load_models(args, load, DEMO_CHECKPOINT)  # the first one writes NAME_color.png
+    except runs.RunError as e:
+        print(f"error: {e}", file=sys.stderr)
         return 2
-    models, names = [], []  # the first one writes NAME_color.png
-    for checkpoint in args.checkpoint or [None]:
-        try:
-            loaded = load(checkpoint, args.device, args.inception)
-        except CheckpointError as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 2
-        if loaded.path == DEMO_CHECKPOINT and not args.checkpoint:
-            print("using the bundled demo model demo/colorizer.pt (trained on 229 photos for five "
-                  "minutes on a GPU; train your own with train.py and it is used instead)", file=sys.stderr)
-        found = "" if args.checkpoint or loaded.path == DEMO_CHECKPOINT else \
-            "; the newest run under out/, --checkpoint PATH chooses another"
-        print(f"checkpoint: {shown(loaded.path)} ({loaded.about}{found})", file=sys.stderr)
-        names.append(runs.model_name(loaded.path, names, len(args.checkpoint or []) > 1))
-        models.append(loaded._replace(size=args.size or loaded.size))
-    if args.attention and models[0].net.attention is None:
-        print(f"note: {shown(models[0].path)} is a baseline model without attention; no attention maps",
-              file=sys.stderr)
     jobs = runs.OutputPlan(args)  # every input its own outputs; what exists already is skipped
     metrics = []
     for batch in jobs.batches(args.batch_size):  # [(number, path, stem, rgb, alpha)]
@@ -296,15 +271,5 @@ def main(argv=None):
     return 1 if jobs.failed else 0
 
 
-def interrupt(signum, frame):
-    raise KeyboardInterrupt  # SIGTERM, SIGHUP: as Ctrl-C, so a save in flight removes its temporary file
-
-
 if __name__ == "__main__":
-    runs.on_stop_signals(interrupt)
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:  # every output is written whole or not at all (runs.save_atomic)
-        print("interrupted: the outputs written so far are whole; run it again and they are skipped",
-              file=sys.stderr)
-        sys.exit(130)
+    sys.exit(runs.run_command(main))  # Ctrl-C, SIGTERM: outputs whole or not at all, exit status 130

@@ -728,8 +728,8 @@ def image_input(image):
 
 
 def check_colorize_flags(args, max_size):
-    """colorize.py's flags and --out, checked before any work: the first
-    problem as one line, or None. Sets args.device and args.batch_size."""
+    """colorize.py's flags and --out, checked before any work: RunError with the
+    first problem in one line. Sets args.device and args.batch_size."""
     problem = None
     if args.size is not None and not 8 <= args.size <= max_size:
         problem = f"--size {args.size}: must be 8 to {max_size} (the short side, in pixels, the network sees)"
@@ -749,9 +749,52 @@ def check_colorize_flags(args, max_size):
             tempfile.TemporaryFile(dir=args.out).close()
         except OSError as e:
             problem = f"--out {shown(args.out)}: cannot write there ({e.strerror or e})"
+    if problem:
+        raise RunError(problem)
     args.device = "cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()) else "cpu"
     args.batch_size = args.batch_size or (8 if args.device == "cuda" else 1)
-    return problem
+
+
+def load_models(args, load, demo):
+    """colorize.py's models: load(checkpoint, device, inception) for each
+    --checkpoint (or the default), each said in one line, with its name for
+    --compare and --metrics. -> (models, names); RunError for a bad one."""
+    models, names = [], []
+    for checkpoint in args.checkpoint or [None]:
+        loaded = load(checkpoint, args.device, args.inception)
+        if loaded.path == demo and not args.checkpoint:
+            print("using the bundled demo model demo/colorizer.pt (trained on 229 photos for five "
+                  "minutes on a GPU; train your own with train.py and it is used instead)", file=sys.stderr)
+        found = "" if args.checkpoint or loaded.path == demo else \
+            "; the newest run under out/, --checkpoint PATH chooses another"
+        print(f"checkpoint: {shown(loaded.path)} ({loaded.about}{found})", file=sys.stderr)
+        names.append(model_name(loaded.path, names, len(args.checkpoint or []) > 1))
+        models.append(loaded._replace(size=args.size or loaded.size))
+    if args.attention and models[0].net.attention is None:
+        print(f"note: {shown(models[0].path)} is a baseline model without attention; no attention maps",
+              file=sys.stderr)
+    return models, names
+
+
+def run_command(main):
+    """colorize.py's exit status: main()'s, or 130 after Ctrl-C, SIGTERM or
+    SIGHUP, which stop it as KeyboardInterrupt does, so that a save in flight
+    removes its temporary file (save_atomic) and every output is whole."""
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+    on_stop_signals(interrupt)
+    try:
+        return main()
+    except KeyboardInterrupt:
+        print("interrupted: the outputs written so far are whole; run it again and they are skipped",
+              file=sys.stderr)
+        return 130
+
+
+OUTPUT_NAMES = ("Every input gets its own outputs, and no output replaces an input: inputs that would share a name "
+                "(x.jpg and x.png; a/x.jpg and b/x.jpg with -o) get their extension added (x_jpg_color.png, "
+                "x_png_color.png) or, where that does not tell them apart, a number (x-2_color.png), in the "
+                "order given; so does an output that would be one of the inputs.")
 
 
 def model_name(path, names, several):

@@ -1,6 +1,6 @@
 """Train the colorizer: L in, a*b* out, mean squared error between them.
 
-    python train.py --data demo/photos --inception none --width 32 --size 128   # the CPU recipe
+    python train.py --data demo/photos --inception none --width 32 --size 128 --max-steps 800   # CPU, 10 min
     python train.py --data DIR                                   # one GPU: the paper's model
     python train.py --data MY_PHOTOS --init demo/colorizer.pt    # fine-tune a model
     torchrun --nproc-per-node 8 train.py --data DIR              # every GPU of a node
@@ -13,7 +13,7 @@ the model with the all-gray prediction (a*b* = 0), the bar every colorizer must
 clear. Into --out: ckpt.pt (the latest, for --resume), best.pt (the best
 validation, what colorize.py uses), log.csv, loss.png (the paper's Figures 5
 and 6) and samples.png (gray | prediction | truth, its Figure 4). What keeps a
-run's files safe (the run folder, checkpoints, Ctrl-C) lives in runs.py.
+run's files safe (the run folder, checkpoints, Ctrl-C and SIGTERM) lives in runs.py.
 """
 import argparse
 import math
