@@ -1744,6 +1744,17 @@ def test_the_checkpoint_found_by_search_says_where_and_how_to_choose(tmp_path):
     assert r.returncode == 0 and "newest run under out/, --checkpoint PATH chooses another" in r.stderr, r.stderr
 
 
+def test_an_unwritable_cache_is_one_line_and_leaves_no_empty_run_folder(photo_dir, tmp_path):
+    (tmp_path / "not-a-folder").write_text("x")
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "not-a-folder"), "HF_HUB_CACHE": str(tmp_path / "hub"),
+           "HF_HUB_OFFLINE": ""}
+    r = subprocess.run([sys.executable, "train.py", "--data", str(photo_dir), "--out", str(tmp_path / "run"),
+                        "--inception", "auto", *map(str, TINY[2:])], cwd=HERE, capture_output=True, text=True,
+                       timeout=120, env=env)
+    one_error_line(r, "not-a-folder", "XDG_CACHE_HOME")
+    assert not (tmp_path / "run").exists()  # made for the run, removed again: nothing was written
+
+
 def test_compile_on_the_cpu_is_refused_in_one_line(photo_dir, tmp_path):
     one_error_line(run("train.py", "--data", photo_dir, "--out", tmp_path / "run", "--device", "cpu", "--compile",
                        *TINY), "--compile", "CUDA")
