@@ -29,7 +29,7 @@ import data  # noqa: E402
 import lab  # noqa: E402
 import model  # noqa: E402
 import runs  # noqa: E402
-from data import shown  # noqa: E402
+from data import printable  # noqa: E402
 from runs import CheckpointError, RunError as ColorizeError  # noqa: E402, F401  (one-line errors, for notebooks)
 
 # The model a fresh clone uses when no checkpoint is given or found (README: The demo model).
@@ -39,7 +39,7 @@ STRIP_ROWS = 256  # full-resolution work runs in strips of rows: bounded memory 
 MAX_SIZE = 4096  # --size: beyond this the network's copy alone needs gigabytes
 # A checkpoint loaded for use: the network, its frozen Inception (or None), the
 # short side of the network's copy, the device, the file, and "step N, ...".
-LoadedModel = namedtuple("LoadedModel", "net inception size device path about")
+LoadedModel = namedtuple("LoadedModel", "net inception size device path summary")
 
 # -----------------------------------------------------------------------------
 # 1. The inference path: load, predict a*b* on a small copy, join with the full-resolution L
@@ -163,11 +163,11 @@ def attention_figure(copy, colored_copy, alpha, grid=(2, 2), peak=16):
     gray = to_tensor(copy.convert("L").convert("RGB")) / 255         # (3, h, w)
     queries = [((2 * gx + 1) * fw // (2 * grid[0]), (2 * gy + 1) * fh // (2 * grid[1]))
                for gy in range(grid[1]) for gx in range(grid[0])]
-    rows = alpha[[qy * fw + qx for qx, qy in queries]]                 # (rings, N)
-    entropy, top, top_sets = attention_stats(rows)
+    weights = alpha[[qy * fw + qx for qx, qy in queries]]              # (rings, N)
+    entropy, top, top_sets = attention_stats(weights)
     panels, labels = [colored_copy], ["colorized"]
     for k, (qx, qy) in enumerate(queries):
-        times_uniform = (rows[k] * alpha.shape[-1]).reshape(1, 1, fh, fw)
+        times_uniform = (weights[k] * alpha.shape[-1]).reshape(1, 1, fh, fw)
         heat = (times_uniform.clamp_min(1).log() / math.log(peak)).clamp(0, 1)
         heat = F.interpolate(heat, size=(h, w), mode="bilinear", align_corners=False)[0, 0]
         ramp = torch.stack([(3 * heat).clamp(0, 1), (3 * heat - 1).clamp(0, 1), (3 * heat - 2).clamp(0, 1)])
@@ -198,7 +198,7 @@ def outputs_for(args, names, rgb, alpha, predictions):
     """{suffix: PIL image} for one image (NAME_color.png from the first model,
     the extras asked for), its metrics (None without --metrics, {} for a gray
     input, else {name: (PSNR, ab MSE, colorfulness)}) and, with --attention,
-    a line of statistics of the attention weights shown (else None)."""
+    a line of statistics of the attention weights printable (else None)."""
     colored = [Image.fromarray(full_resolution(rgb, ab, args.device)) for ab, _, _ in predictions]
     result = colored[0].copy()  # the RGB one is still needed for --compare and --metrics
     if alpha is not None:
@@ -258,14 +258,14 @@ def main(argv=None):
     for batch in jobs.batches(args.batch_size):  # [(number, path, stem, rgb, alpha)]
         predictions = [predict_all(m, [item[3] for item in batch], args.attention) for m in models]
         for i, (number, path, stem, rgb, alpha) in enumerate(batch):
-            images, rows, attention_line = outputs_for(args, names, rgb, alpha, [p[i] for p in predictions])
+            images, scores, attention_line = outputs_for(args, names, rgb, alpha, [p[i] for p in predictions])
             if not jobs.write(number, path, stem, images):
                 continue
             if attention_line:
-                print(f"attention: {shown(path)}: {attention_line}")
-            if rows is not None:
-                print(runs.metrics_line(path, rows))
-                metrics += [rows] if rows else []
+                print(f"attention: {printable(path)}: {attention_line}")
+            if scores is not None:
+                print(runs.metrics_line(path, scores))
+                metrics += [scores] if scores else []
     if metrics:
         runs.print_means(metrics, names)
     return 1 if jobs.failed else 0

@@ -37,7 +37,7 @@ OUTPUT_SUFFIXES = ("_color.png", "_compare.png", "_attention.png")
 IMAGE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
 
 
-def shown(path):
+def printable(path):
     """A path as printable text on one line. A name that is not UTF-8 comes from
     os as a str with surrogates, which print() cannot encode: its bytes become
     \\xff escapes; a newline or other control character becomes \\n, \\x1b..."""
@@ -55,7 +55,7 @@ def find_images(root, problems=None, leave_out=()):
     problems = [] if problems is None else problems
     found, seen = [], {os.path.realpath(folder) for folder in leave_out}
     for folder, subfolders, names in os.walk(root, followlinks=True, onerror=lambda e: problems.append(
-            f"{shown(e.filename)}: cannot read this folder ({e.strerror or e}), skipped")):
+            f"{printable(e.filename)}: cannot read this folder ({e.strerror or e}), skipped")):
         if os.path.realpath(folder) in seen:
             subfolders[:] = []  # reached again through a link, or left out
             continue
@@ -64,7 +64,7 @@ def find_images(root, problems=None, leave_out=()):
             if os.path.isfile(path):
                 found.append(path)
             else:
-                problems.append(f"{shown(path)}: not a regular file (a FIFO, device or broken link), skipped")
+                problems.append(f"{printable(path)}: not a regular file (a FIFO, device or broken link), skipped")
     return sorted(found)
 
 
@@ -85,14 +85,14 @@ def split_images(root, val_fraction=VAL_FRACTION, problems=None, run_folder=None
         raise ValueError(f"{root}: " + ("a file, not a folder of images" if os.path.exists(root) else "no such folder"))
     inside = run_folder and os.path.realpath(run_folder).startswith(os.path.join(os.path.realpath(root), ""))
     if inside:
-        problems.append(f"the run folder {shown(run_folder)} is inside {shown(root)}: its images are left out")
+        problems.append(f"the run folder {printable(run_folder)} is inside {printable(root)}: its images are left out")
 
     def photos(folder):
         files = find_images(folder, problems, leave_out=[run_folder] if inside else [])
         outputs = [f for f in files if f.endswith(OUTPUT_SUFFIXES)]
         if outputs:
-            problems.append(f"{len(outputs)} files in {shown(folder)} are named like colorize.py's outputs "
-                            f"({', '.join('*' + s for s in OUTPUT_SUFFIXES)}, e.g. {shown(outputs[0])}) and are "
+            problems.append(f"{len(outputs)} files in {printable(folder)} are named like colorize.py's outputs "
+                            f"({', '.join('*' + s for s in OUTPUT_SUFFIXES)}, e.g. {printable(outputs[0])}) and are "
                             f"left out; rename them to train on them")
         return [f for f in files if not f.endswith(OUTPUT_SUFFIXES)]
     if not held_out_by_hash(root):
@@ -100,8 +100,8 @@ def split_images(root, val_fraction=VAL_FRACTION, problems=None, run_folder=None
         in_both = {(os.path.basename(f), os.path.getsize(f)) for f in train} & \
             {(os.path.basename(f), os.path.getsize(f)) for f in val}
         if in_both:
-            raise ValueError(f"{shown(root)}: {len(in_both)} of the {len(val)} photos in val/ are in train/ too "
-                             f"(same name and size, e.g. {shown(min(in_both)[0])}): validation must be on "
+            raise ValueError(f"{printable(root)}: {len(in_both)} of the {len(val)} photos in val/ are in train/ too "
+                             f"(same name and size, e.g. {printable(min(in_both)[0])}): validation must be on "
                              f"photos the model never trained on")
     else:
         files = photos(root)
@@ -116,12 +116,12 @@ def split_images(root, val_fraction=VAL_FRACTION, problems=None, run_folder=None
         train = [f for f in files if f not in held]
         if len(files) == 1:
             train = val = files
-            problems.append(f"{shown(files[0])} is the only photo: it is both the training and the validation set")
+            problems.append(f"{printable(files[0])} is the only photo: it is both the training and the validation set")
         elif files and not train:
-            raise ValueError(f"{shown(root)}: --val-fraction {val_fraction} holds out all {len(files)} photos, "
+            raise ValueError(f"{printable(root)}: --val-fraction {val_fraction} holds out all {len(files)} photos, "
                              f"leaving none to train on")
     if not train:
-        raise ValueError(f"{shown(root)}: no images found ({', '.join(IMAGE_EXTENSIONS)})")
+        raise ValueError(f"{printable(root)}: no images found ({', '.join(IMAGE_EXTENSIONS)})")
     return train, val or train
 
 
@@ -253,8 +253,8 @@ class ImageFolder(torch.utils.data.Dataset):
         try:
             rgb, _ = load_image(path, draft=2 * self.size)
         except IMAGE_ERRORS as e:
-            return None, f"{shown(path)}: unreadable ({e.__class__.__name__}: {e})"
-        return (None, f"{shown(path)}: grayscale, no color to learn") if is_grayscale(rgb) else (rgb, None)
+            return None, f"{printable(path)}: unreadable ({e.__class__.__name__}: {e})"
+        return (None, f"{printable(path)}: grayscale, no color to learn") if is_grayscale(rgb) else (rgb, None)
 
     def __getitem__(self, index):
         skipped = []
@@ -317,7 +317,7 @@ def validation_set(files, size, limit, log, spare=None):
         if val_set.load(path)[1] is None:
             spare.remove(path)
             val_set.files.append(path)
-            log(f"warning: validation: none of the {len(files)} held-out files is usable; {shown(path)} is "
+            log(f"warning: validation: none of the {len(files)} held-out files is usable; {printable(path)} is "
                 f"held out from training instead")
             break
     return val_set

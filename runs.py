@@ -40,7 +40,7 @@ except ImportError:  # Windows
 
 import data
 import model
-from data import shown
+from data import printable
 
 # What train.py writes into --out. A folder holding any of them holds a run.
 CHECKPOINT, BEST, LOG, CURVES, SAMPLES = "ckpt.pt", "best.pt", "log.csv", "loss.png", "samples.png"
@@ -91,15 +91,15 @@ def read_checkpoint(path, missing="no such file", unreadable="not a checkpoint f
     """A checkpoint's dict (plain types only: weights_only=True), or
     CheckpointError "PATH: why not", in the words of the command that asks."""
     if not os.path.isfile(path):
-        raise CheckpointError(f"{shown(path)}: " + ("a folder, not a checkpoint file" if os.path.isdir(path) else
+        raise CheckpointError(f"{printable(path)}: " + ("a folder, not a checkpoint file" if os.path.isdir(path) else
                                                    "not a regular file" if os.path.exists(path) else missing))
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # unpickling, truncated, random bytes: torch raises many kinds
-        raise CheckpointError(f"{shown(path)}: {unreadable} ({short_reason(e)})") from None
+        raise CheckpointError(f"{printable(path)}: {unreadable} ({short_reason(e)})") from None
     wrong = malformed(ckpt)
     if wrong:
-        raise CheckpointError(f"{shown(path)}: not a compatible colorizer checkpoint ({wrong})")
+        raise CheckpointError(f"{printable(path)}: not a compatible colorizer checkpoint ({wrong})")
     return ckpt
 
 
@@ -148,7 +148,7 @@ def colorizer_from(ckpt, path):
     except Exception as e:  # not a dict, no config, an unknown config key: all "not usable here"
         problem = short_reason(e)
     if problem:
-        raise CheckpointError(f"{shown(path)}: not a compatible colorizer checkpoint ({problem})")
+        raise CheckpointError(f"{printable(path)}: not a compatible colorizer checkpoint ({problem})")
     return net
 
 
@@ -167,7 +167,7 @@ def inception_for(ckpt, path, inception, device):
         return model.load_inception(inception).to(device)
     except (ValueError, RuntimeError) as e:  # model.py's download advice names train.py's flags: cut it
         reason = str(e).splitlines()[0].removesuffix(" Download").rstrip(".")
-        raise CheckpointError(f"{shown(path)} needs the Inception-ResNet-v2 weights it was trained with "
+        raise CheckpointError(f"{printable(path)} needs the Inception-ResNet-v2 weights it was trained with "
                               f"({reason}); give them with --inception PATH") from None
 
 
@@ -181,7 +181,7 @@ def choose_checkpoint(checkpoint, demo):
     if os.path.isdir(path):
         path = run_checkpoint(path) or path
         if os.path.isdir(path):
-            raise CheckpointError(f"{shown(path)}: a folder without best.pt or ckpt.pt")
+            raise CheckpointError(f"{printable(path)}: a folder without best.pt or ckpt.pt")
     try:
         ckpt = read_checkpoint(path, missing="no such checkpoint")
         net = colorizer_from(ckpt, path)
@@ -261,16 +261,16 @@ def flags_typed(parser, args):
     every default None): --resume keeps the run's own value of the others."""
     defaults = {k: parser.get_default(k) for k in vars(args)}
     parser.set_defaults(**{k: None for k in vars(args)})
-    typed = {k for k, v in vars(parser.parse_args()).items() if v is not None}
+    given = {k for k, v in vars(parser.parse_args()).items() if v is not None}
     parser.set_defaults(**defaults)
-    return typed
+    return given
 
 
 # Flags that belong to this process, not to the run: --resume never takes them from the checkpoint.
 OWN_FLAGS = ("resume", "overwrite", "init", "device", "workers", "cache", "compile")
 
 
-def start(args, typed, log):
+def start(args, flags_given, log):
     """The --resume / --init / --overwrite rules, in one place. -> (checkpoint
     or None, step to start at). --resume takes the run's own recipe from its
     ckpt.pt, except flags typed now (said in the log)."""
@@ -285,16 +285,16 @@ def start(args, typed, log):
     except CheckpointError as e:
         fail(f"{'--resume' if args.resume else '--init'} {e}")
     except Exception as e:  # a dict without a usable config: not one of ours
-        fail(f"{'--resume' if args.resume else '--init'} {shown(ckpt_path if args.resume else args.init)}: "
+        fail(f"{'--resume' if args.resume else '--init'} {printable(ckpt_path if args.resume else args.init)}: "
              f"not a train.py checkpoint ({short_reason(e)})")
     if args.resume:
         if "optimizer" not in ckpt:
             fail(f"--resume: {ckpt_path} holds only a model, not a run to continue; fine-tune from it "
                  f"with --init {ckpt_path} and another --out")
         for k, v in ckpt["args"].items():
-            if k not in typed and k not in OWN_FLAGS:
+            if k not in flags_given and k not in OWN_FLAGS:
                 setattr(args, k, v)
-        changed = [f"--{k.replace('_', '-')} {getattr(args, k)} (was {ckpt['args'].get(k)})" for k in sorted(typed)
+        changed = [f"--{k.replace('_', '-')} {getattr(args, k)} (was {ckpt['args'].get(k)})" for k in sorted(flags_given)
                    if k not in ("resume", "out") and ckpt["args"].get(k, getattr(args, k)) != getattr(args, k)]
         log("resume: " + (", ".join(changed) or "with the run's own settings"))
         return ckpt, ckpt["step"]
@@ -496,9 +496,9 @@ class Run:
         if curves:
             self.save(lambda p: curves.save(p, format="PNG"), CURVES)
 
-    def write_samples(self, rows):
+    def write_samples(self, samples):
         """samples.png: uint8 (3, S, 3S) rows of gray | prediction | truth, stacked."""
-        grid = torch.cat(rows, dim=1).permute(1, 2, 0).cpu().numpy()   # (rows*S, 3*S, 3)
+        grid = torch.cat(samples, dim=1).permute(1, 2, 0).cpu().numpy()   # (rows*S, 3*S, 3)
         self.save(lambda p: Image.fromarray(grid).save(p, format="PNG"), SAMPLES)
 
     def add_evaluation(self, row, log):
@@ -623,11 +623,11 @@ def collect_inputs(paths, out_dir):
                      if not f.endswith(OUTPUT_SUFFIXES)]  # our own outputs from an earlier run
             jobs += [(f, os.path.join(out_dir, os.path.relpath(f, p)) if out_dir else f) for f in found]
             if not found:
-                errors.append(f"no images found in {shown(p)} ({', '.join(data.IMAGE_EXTENSIONS)})")
+                errors.append(f"no images found in {printable(p)} ({', '.join(data.IMAGE_EXTENSIONS)})")
         elif os.path.exists(p):
             jobs.append((p, os.path.join(out_dir, os.path.basename(p)) if out_dir else p))
         else:
-            errors.append(f"{shown(p)}: no such file or folder")
+            errors.append(f"{printable(p)}: no such file or folder")
     return [(f, os.path.splitext(stem)[0]) for f, stem in jobs], errors, passed_over
 
 
@@ -688,7 +688,7 @@ def open_image(path):
     a one-line reason. Warnings from Pillow, libtiff or numpy do not name the
     file they are about: caught here, they come back as "FILE: message"."""
     if not os.path.isfile(path):  # a FIFO would block forever
-        raise RunError(f"{shown(path)}: " + ("no such file" if not os.path.exists(path) else "a folder"
+        raise RunError(f"{printable(path)}: " + ("no such file" if not os.path.exists(path) else "a folder"
                                             if os.path.isdir(path) else "not a regular file (a FIFO or a device)"))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -697,8 +697,8 @@ def open_image(path):
         except data.IMAGE_ERRORS as e:
             reason = "image too large (decompression bomb limit)" if isinstance(
                 e, Image.DecompressionBombError) else f"not a readable image ({e})"
-            raise RunError(f"{shown(path)}: {reason}") from None
-    return rgb, alpha, [f"{shown(path)}: {w.message}" for w in caught]
+            raise RunError(f"{printable(path)}: {reason}") from None
+    return rgb, alpha, [f"{printable(path)}: {w.message}" for w in caught]
 
 
 MAX_ATTENTION_SIZE = 512  # --attention: a 4:1 panorama at 512 px is 16384 positions, 1 GB of weights
@@ -742,13 +742,13 @@ def check_colorize_flags(args, max_size):
                    f"{4 * (args.size // 8) ** 2 * (4 * args.size // 8) ** 2 / 2**30:.0f} GB; "
                    f"--size {MAX_ATTENTION_SIZE} or less with --attention")
     elif args.out and os.path.exists(args.out) and not os.path.isdir(args.out):
-        problem = f"--out {shown(args.out)}: a file, not a folder"
+        problem = f"--out {printable(args.out)}: a file, not a folder"
     elif args.out:
         try:  # made and written to now, not found out after the first image (os.access says yes to root)
             os.makedirs(args.out, exist_ok=True)
             tempfile.TemporaryFile(dir=args.out).close()
         except OSError as e:
-            problem = f"--out {shown(args.out)}: cannot write there ({e.strerror or e})"
+            problem = f"--out {printable(args.out)}: cannot write there ({e.strerror or e})"
     if problem:
         raise RunError(problem)
     args.device = "cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()) else "cpu"
@@ -767,11 +767,11 @@ def load_models(args, load, demo):
                   "minutes on a GPU; train your own with train.py and it is used instead)", file=sys.stderr)
         found = "" if args.checkpoint or loaded.path == demo else \
             "; the newest run under out/, --checkpoint PATH chooses another"
-        print(f"checkpoint: {shown(loaded.path)} ({loaded.about}{found})", file=sys.stderr)
+        print(f"checkpoint: {printable(loaded.path)} ({loaded.summary}{found})", file=sys.stderr)
         names.append(model_name(loaded.path, names, len(args.checkpoint or []) > 1))
         models.append(loaded._replace(size=args.size or loaded.size))
     if args.attention and models[0].net.attention is None:
-        print(f"note: {shown(models[0].path)} is a baseline model without attention; no attention maps",
+        print(f"note: {printable(models[0].path)} is a baseline model without attention; no attention maps",
               file=sys.stderr)
     return models, names
 
@@ -827,7 +827,7 @@ class OutputPlan:
             batch = []
             for number, (path, stem) in enumerate(self.jobs[start:start + batch_size], start + 1):
                 if all(os.path.exists(stem + s) for s in asked) and not self.args.overwrite:
-                    print(f"skip: {', '.join(shown(stem + s) for s in asked)} exist{'s' if len(asked) == 1 else ''} "
+                    print(f"skip: {', '.join(printable(stem + s) for s in asked)} exist{'s' if len(asked) == 1 else ''} "
                           f"(use --overwrite)")
                     continue
                 try:
@@ -852,11 +852,11 @@ class OutputPlan:
                     save_png(image, stem + suffix)
                     written.append(stem + suffix)
         except OSError as e:  # disk full, no permission: say so, go on with the rest
-            print(f"error: {shown(path)}: cannot write the output ({e})", file=sys.stderr)
+            print(f"error: {printable(path)}: cannot write the output ({e})", file=sys.stderr)
             self.failed += 1
             return False
         self.done += 1
-        line = f"[{number}/{len(self.jobs)}] {shown(path)} -> {', '.join(map(shown, written))}"
+        line = f"[{number}/{len(self.jobs)}] {printable(path)} -> {', '.join(map(printable, written))}"
         if len(self.jobs) > 1:  # as train.py logs: throughput and time left
             rate = self.done / (time.time() - self.started)
             left = (len(self.jobs) - number) / rate
@@ -865,12 +865,12 @@ class OutputPlan:
         return True
 
 
-def metrics_line(path, rows):
-    if not rows:
-        return f"metrics: {shown(path)}: grayscale input, nothing to compare against"
-    return (f"metrics: {shown(path)}: " + " | ".join(f"{n} PSNR {p:.2f} dB, ab MSE {m:.4f}, colorfulness {c:.1f}"
-                                                 for n, (p, m, c) in rows.items() if n != "original")
-            + f" | original colorfulness {rows['original'][2]:.1f}")
+def metrics_line(path, scores):
+    if not scores:
+        return f"metrics: {printable(path)}: grayscale input, nothing to compare against"
+    return (f"metrics: {printable(path)}: " + " | ".join(f"{n} PSNR {p:.2f} dB, ab MSE {m:.4f}, colorfulness {c:.1f}"
+                                                 for n, (p, m, c) in scores.items() if n != "original")
+            + f" | original colorfulness {scores['original'][2]:.1f}")
 
 
 def print_means(metrics, names):

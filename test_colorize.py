@@ -1341,7 +1341,7 @@ def test_colorize_folder_into_out_dir_with_compare_attention_and_metrics(tiny_ck
     assert "all-gray PSNR" in line and "original colorfulness" in line
     assert "old.png: grayscale input" in r.stdout and "mean over 1 color images" in r.stdout
     assert "|rg|, |yb|" in r.stdout
-    # attention: how concentrated the weights shown are, one line per image
+    # attention: how concentrated the weights printable are, one line per image
     assert re.search(r"attention: .*color\.jpg: rings 1-4: entropy [\d./]+ of uniform, top 5% of positions hold",
                      r.stdout), r.stdout
 

@@ -82,7 +82,7 @@ flags.add_argument("--val-images", type=int, default=500, help="at most this man
 flags.add_argument("--resume", action="store_true", help="continue the run saved in --out/ckpt.pt")
 flags.add_argument("--overwrite", action="store_true", help="start over in an --out that holds a run, replacing it")
 args = parser.parse_args()
-typed = runs.flags_typed(parser, args)
+flags_given = runs.flags_typed(parser, args)
 for stream in (sys.stdout, sys.stderr):  # file names that are not valid UTF-8 still print
     stream.reconfigure(errors="backslashreplace")
 is_main = int(os.environ.get("RANK", 0)) == 0  # only rank 0 logs and writes files
@@ -90,7 +90,7 @@ runs.on_stop_signals(lambda *_: sys.exit("interrupted before training began: not
 log = (lambda *a: print(*a, flush=True)) if is_main else (lambda *a: None)  # flushed: log files fill as it runs
 
 # Every flag and file is checked now, before any work: the first problem, one line, exit status 2.
-ckpt, start_step = runs.start(args, typed, log)  # the checkpoint --resume continues or --init starts from
+ckpt, start_step = runs.start(args, flags_given, log)  # the checkpoint --resume continues or --init starts from
 for flag, ok, must in [
         ("--size", 8 <= args.size <= 2048 and args.size % 8 == 0, "a multiple of 8 from 8 to 2048"),
         ("--batch-size", args.batch_size >= 1, "at least 1"),
