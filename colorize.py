@@ -50,6 +50,8 @@ def load(checkpoint=None, device=None, inception=None):
     checkpoint: a file, a train.py run folder, or None: the newest run under
     out/, else the bundled demo. device: "cuda", "cpu" or None (CUDA when
     available). inception: Inception-ResNet-v2 weights, if not the cached default."""
+    if device is not None and str(device).split(":")[0] not in ("cpu", "cuda"):
+        raise ColorizeError(f"device {device!r}: cpu or cuda")
     if str(device).startswith("cuda") and not torch.cuda.is_available():
         raise ColorizeError(f"device {device!r}, but no CUDA device is available")
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -226,6 +228,7 @@ def outputs_for(args, names, rgb, alpha, predictions):
 
 def parse(argv):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=runs.OUTPUT_NAMES)
+    parser.error = runs.fail  # a bad flag value: one line, "error: argument --size: ...", exit status 2
     parser.add_argument("paths", nargs="+", metavar="PATH", help="images or folders (recursive)")
     parser.add_argument("-o", "--out", metavar="DIR", help="write into this folder instead of beside each input")
     parser.add_argument("--overwrite", action="store_true", help="replace outputs that exist already")

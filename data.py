@@ -68,6 +68,13 @@ def find_images(root, problems=None, leave_out=()):
     return sorted(found)
 
 
+def is_run_picture(path):
+    """A train.py run's samples.png or loss.png (beside its checkpoint): no photo."""
+    folder = os.path.dirname(path)
+    return os.path.basename(path) in ("samples.png", "loss.png") and any(
+        os.path.exists(os.path.join(folder, name)) for name in ("ckpt.pt", "best.pt"))
+
+
 def held_out_by_hash(root):
     """True when the split is made by a hash of the names (no DIR/train + DIR/val)."""
     return not (os.path.isdir(os.path.join(root, "train")) and os.path.isdir(os.path.join(root, "val")))
@@ -83,18 +90,20 @@ def split_images(root, val_fraction=VAL_FRACTION, problems=None, run_folder=None
     problems = [] if problems is None else problems
     if not os.path.isdir(root):
         raise ValueError(f"{root}: " + ("a file, not a folder of images" if os.path.exists(root) else "no such folder"))
+    if run_folder and os.path.realpath(run_folder) == os.path.realpath(root):
+        raise ValueError(f"{printable(root)} is also --out: give the run a folder of its own")
     inside = run_folder and os.path.realpath(run_folder).startswith(os.path.join(os.path.realpath(root), ""))
     if inside:
         problems.append(f"the run folder {printable(run_folder)} is inside {printable(root)}: its images are left out")
 
     def photos(folder):
         files = find_images(folder, problems, leave_out=[run_folder] if inside else [])
-        outputs = [f for f in files if f.endswith(OUTPUT_SUFFIXES)]
+        outputs = [f for f in files if f.endswith(OUTPUT_SUFFIXES) or is_run_picture(f)]
         if outputs:
             problems.append(f"{len(outputs)} files in {printable(folder)} are named like colorize.py's outputs "
-                            f"({', '.join('*' + s for s in OUTPUT_SUFFIXES)}, e.g. {printable(outputs[0])}) and are "
+                            f"({', '.join('*' + s for s in OUTPUT_SUFFIXES)}, or a run's samples.png and loss.png; e.g. {printable(outputs[0])}) and are "
                             f"left out; rename them to train on them")
-        return [f for f in files if not f.endswith(OUTPUT_SUFFIXES)]
+        return [f for f in files if not (f.endswith(OUTPUT_SUFFIXES) or is_run_picture(f))]
     if not held_out_by_hash(root):
         train, val = photos(os.path.join(root, "train")), photos(os.path.join(root, "val"))
         in_both = {(os.path.basename(f), os.path.getsize(f)) for f in train} & \

@@ -391,7 +391,7 @@ def read_safetensors(path):
             raise bad(f"tensor {name!r} has no known dtype")
         dtype = SAFETENSORS_DTYPES[info["dtype"]]
         shape, offsets = info.get("shape"), info.get("data_offsets")
-        if not (isinstance(shape, list) and all(isinstance(s, int) and s >= 0 for s in shape)):
+        if not (isinstance(shape, list) and all(type(s) is int and s >= 0 for s in shape)):
             raise bad(f"tensor {name!r} has a bad shape {shape!r}")
         if not (isinstance(offsets, list) and len(offsets) == 2
                 and all(isinstance(o, int) for o in offsets)):

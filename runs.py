@@ -18,7 +18,6 @@ import copy
 import csv
 import dataclasses
 import functools
-import glob
 import io
 import math
 import os
@@ -121,10 +120,32 @@ def malformed(ckpt):
         if key in ckpt and not isinstance(ckpt[key], kind):
             return f"{key!r} is a {type(ckpt[key]).__name__}"
     for key in ("model", "ema"):
-        if not all(isinstance(v, torch.Tensor) for v in (ckpt.get(key) or {}).values()):
-            return f"{key!r} holds something other than tensors"
-    if not all(isinstance(row, dict) for row in ckpt.get("history") or []):
-        return "'history' holds something other than dicts"
+        if not all(isinstance(v, torch.Tensor) and v.layout == torch.strided and not v.is_complex()
+                   for v in (ckpt.get(key) or {}).values()):
+            return f"{key!r} holds something other than dense real tensors"
+    number = (int, float)
+    if not all(isinstance(row, dict) and isinstance(row.get("step"), int) and all(
+            isinstance(v, number) for k, v in row.items() if k != "step") for row in ckpt.get("history") or []):
+        return "'history' holds something other than rows of numbers"
+    if not (ckpt.get("step", 0) if isinstance(ckpt.get("step", 0), int) else -1) >= 0:
+        return f"'step' is {ckpt.get('step')!r}"
+    size = (ckpt.get("args") or {}).get("size", 256)
+    if not (isinstance(size, int) and 8 <= size <= 4096):
+        return f"its training size is {size!r}"
+    if not all(isinstance(v, number) for v in (ckpt.get("validation") or {}).values() if v is not None):
+        return "'validation' holds something other than numbers"
+    return None
+
+
+def resumable(ckpt):
+    """What keeps a checkpoint from being a run to continue, in words, or None."""
+    if not (isinstance(ckpt.get("optimizer"), dict) and "param_groups" in ckpt["optimizer"]):
+        return "no optimizer state"
+    if not (isinstance(ckpt.get("rng"), dict) and {"torch", "python"} <= set(ckpt["rng"])):
+        return "no random state"
+    if not (isinstance(ckpt.get("args"), dict) and isinstance(ckpt.get("history"), list) and "step" in ckpt
+            and isinstance(ckpt.get("best_mse", 0.0), float)):
+        return "no flags, history, step or best validation"
     return None
 
 
@@ -238,7 +259,8 @@ def run_checkpoint(folder):
 
 def find_checkpoint(out_dir="out"):
     """The checkpoint of the newest train.py run under out_dir, or None."""
-    found = [p for n in (BEST, CHECKPOINT) for p in glob.glob(os.path.join(out_dir, "**", n), recursive=True)]
+    found = [os.path.join(folder, n) for folder, _, names in os.walk(out_dir)  # links not followed: no cycles
+             for n in (BEST, CHECKPOINT) if n in names]
     return run_checkpoint(os.path.dirname(max(found, key=os.path.getmtime))) if found else None
 
 
@@ -267,7 +289,7 @@ def flags_typed(parser, args):
 
 
 # Flags that belong to this process, not to the run: --resume never takes them from the checkpoint.
-OWN_FLAGS = ("resume", "overwrite", "init", "device", "workers", "cache", "compile")
+OWN_FLAGS = ("out", "resume", "overwrite", "init", "device", "workers", "cache", "compile")
 
 
 def start(args, flags_given, log):
@@ -291,6 +313,8 @@ def start(args, flags_given, log):
         if "optimizer" not in ckpt:
             fail(f"--resume: {ckpt_path} holds only a model, not a run to continue; fine-tune from it "
                  f"with --init {ckpt_path} and another --out")
+        if resumable(ckpt):
+            fail(f"--resume: {ckpt_path} is not a run to continue ({resumable(ckpt)})")
         for k, v in ckpt["args"].items():
             if k not in flags_given and k not in OWN_FLAGS:
                 setattr(args, k, v)
@@ -716,6 +740,8 @@ def image_input(image):
         except (TypeError, ValueError):
             raise RunError(f"an array of shape {image.shape} and dtype {image.dtype} is not an image "
                            f"((H, W), (H, W, 3) or (H, W, 4))") from None
+    if not isinstance(image, (str, os.PathLike, Image.Image)):
+        raise RunError(f"a {type(image).__name__} is not an image: give a path, a PIL image or a numpy array")
     if isinstance(image, Image.Image):
         rgb, alpha = data.to_rgb(ImageOps.exif_transpose(image))
     else:

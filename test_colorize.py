@@ -10,6 +10,7 @@ import math
 import os
 import random
 import re
+import shutil
 import signal
 import struct
 import urllib.error
@@ -1753,6 +1754,57 @@ def test_an_unwritable_cache_is_one_line_and_leaves_no_empty_run_folder(photo_di
                        timeout=120, env=env)
     one_error_line(r, "not-a-folder", "XDG_CACHE_HOME")
     assert not (tmp_path / "run").exists()  # made for the run, removed again: nothing was written
+
+
+def test_resume_writes_where_it_read_and_odd_run_states_are_one_line(photo_dir, tmp_path):
+    r = subprocess.run([sys.executable, os.path.join(HERE, "train.py"), "--data", str(photo_dir), "--out", "runs/a",
+                        "--max-steps", "2", "--eval-every", "2", *map(str, TINY)], cwd=tmp_path, capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    shutil.copytree(tmp_path / "runs" / "a", tmp_path / "out")
+    before = (tmp_path / "runs" / "a" / "ckpt.pt").read_bytes()
+    r = subprocess.run([sys.executable, os.path.join(HERE, "train.py"), "--data", str(photo_dir), "--resume",
+                        "--max-steps", "4"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert torch.load(tmp_path / "out" / "ckpt.pt", weights_only=True)["step"] == 4  # the run it read
+    assert (tmp_path / "runs" / "a" / "ckpt.pt").read_bytes() == before  # not the folder its flags named
+    ckpt = torch.load(tmp_path / "out" / "ckpt.pt", weights_only=True)
+    for name, broken in [("rng", {k: v for k, v in ckpt.items() if k != "rng"}), ("step", {**ckpt, "step": -3}),
+                         ("history", {**ckpt, "history": [{"step": "a", "val_mse": "b"}]})]:
+        folder = tmp_path / name
+        folder.mkdir()
+        torch.save(broken, folder / "ckpt.pt")
+        one_error_line(run("train.py", "--data", photo_dir, "--out", folder, "--resume", "--max-steps", 9), "--resume")
+    one_error_line(run("train.py", "--data", photo_dir, "--out", photo_dir, *TINY), "--out", "folder of its own")
+    one_error_line(run("train.py", "--data", photo_dir, "--lr", "abc"), "--lr", "abc")  # argparse's own check
+
+
+def test_odd_checkpoint_entries_and_api_inputs_are_one_line(tmp_path):
+    import colorize
+    img = make_photo(tmp_path / "p.jpg", size=(40, 32))
+    good = torch.load(fake_run(tmp_path / "run", 4, files=("best.pt",)) / "best.pt", weights_only=True)
+    for name, broken in [("size", {**good, "args": {"size": "big"}}), ("huge", {**good, "args": {"size": 10**9}}),
+                         ("validation", {**good, "validation": {"val_mse": "x"}}),
+                         ("sparse", {**good, "model": {k: v.to_sparse() if v.dim() else v
+                                                       for k, v in good["model"].items()}})]:
+        torch.save(broken, tmp_path / f"{name}.pt")
+        r = colorize_cli(img, "--checkpoint", tmp_path / f"{name}.pt")
+        assert r.returncode == 2 and r.stderr.count("\n") == 1 and "compatible" in r.stderr, (name, r.stderr)
+    r = colorize_cli(img, "--size", "abc")
+    assert r.returncode == 2 and r.stderr.startswith("error: argument --size") and r.stderr.count("\n") == 1
+    with pytest.raises(colorize.ColorizeError, match="cpu or cuda"):
+        colorize.load(DEMO, device="tpu")
+    with pytest.raises(colorize.ColorizeError, match="not an image"):
+        colorize.colorize(None, DEMO)
+
+
+def test_the_newest_run_search_does_not_follow_links_round_in_circles(tmp_path):
+    run_dir = fake_run(tmp_path / "out" / "run", 4)
+    os.symlink("..", run_dir / "up")
+    os.symlink("../..", run_dir / "up2")
+    make_photo(tmp_path / "p.jpg", size=(40, 32))
+    r = colorize_cli("p.jpg", cwd=tmp_path, timeout=60)
+    assert r.returncode == 0 and os.path.join("out", "run", "best.pt") in r.stderr, r.stderr
 
 
 def test_compile_on_the_cpu_is_refused_in_one_line(photo_dir, tmp_path):

@@ -81,12 +81,13 @@ flags.add_argument("--eval-every", type=int, default=500, help="steps between va
 flags.add_argument("--val-images", type=int, default=500, help="at most this many validation images")
 flags.add_argument("--resume", action="store_true", help="continue the run saved in --out/ckpt.pt")
 flags.add_argument("--overwrite", action="store_true", help="start over in an --out that holds a run, replacing it")
+parser.error = runs.fail  # a bad flag value: one line, "error: argument --lr: ...", exit status 2
 args = parser.parse_args()
 flags_given = runs.flags_typed(parser, args)
 for stream in (sys.stdout, sys.stderr):  # file names that are not valid UTF-8 still print
     stream.reconfigure(errors="backslashreplace")
 is_main = int(os.environ.get("RANK", 0)) == 0  # only rank 0 logs and writes files
-runs.on_stop_signals(lambda *_: sys.exit("interrupted before training began: nothing written"))
+runs.on_stop_signals(lambda *_: runs.fail("interrupted before training began: nothing written", 130))
 log = (lambda *a: print(*a, flush=True)) if is_main else (lambda *a: None)  # flushed: log files fill as it runs
 
 # Every flag and file is checked now, before any work: the first problem, one line, exit status 2.
