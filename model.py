@@ -15,6 +15,7 @@ Read top to bottom:
 
     python -c "import model; print(model.Colorizer(model.ColorizerConfig()))"
 """
+import functools
 import hashlib
 import json
 import math
@@ -521,8 +522,17 @@ def hub_offline():
 
 
 def sha256_of(path):
+    """The file's sha256, read once per version of the file (its size and
+    modification time): a train.py start asks for the 224 MB weights' up to
+    three times (the cache lookup, the download check, the checkpoint record)."""
+    info = os.stat(regular_file(path))
+    return _sha256(os.path.realpath(path), info.st_size, info.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=None)
+def _sha256(path, size, mtime_ns):
     h = hashlib.sha256()
-    with open(regular_file(path), "rb") as f:
+    with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()

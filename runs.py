@@ -313,8 +313,9 @@ def start(args, flags_given, log):
         if "optimizer" not in ckpt:
             fail(f"--resume: {ckpt_path} holds only a model, not a run to continue; fine-tune from it "
                  f"with --init {ckpt_path} and another --out")
-        if resumable(ckpt):
-            fail(f"--resume: {ckpt_path} is not a run to continue ({resumable(ckpt)})")
+        why_not = resumable(ckpt)
+        if why_not:
+            fail(f"--resume: {ckpt_path} is not a run to continue ({why_not})")
         for k, v in ckpt["args"].items():
             if k not in flags_given and k not in OWN_FLAGS:
                 setattr(args, k, v)
@@ -326,8 +327,9 @@ def start(args, flags_given, log):
     if held and not args.overwrite:  # whoever wrote them, train.py would replace them
         fail(f"--out {args.out} holds a run already ({', '.join(held)}): --resume to continue it, "
              f"--overwrite to start over, or another --out")
-    if args.init and nonfinite(averaged_weights(ckpt)):
-        fail(f"--init {args.init}: {nonfinite(averaged_weights(ckpt))}")
+    diverged = nonfinite(averaged_weights(ckpt)) if args.init else None
+    if diverged:
+        fail(f"--init {args.init}: {diverged}")
     return ckpt, 0
 
 
@@ -605,6 +607,12 @@ def plot_curves(history, width=640, height=400, pad=56):
 STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
 
 
+def on_stop_signals(handler):
+    """Call handler(signum, frame) on each of STOP_SIGNALS."""
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, handler)
+
+
 class StopRequest:
     """A stop signal during training: finish the step in hand, save ckpt.pt at
     that step and stop, so --resume continues from there; a second one stops
@@ -614,8 +622,7 @@ class StopRequest:
 
     def __init__(self, run, log):
         self.requested, self.run, self.log = False, run, log
-        for signum in STOP_SIGNALS:
-            signal.signal(signum, self.on_signal)
+        on_stop_signals(self.on_signal)
 
     def on_signal(self, signum, frame):
         if self.requested:
@@ -625,12 +632,6 @@ class StopRequest:
         self.requested = True
         name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
         self.log(f"{name}: saving a checkpoint after this step, then stopping (Ctrl-C again to stop at once)")
-
-
-def on_stop_signals(handler):
-    """Call handler(signum, frame) on each of STOP_SIGNALS."""
-    for signum in STOP_SIGNALS:
-        signal.signal(signum, handler)
 
 
 # -----------------------------------------------------------------------------
