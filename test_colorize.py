@@ -690,6 +690,7 @@ def test_small_colorizer_overfits_a_colored_checkerboard(variant):
 
 import subprocess
 import sys
+import tempfile
 
 import numpy as np
 from PIL import Image
@@ -841,9 +842,82 @@ def test_cached_dataset_decodes_once_and_gives_the_same_crops(tmp_path, monkeypa
 # train.py, through its command line
 
 
-def run(*cmd, timeout=300):
-    return subprocess.run([sys.executable, *map(str, cmd)], cwd=HERE, capture_output=True,
-                          text=True, timeout=timeout)
+# Each command-line test runs a script in a process of its own, as a user does,
+# and a fresh Python spends about two seconds importing torch before the
+# script's first line: over the suite, most of its time. So run() asks a helper
+# process that imported torch, numpy and PIL once (and has run nothing since, so
+# it may fork) to fork a child per command. The child is still a process of its
+# own: its argv, working folder, environment, stdout, stderr, exit status, and
+# atexit clean-up, as `python SCRIPT ARGS` would have them.
+FORK_SERVER = r"""
+import atexit, json, os, runpy, signal, sys, threading, time, traceback
+import numpy, PIL.Image, torch
+reply = os.fdopen(os.dup(1), "w")
+for line in sys.stdin:
+    req = json.loads(line)
+    pid = os.fork()
+    if pid == 0:
+        for fd, path, flags in [(0, os.devnull, os.O_RDONLY), (1, req["stdout"], os.O_WRONLY),
+                                (2, req["stderr"], os.O_WRONLY)]:
+            os.dup2(os.open(path, flags), fd)
+        os.chdir(req["cwd"])
+        os.environ.clear()
+        os.environ.update(req["env"])
+        numpy.random.seed()  # a fresh process would not share its parent's numpy seed
+        code = 0
+        try:
+            argv = req["argv"]
+            if argv[0] == "-m":
+                sys.argv, sys.path[0] = argv[1:], os.getcwd()
+                runpy.run_module(argv[1], run_name="__main__", alter_sys=True)
+            else:
+                sys.argv, sys.path[0] = argv, os.path.dirname(os.path.abspath(argv[0]))
+                runpy.run_path(argv[0], run_name="__main__")
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else (0 if e.code is None else (print(e.code, file=sys.stderr), 1)[1])
+        except BaseException:
+            traceback.print_exc()
+            code = 1
+        threading._shutdown()  # what the interpreter does at exit: threads, then atexit
+        atexit._run_exitfuncs()
+        sys.stdout.flush(), sys.stderr.flush()
+        os._exit(code)
+    deadline = time.monotonic() + req["timeout"]
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            code = os.waitstatus_to_exitcode(status)
+            break
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            code = None
+            break
+        time.sleep(0.01)
+    reply.write(json.dumps(code) + "\n")
+    reply.flush()
+"""
+_fork_server = []
+
+
+def run(*cmd, timeout=300, cwd=HERE, env=None):
+    """python CMD... in cwd: a subprocess.CompletedProcess, as subprocess.run(capture_output=True, text=True)."""
+    if not _fork_server:
+        _fork_server.append(subprocess.Popen([sys.executable, "-c", FORK_SERVER], stdin=subprocess.PIPE,
+                                             stdout=subprocess.PIPE, text=True, cwd=HERE))
+    server = _fork_server[0]
+    argv = [str(c) for c in cmd]
+    with tempfile.TemporaryDirectory() as tmp:
+        out, err = os.path.join(tmp, "stdout"), os.path.join(tmp, "stderr")
+        open(out, "w").close(), open(err, "w").close()
+        server.stdin.write(json.dumps({"argv": argv, "cwd": str(cwd), "env": dict(env or os.environ),
+                                       "stdout": out, "stderr": err, "timeout": timeout}) + "\n")
+        server.stdin.flush()
+        code = json.loads(server.stdout.readline())
+        stdout, stderr = open(out).read(), open(err).read()
+    if code is None:
+        raise subprocess.TimeoutExpired([sys.executable, *argv], timeout, stdout, stderr)
+    return subprocess.CompletedProcess([sys.executable, *argv], code, stdout, stderr)
 
 
 @pytest.fixture(scope="module")
@@ -1039,6 +1113,53 @@ def test_train_says_why_a_checkpoint_cannot_be_written(photo_dir, tmp_path):
                        preexec_fn=small_files)
     one_error_line(r, "cannot write", tmp_path / "best.pt", "too large")
     assert not list(tmp_path.glob("*.tmp*"))
+
+
+def test_balance_gives_each_source_its_share(tmp_path):
+    files = [f"d/gcompris_{i}.jpg" for i in range(8)] + ["d/people_a.jpg", "d/people_b.jpg", "d/sub/gcompris_x.jpg"]
+    assert [data.source_of(f) for f in files[::4]] == ["d/gcompris", "d/gcompris", "d/people"]
+    share = lambda w, src: sum(x for f, x in zip(files, w) if data.source_of(f) == src) / sum(w)  # noqa: E731
+    alike = data.balance_weights(files, 0)
+    assert alike == [1.0] * 11 and share(alike, "d/gcompris") == 8 / 11
+    even = data.balance_weights(files, 1)  # three sources: d/gcompris, d/people, d/sub/gcompris
+    assert all(abs(share(even, s) - 1 / 3) < 1e-9 for s in ("d/gcompris", "d/people", "d/sub/gcompris"))
+    # the loader draws in those proportions: 12 of 13 photos one source, the other one half the time
+    for i in range(12):
+        make_photo(tmp_path / f"many_{i}.jpg", size=(40, 40), seed=i)
+    make_photo(tmp_path / "one_x.jpg", size=(40, 40), seed=99)
+    folder = sorted(str(f) for f in tmp_path.iterdir())
+    drawn = []
+
+    class Counted(data.ImageFolder):
+        def __getitem__(self, i):
+            drawn.append(os.path.basename(self.files[i]))
+            return super().__getitem__(i)
+    dataset = Counted(folder, size=8, train=True)
+    torch.manual_seed(0)
+    batches = data.batches(dataset, 13, 0, lambda reasons: None, weights=data.balance_weights(folder, 1))
+    for _ in range(20):
+        next(batches)
+    assert 0.4 < drawn.count("one_x.jpg") / len(drawn) < 0.6, drawn.count("one_x.jpg")
+
+
+def test_fine_tuning_averages_from_the_weights_it_starts_from(photo_dir, tmp_path):
+    """--init: the moving average starts at the checkpoint's weights (no ramp
+    from a random start), so after two steps it has barely left them, however
+    far the weights themselves went. --balance: the shares said, bad values refused."""
+    r = run("train.py", "--data", photo_dir, "--out", tmp_path / "a", "--max-steps", 2, "--eval-every", 2, *TINY)
+    assert r.returncode == 0, r.stderr
+    start = runs.averaged_weights(torch.load(tmp_path / "a" / "best.pt", weights_only=True))
+    r = run("train.py", "--data", photo_dir, "--out", tmp_path / "b", "--init", tmp_path / "a" / "best.pt",
+            "--max-steps", 2, "--eval-every", 2, "--lr", "1e-2", "--warmup", 0, "--ema", "0.99", "--balance", 1, *TINY)
+    assert r.returncode == 0, r.stderr
+    assert re.search(r"data: --balance 1: p0 \d+%", r.stdout), r.stdout
+    tuned = torch.load(tmp_path / "b" / "ckpt.pt", weights_only=True)
+    key = "encoder.layers.0.0.weight"  # the first conv
+    moved, averaged = (tuned[w][key].float() - start[key].float() for w in ("model", "ema"))
+    assert moved.norm() > 0 and averaged.norm() < 0.05 * moved.norm()  # 1 - 0.99**2 = 2% of the way
+    for bad in ("-1", "nan", "5"):
+        one_error_line(run("train.py", "--data", photo_dir, "--out", tmp_path / "c", "--balance", bad, *TINY[:2]),
+                       "--balance", "from 0 to 4")
 
 
 def test_resume_and_init_take_what_they_can_and_refuse_the_rest(photo_dir, tmp_path):
@@ -1438,8 +1559,7 @@ def test_a_fresh_clone_colorizes_with_the_bundled_demo(tmp_path):
     said once, and on a held-out photo it paints the sky blue."""
     src = HELD_OUT_PHOTO if os.path.exists(HELD_OUT_PHOTO) else make_photo(tmp_path / "p.jpg", (256, 160))
     Image.open(src).convert("L").save(tmp_path / "old.jpg")
-    r = subprocess.run([sys.executable, os.path.join(HERE, "colorize.py"), "old.jpg"], cwd=tmp_path,
-                       capture_output=True, text=True, timeout=300)
+    r = run(os.path.join(HERE, "colorize.py"), "old.jpg", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert r.stderr.count("bundled demo model") == 1
     out = np.array(Image.open(tmp_path / "old_color.png"))
@@ -1484,8 +1604,7 @@ import dataclasses
 
 
 def colorize_cli(*args, cwd=HERE, timeout=120):
-    return subprocess.run([sys.executable, os.path.join(HERE, "colorize.py"), *map(str, args)], cwd=cwd,
-                          capture_output=True, text=True, timeout=timeout)
+    return run(os.path.join(HERE, "colorize.py"), *args, cwd=cwd, timeout=timeout)
 
 
 def fake_run(folder, step, files=("best.pt", "ckpt.pt"), **config):
@@ -1749,22 +1868,19 @@ def test_an_unwritable_cache_is_one_line_and_leaves_no_empty_run_folder(photo_di
     (tmp_path / "not-a-folder").write_text("x")
     env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "not-a-folder"), "HF_HUB_CACHE": str(tmp_path / "hub"),
            "HF_HUB_OFFLINE": ""}
-    r = subprocess.run([sys.executable, "train.py", "--data", str(photo_dir), "--out", str(tmp_path / "run"),
-                        "--inception", "auto", *map(str, TINY[2:])], cwd=HERE, capture_output=True, text=True,
-                       timeout=120, env=env)
+    r = run("train.py", "--data", photo_dir, "--out", tmp_path / "run", "--inception", "auto", *TINY[2:],
+            timeout=120, env=env)
     one_error_line(r, "not-a-folder", "XDG_CACHE_HOME")
     assert not (tmp_path / "run").exists()  # made for the run, removed again: nothing was written
 
 
 def test_resume_writes_where_it_read_and_odd_run_states_are_one_line(photo_dir, tmp_path):
-    r = subprocess.run([sys.executable, os.path.join(HERE, "train.py"), "--data", str(photo_dir), "--out", "runs/a",
-                        "--max-steps", "2", "--eval-every", "2", *map(str, TINY)], cwd=tmp_path, capture_output=True,
-                       text=True, timeout=300)
+    r = run(os.path.join(HERE, "train.py"), "--data", photo_dir, "--out", "runs/a", "--max-steps", 2,
+            "--eval-every", 2, *TINY, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     shutil.copytree(tmp_path / "runs" / "a", tmp_path / "out")
     before = (tmp_path / "runs" / "a" / "ckpt.pt").read_bytes()
-    r = subprocess.run([sys.executable, os.path.join(HERE, "train.py"), "--data", str(photo_dir), "--resume",
-                        "--max-steps", "4"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    r = run(os.path.join(HERE, "train.py"), "--data", photo_dir, "--resume", "--max-steps", 4, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert torch.load(tmp_path / "out" / "ckpt.pt", weights_only=True)["step"] == 4  # the run it read
     assert (tmp_path / "runs" / "a" / "ckpt.pt").read_bytes() == before  # not the folder its flags named
@@ -1885,6 +2001,24 @@ def test_overfit_one_photo_learns_its_photo(tmp_path):
     assert Image.open(tmp_path / "o.png").size == (3 * 32, 32)  # gray | prediction | original
     r = run("docs/overfit_one_photo.py", tmp_path / "missing.jpg")
     assert r.returncode != 0 and "missing.jpg" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_faces_reads_warm_skin_in_the_originals_and_green_in_a_green_copy(tmp_path):
+    """docs/faces.py: every box of docs/faces.txt lies on warm skin (a* > 0) in
+    its original, and a copy painted green reads as green there."""
+    faces = run("docs/faces.py").stdout  # no folders: the originals alone
+    originals = [float(a) for a in re.findall(r"original: a\* *([-+][\d.]+)", faces)]
+    assert len(originals) == 4 and min(originals) > 5, faces
+    for name in {line.split()[0] for line in open(os.path.join(HERE, "docs", "faces.txt")) if line[0] != "#"}:
+        rgb = torch.from_numpy(np.array(Image.open(os.path.join(HERE, "demo", "photos", name)))).permute(2, 0, 1)
+        green = lab.rgb_to_lab(rgb)
+        green[1], green[2] = -10.0, 10.0  # every pixel a* = -10, b* = +10
+        out = (lab.lab_to_rgb(green) * 255).round().byte().permute(1, 2, 0).numpy()
+        Image.fromarray(out).save(tmp_path / (name[:-4] + "_color.png"))
+    r = run("docs/faces.py", tmp_path)
+    painted = [float(a) for a in re.findall(re.escape(str(tmp_path)) + r": a\* *([-+][\d.]+)", r.stdout)]
+    assert len(painted) == 4 and all(-12 < a < -8 for a in painted), r.stdout
+    assert f"mean a* over 4 faces: {tmp_path}: -" in r.stdout
 
 
 TINY_COURSE = [(r"--max-steps \d+", "--max-steps 2"), (r"--eval-every \d+", "--eval-every 1"),
