@@ -283,11 +283,30 @@ class ImageFolder(torch.utils.data.Dataset):
         raise ValueError(f"no usable color image among {len(self.files)} files; first: {skipped[0]}")
 
 
-def batches(dataset, batch_size, workers, note_skipped, seed=0, distributed=False, world=1, pin_memory=False):
+def source_of(path):
+    """A photo's source, for --balance: its folder and the start of its name up
+    to the first _ (demo/photos: gcompris_..., kphotoalbum_..., see SOURCES.txt)."""
+    return os.path.join(os.path.dirname(path), os.path.splitext(os.path.basename(path))[0].split("_")[0])
+
+
+def balance_weights(files, power):
+    """Sampling weight of each file: 1 / n**power, n the files of its source.
+    power 0: every photo alike, so a source of 200 photos is sampled 10x as
+    often as one of 20; power 1: every source alike."""
+    counts = {}
+    for f in files:
+        counts[source_of(f)] = counts.get(source_of(f), 0) + 1
+    return [counts[source_of(f)] ** -power for f in files]
+
+
+def batches(dataset, batch_size, workers, note_skipped, seed=0, distributed=False, world=1, pin_memory=False,
+            weights=None):
     """Training batches of uint8 crops forever, one epoch after another, a new
-    shuffle each (under torchrun each process takes its share). Files passed
-    over are handed to note_skipped as one-line reasons."""
+    shuffle each (under torchrun each process takes its share). With weights,
+    an epoch draws len(dataset) photos in proportion to them instead. Files
+    passed over are handed to note_skipped as one-line reasons."""
     sampler = (torch.utils.data.DistributedSampler(dataset, seed=seed) if distributed else
+               torch.utils.data.WeightedRandomSampler(weights, len(dataset)) if weights else
                torch.utils.data.RandomSampler(dataset))
     loader = torch.utils.data.DataLoader(
         dataset, batch_size=batch_size, sampler=sampler, num_workers=workers, collate_fn=collate,

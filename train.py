@@ -48,6 +48,9 @@ flags.add_argument("--workers", type=int, default=data.default_workers(),
                    help="loader processes: about 300 crops/s each from JPEGs, 900 from --cache (bench.py)")
 flags.add_argument("--cache", type=int, default=1024, metavar="MB",
                    help="decode training photos once and keep up to this many MB in memory; 0: off")
+flags.add_argument("--balance", type=float, default=0.0, metavar="POWER",
+                   help="sample a photo with weight 1/n**POWER, n the photos of its source (its folder and "
+                        "name up to the first _): 0 every photo alike, 1 every source alike")
 flags = parser.add_argument_group("model")
 flags.add_argument("--model", choices=["attention", "baseline"],
                    help="attention (default): the paper's; baseline: Deep Koalarization (no attention, no coords)")
@@ -104,6 +107,8 @@ for flag, ok, must in [
         ("--width", args.width is None or 1 <= args.width <= 1024, "from 1 to 1024"),
         ("--workers", args.workers >= 0, "0 or more"),
         ("--cache", args.cache >= 0, "0 or more"),
+        ("--balance", 0 <= args.balance <= 4 and ("RANK" not in os.environ or not args.balance),
+         "from 0 to 4, and 0 under torchrun"),
         ("--val-fraction", 0 < args.val_fraction < 1, "between 0 and 1"),
         ("--min-crop", 0 < args.min_crop <= 1, "a share of the area, above 0 and at most 1"),
         ("--val-images", args.val_images >= 1, "at least 1"),
@@ -159,6 +164,13 @@ if args.cache:
 if not len(val_set):
     runs.fail(f"--data {args.data}: no readable color image among the {len(val_files)} validation files")
 log(f"data: {len(train_files)} training and {len(val_set)} validation images in {args.data}")
+weights = data.balance_weights(train_files, args.balance) if args.balance else None
+if weights:  # the share of the crops each source gets
+    shares = {}
+    for f, w in zip(train_files, weights):
+        shares[data.source_of(f)] = shares.get(data.source_of(f), 0) + w / sum(weights)
+    log(f"data: --balance {args.balance:g}: " + ", ".join(f"{os.path.relpath(k, args.data)} {v:.0%}"
+                                                        for k, v in sorted(shares.items())))
 skipped = set()  # one-line reasons, each file reported once
 
 
@@ -169,7 +181,7 @@ def note_skipped(reasons):
 
 
 data_iter = data.batches(train_set, args.batch_size, args.workers, note_skipped, seed=args.seed,
-                         distributed=distributed, world=world, pin_memory=device.type == "cuda")
+                         distributed=distributed, world=world, pin_memory=device.type == "cuda", weights=weights)
 
 
 def to_network(rgb):
@@ -211,8 +223,9 @@ ema_pairs = list(zip(ema_net.state_dict().values(), net.state_dict().values())) 
 @torch.no_grad()
 def update_ema(step):
     """average = d * average + (1 - d) * weights, d ramping up from 0 so that
-    the random initialization soon fades from the average."""
-    d = min(args.ema, (1 + step) / (10 + step))
+    the random initialization soon fades from the average; from --init, the
+    average starts at weights worth keeping, so d is --ema from the start."""
+    d = args.ema if args.init else min(args.ema, (1 + step) / (10 + step))
     for average, weight in ema_pairs:
         if average.is_floating_point():
             average.lerp_(weight, 1 - d)

@@ -1,0 +1,59 @@
+"""Is the skin warm? Mean a* (red+, green-) and b* (yellow+, blue-) over hand-marked faces.
+
+    python colorize.py demo/photos/kphotoalbum_bar55.jpg -o runs/faces-demo
+    python docs/faces.py runs/faces-demo [more folders of NAME_color.png, one per model]
+
+docs/faces.txt lists the faces of demo/photos's validation photos as boxes. For
+each face this prints the original's mean a* and b* and those of NAME_color.png
+in every folder given. Skin is warm: a* above 0 (the originals here: a* +12 to
++18, b* +9 to +20). A colorizer that never saw people paints it green (a* below 0).
+"""
+import os
+import sys
+
+import numpy as np
+import torch
+from PIL import Image
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)  # the repository's files
+import lab  # noqa: E402
+
+
+def read_boxes(path):
+    """faces.txt -> [(photo name, (x0, y0, x1, y1))], in the file's order."""
+    faces = []
+    for line in open(path):
+        if line.strip() and not line.startswith("#"):
+            name, *box = line.split()
+            faces.append((name, tuple(int(v) for v in box)))
+    return faces
+
+
+def face_ab(image, box):
+    """Mean (a*, b*) of a PIL image inside box (x0, y0, x1, y1)."""
+    rgb = torch.from_numpy(np.array(image.convert("RGB").crop(box))).permute(2, 0, 1)  # (3, h, w)
+    ab = lab.rgb_to_lab(rgb)[1:]                                                      # (2, h, w)
+    return tuple(ab.mean(dim=(1, 2)).tolist())
+
+
+def main(folders, photos=os.path.join(REPO, "demo", "photos"), boxes=os.path.join(REPO, "docs", "faces.txt")):
+    means = {}
+    for name, box in read_boxes(boxes):
+        stem = os.path.splitext(name)[0]
+        sources = [("original", os.path.join(photos, name))] + [(f, os.path.join(f, stem + "_color.png")) for f in folders]
+        cells = []
+        for label, path in sources:
+            if not os.path.exists(path):
+                continue
+            a, b = face_ab(Image.open(path), box)
+            means.setdefault(label, []).append(a)
+            cells.append(f"{label}: a* {a:+5.1f} b* {b:+5.1f}")
+        print(f"{stem} {box}: " + " | ".join(cells))
+    for label, values in means.items():
+        print(f"mean a* over {len(values)} faces: {label}: {sum(values) / len(values):+.1f}")
+    return means
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
