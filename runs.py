@@ -239,15 +239,27 @@ def torch_writer(obj):
     return write
 
 
-def export_checkpoint(src, dst):
+def export_checkpoint(src, dst, start=None, share=1.0, size=None):
     """A train.py checkpoint -> a small inference copy: config, float16 weights,
-    training size, Inception record and the last validation numbers (no
-    optimizer state), written atomically. This is how demo/colorizer.pt was made."""
+    training size (or `size`, the short side colorize.py is to use), Inception
+    record and the last validation numbers (no optimizer state), written
+    atomically. With `start`, the checkpoint a fine-tune began from, the weights
+    are share * src's + (1 - share) * start's: a point on the line between the
+    model before and after fine-tuning, which can keep much of what each knew
+    (Wortsman et al. 2022, "Robust fine-tuning of zero-shot models"). This is
+    how demo/colorizer.pt was made (docs/demo.md)."""
     ckpt = torch.load(src, map_location="cpu", weights_only=True)
+    weights = averaged_weights(ckpt)
+    if start is not None:
+        before = averaged_weights(torch.load(start, map_location="cpu", weights_only=True))
+        if {k: v.shape for k, v in before.items()} != {k: v.shape for k, v in weights.items()}:
+            raise ValueError(f"{start}: not the architecture of {src}")
+        weights = {k: share * v + (1 - share) * before[k] if v.is_floating_point() else v for k, v in weights.items()}
     evals = [row for row in ckpt["history"] if "val_mse" in row]
     small = {"config": ckpt["config"], "step": ckpt["step"], "inception": ckpt["inception"],
-             "args": {"size": ckpt["args"]["size"]}, "validation": evals[-1] if evals else None,
-             "model": {k: v.half() if v.is_floating_point() else v for k, v in averaged_weights(ckpt).items()}}
+             "args": {"size": size or ckpt["args"]["size"]},
+             "validation": evals[-1] if evals and start is None else None,  # a blend was not validated
+             "model": {k: v.half() if v.is_floating_point() else v for k, v in weights.items()}}
     save_atomic(torch_writer(small), dst)
 
 
@@ -790,8 +802,8 @@ def load_models(args, load, demo):
     for checkpoint in args.checkpoint or [None]:
         loaded = load(checkpoint, args.device, args.inception)
         if loaded.path == demo and not args.checkpoint:
-            print("using the bundled demo model demo/colorizer.pt (trained on 229 photos for five "
-                  "minutes on a GPU; train your own with train.py and it is used instead)", file=sys.stderr)
+            print("using the bundled demo model demo/colorizer.pt (trained on 229 photos on a GPU, then "
+                  "on 262 on a CPU; train your own with train.py and it is used instead)", file=sys.stderr)
         found = "" if args.checkpoint or loaded.path == demo else \
             "; the newest run under out/, --checkpoint PATH chooses another"
         print(f"checkpoint: {printable(loaded.path)} ({loaded.summary}{found})", file=sys.stderr)
