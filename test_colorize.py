@@ -1534,7 +1534,7 @@ def test_psnr_and_colorfulness_against_hand_computed_values():
 
 DEMO = os.path.join(HERE, "demo", "colorizer.pt")
 # Windmills under a blue sky, one of the photographs held out from the demo's training
-HELD_OUT_PHOTO = os.path.join(HERE, "..", "shared", "photos", "gcompris_categorization_0028.jpg")
+HELD_OUT_PHOTO = os.path.join(HERE, "demo", "photos", "gcompris_categorization_0028.jpg")
 
 
 def test_metrics_say_how_far_a_mean_over_few_images_can_be_trusted():
@@ -1568,6 +1568,40 @@ def test_a_fresh_clone_colorizes_with_the_bundled_demo(tmp_path):
         chroma = ab.pow(2).sum(0).sqrt().mean().item()
         sky_b = ab[1, :ab.shape[1] // 5].mean().item()  # the top fifth of the picture is sky
         assert chroma > 5 and sky_b < -10, (chroma, sky_b)  # all-gray: 0 and 0; blue: b* < 0
+
+
+def test_the_demo_paints_the_held_out_faces_warm():
+    """The promise of the demo's fine-tune: on the validation photos with people
+    (docs/faces.txt), every face has a* > 0 (the first demo painted them green)."""
+    import colorize
+    sys.path.insert(0, os.path.join(HERE, "docs"))
+    import faces
+    loaded = colorize.load(DEMO, device="cpu")
+    for name, box in faces.read_boxes(os.path.join(HERE, "docs", "faces.txt")):
+        photo = Image.open(os.path.join(HERE, "demo", "photos", name))
+        a, b = faces.face_ab(colorize.colorize(photo.convert("L"), loaded), box)
+        assert a > 0 and b > 0, (name, box, a, b)
+
+
+def test_export_blends_a_fine_tune_with_its_start_and_sets_the_size(tmp_path):
+    net = model.Colorizer(model.ColorizerConfig(variant="attention", global_branch=False, width=8))
+    ckpts = []
+    for i in range(2):
+        torch.manual_seed(i)
+        state = {k: torch.randn_like(v) if v.is_floating_point() else v for k, v in net.state_dict().items()}
+        ckpts.append({"config": dataclasses.asdict(net.config), "step": 10 * i, "inception": None, "args": {"size": 64},
+                      "history": [{"step": 0, "val_mse": 0.1}], "model": state})
+        torch.save(ckpts[-1], tmp_path / f"{i}.pt")
+    runs.export_checkpoint(tmp_path / "1.pt", tmp_path / "blend.pt", start=tmp_path / "0.pt", share=0.25, size=96)
+    blend = torch.load(tmp_path / "blend.pt", weights_only=True)
+    key = "encoder.layers.0.0.weight"
+    expected = 0.25 * ckpts[1]["model"][key] + 0.75 * ckpts[0]["model"][key]
+    assert torch.allclose(blend["model"][key].float(), expected, atol=2e-3)
+    assert blend["args"] == {"size": 96} and blend["validation"] is None and blend["step"] == 10
+    other = model.Colorizer(model.ColorizerConfig(variant="attention", global_branch=False, width=16))
+    torch.save({**ckpts[0], "model": other.state_dict()}, tmp_path / "wide.pt")
+    with pytest.raises(ValueError, match="not the architecture"):
+        runs.export_checkpoint(tmp_path / "1.pt", tmp_path / "x.pt", start=tmp_path / "wide.pt")
 
 
 def test_export_makes_a_half_precision_inference_copy(tiny_ckpt, tmp_path):
