@@ -867,7 +867,10 @@ for line in sys.stdin:
         code = 0
         try:
             argv = req["argv"]
-            if argv[0] == "-m":
+            if argv[0] == "-c":
+                sys.argv, sys.path[0] = ["-c", *argv[2:]], ""
+                exec(compile(argv[1], "<string>", "exec"), {"__name__": "__main__", "__builtins__": __builtins__})
+            elif argv[0] == "-m":
                 sys.argv, sys.path[0] = argv[1:], os.getcwd()
                 runpy.run_module(argv[1], run_name="__main__", alter_sys=True)
             else:
