@@ -299,6 +299,14 @@ def balance_weights(files, power):
     return [counts[source_of(f)] ** -power for f in files]
 
 
+def source_shares(files, weights, root):
+    """"gcompris 17%, kphotoalbum 17%, ...": the share of the draws each source gets."""
+    shares = {}
+    for f, w in zip(files, weights):
+        shares[source_of(f)] = shares.get(source_of(f), 0) + w / sum(weights)
+    return ", ".join(f"{os.path.relpath(k, root)} {v:.0%}" for k, v in sorted(shares.items()))
+
+
 def batches(dataset, batch_size, workers, note_skipped, seed=0, distributed=False, world=1, pin_memory=False,
             weights=None):
     """Training batches of uint8 crops forever, one epoch after another, a new

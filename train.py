@@ -164,13 +164,9 @@ if args.cache:
 if not len(val_set):
     runs.fail(f"--data {args.data}: no readable color image among the {len(val_files)} validation files")
 log(f"data: {len(train_files)} training and {len(val_set)} validation images in {args.data}")
-weights = data.balance_weights(train_files, args.balance) if args.balance else None
-if weights:  # the share of the crops each source gets
-    shares = {}
-    for f, w in zip(train_files, weights):
-        shares[data.source_of(f)] = shares.get(data.source_of(f), 0) + w / sum(weights)
-    log(f"data: --balance {args.balance:g}: " + ", ".join(f"{os.path.relpath(k, args.data)} {v:.0%}"
-                                                        for k, v in sorted(shares.items())))
+weights = data.balance_weights(train_files, args.balance) if args.balance else None  # --balance: by source
+if weights:
+    log(f"data: --balance {args.balance:g}: {data.source_shares(train_files, weights, args.data)}")
 skipped = set()  # one-line reasons, each file reported once
 
 
