@@ -285,8 +285,10 @@ class ImageFolder(torch.utils.data.Dataset):
 
 def source_of(path):
     """A photo's source, for --balance: its folder and the start of its name up
-    to the first _ (demo/photos: gcompris_..., kphotoalbum_..., see SOURCES.txt)."""
-    return os.path.join(os.path.dirname(path), os.path.splitext(os.path.basename(path))[0].split("_")[0])
+    to the first _ (demo/photos: gcompris_..., kphotoalbum_..., see SOURCES.txt),
+    or the folder alone for a name without one."""
+    name = os.path.basename(path).lower()
+    return os.path.join(os.path.dirname(path), name.split("_")[0]) if "_" in name[1:] else os.path.dirname(path)
 
 
 def balance_weights(files, power):
@@ -299,12 +301,16 @@ def balance_weights(files, power):
     return [counts[source_of(f)] ** -power for f in files]
 
 
-def source_shares(files, weights, root):
-    """"gcompris 17%, kphotoalbum 17%, ...": the share of the draws each source gets."""
-    shares = {}
+def source_shares(files, weights, root, most=8):
+    """"gcompris 17%, kphotoalbum 17%, ...": the share of the draws each source
+    gets, the largest `most` of them."""
+    shares, total = {}, sum(weights)
     for f, w in zip(files, weights):
-        shares[source_of(f)] = shares.get(source_of(f), 0) + w / sum(weights)
-    return ", ".join(f"{os.path.relpath(k, root)} {v:.0%}" for k, v in sorted(shares.items()))
+        shares[source_of(f)] = shares.get(source_of(f), 0) + w / total
+    largest = sorted(shares.items(), key=lambda kv: -kv[1])[:most]
+    more = f", and {len(shares) - most} more sources" if len(shares) > most else ""
+    name = lambda k: "(names without _)" if k == os.path.normpath(root) else os.path.relpath(k, root)  # noqa: E731
+    return ", ".join(f"{name(k)} {v:.0%}" for k, v in sorted(largest)) + more
 
 
 def batches(dataset, batch_size, workers, note_skipped, seed=0, distributed=False, world=1, pin_memory=False,

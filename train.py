@@ -95,6 +95,7 @@ log = (lambda *a: print(*a, flush=True)) if is_main else (lambda *a: None)  # fl
 
 # Every flag and file is checked now, before any work: the first problem, one line, exit status 2.
 ckpt, start_step = runs.start(args, flags_given, log)  # the checkpoint --resume continues or --init starts from
+fine_tune = bool(args.init or (ckpt or {}).get("args", {}).get("init"))  # also when --resume continues one
 for flag, ok, must in [
         ("--size", 8 <= args.size <= 2048 and args.size % 8 == 0, "a multiple of 8 from 8 to 2048"),
         ("--batch-size", args.batch_size >= 1, "at least 1"),
@@ -221,7 +222,7 @@ def update_ema(step):
     """average = d * average + (1 - d) * weights, d ramping up from 0 so that
     the random initialization soon fades from the average; from --init, the
     average starts at weights worth keeping, so d is --ema from the start."""
-    d = args.ema if args.init else min(args.ema, (1 + step) / (10 + step))
+    d = args.ema if fine_tune else min(args.ema, (1 + step) / (10 + step))
     for average, weight in ema_pairs:
         if average.is_floating_point():
             average.lerp_(weight, 1 - d)
