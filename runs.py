@@ -248,11 +248,15 @@ def export_checkpoint(src, dst, start=None, share=1.0, size=None):
     model before and after fine-tuning, which can keep much of what each knew
     (Wortsman et al. 2022, "Robust fine-tuning of zero-shot models"). This is
     how demo/colorizer.pt was made (docs/demo.md)."""
+    if not (0 <= share <= 1) or (size is not None and not (isinstance(size, int) and 8 <= size <= 4096 and size % 8 == 0)):
+        raise ValueError(f"share {share!r} must be from 0 to 1 and size {size!r} a multiple of 8 from 8 to 4096")
     ckpt = torch.load(src, map_location="cpu", weights_only=True)
     weights = averaged_weights(ckpt)
     if start is not None:
-        before = averaged_weights(torch.load(start, map_location="cpu", weights_only=True))
-        if {k: v.shape for k, v in before.items()} != {k: v.shape for k, v in weights.items()}:
+        first = torch.load(start, map_location="cpu", weights_only=True)
+        before = averaged_weights(first)
+        if {k: v.shape for k, v in before.items()} != {k: v.shape for k, v in weights.items()} or \
+                model.ColorizerConfig.from_dict(first["config"]) != model.ColorizerConfig.from_dict(ckpt["config"]):
             raise ValueError(f"{start}: not the architecture of {src}")
         weights = {k: share * v + (1 - share) * before[k] if v.is_floating_point() else v for k, v in weights.items()}
     evals = [row for row in ckpt["history"] if "val_mse" in row]

@@ -850,7 +850,7 @@ def test_cached_dataset_decodes_once_and_gives_the_same_crops(tmp_path, monkeypa
 # own: its argv, working folder, environment, stdout, stderr, exit status, and
 # atexit clean-up, as `python SCRIPT ARGS` would have them.
 FORK_SERVER = r"""
-import atexit, json, os, runpy, signal, sys, threading, time, traceback
+import atexit, gc, json, os, runpy, signal, sys, threading, time, traceback
 import numpy, PIL.Image, torch
 reply = os.fdopen(os.dup(1), "w")
 for line in sys.stdin:
@@ -873,19 +873,29 @@ for line in sys.stdin:
             elif argv[0] == "-m":
                 sys.argv, sys.path[0] = argv[1:], os.getcwd()
                 runpy.run_module(argv[1], run_name="__main__", alter_sys=True)
+            elif not os.path.isfile(argv[0]):
+                print(f"python: can't open file {argv[0]!r}", file=sys.stderr)
+                code = 2
             else:
                 sys.argv, sys.path[0] = argv, os.path.dirname(os.path.abspath(argv[0]))
                 runpy.run_path(argv[0], run_name="__main__")
         except SystemExit as e:
             code = e.code if isinstance(e.code, int) else (0 if e.code is None else (print(e.code, file=sys.stderr), 1)[1])
+        except KeyboardInterrupt:
+            traceback.print_exc()
+            code = -signal.SIGINT  # as Python: killed by the signal
         except BaseException:
             traceback.print_exc()
             code = 1
-        threading._shutdown()  # what the interpreter does at exit: threads, then atexit
+        threading._shutdown()  # what the interpreter does at exit: threads, then atexit, then objects freed
         atexit._run_exitfuncs()
+        gc.collect()
         sys.stdout.flush(), sys.stderr.flush()
+        if code < 0:
+            signal.signal(-code, signal.SIG_DFL)
+            os.kill(os.getpid(), -code)
         os._exit(code)
-    deadline = time.monotonic() + req["timeout"]
+    deadline = time.monotonic() + (req["timeout"] or float("inf"))
     while True:
         done, status = os.waitpid(pid, os.WNOHANG)
         if done:
@@ -904,7 +914,13 @@ _fork_server = []
 
 
 def run(*cmd, timeout=300, cwd=HERE, env=None):
-    """python CMD... in cwd: a subprocess.CompletedProcess, as subprocess.run(capture_output=True, text=True)."""
+    """python CMD... in cwd: a subprocess.CompletedProcess, as subprocess.run(capture_output=True, text=True).
+    An environment that changes what Python or OpenMP read at start-up gets a fresh process."""
+    env = dict(os.environ if env is None else env)
+    startup = lambda e: {k: v for k, v in e.items() if k.startswith(("PYTHON", "OMP_", "MKL_"))}  # noqa: E731
+    if startup(env) != startup(os.environ):
+        return subprocess.run([sys.executable, *map(str, cmd)], cwd=cwd, env=env, capture_output=True, text=True,
+                              timeout=timeout)
     if not _fork_server:
         _fork_server.append(subprocess.Popen([sys.executable, "-c", FORK_SERVER], stdin=subprocess.PIPE,
                                              stdout=subprocess.PIPE, text=True, cwd=HERE))
@@ -913,10 +929,15 @@ def run(*cmd, timeout=300, cwd=HERE, env=None):
     with tempfile.TemporaryDirectory() as tmp:
         out, err = os.path.join(tmp, "stdout"), os.path.join(tmp, "stderr")
         open(out, "w").close(), open(err, "w").close()
-        server.stdin.write(json.dumps({"argv": argv, "cwd": str(cwd), "env": dict(env or os.environ),
-                                       "stdout": out, "stderr": err, "timeout": timeout}) + "\n")
-        server.stdin.flush()
-        code = json.loads(server.stdout.readline())
+        try:
+            server.stdin.write(json.dumps({"argv": argv, "cwd": str(cwd), "env": env,
+                                           "stdout": out, "stderr": err, "timeout": timeout}) + "\n")
+            server.stdin.flush()
+            code = json.loads(server.stdout.readline())
+        except BaseException:  # the helper may be out of step now: a new one for the next command
+            server.kill()
+            _fork_server.clear()
+            raise
         stdout, stderr = open(out).read(), open(err).read()
     if code is None:
         raise subprocess.TimeoutExpired([sys.executable, *argv], timeout, stdout, stderr)
@@ -1609,6 +1630,13 @@ def test_export_blends_a_fine_tune_with_its_start_and_sets_the_size(tmp_path):
     torch.save({**ckpts[0], "model": other.state_dict()}, tmp_path / "wide.pt")
     with pytest.raises(ValueError, match="not the architecture"):
         runs.export_checkpoint(tmp_path / "1.pt", tmp_path / "x.pt", start=tmp_path / "wide.pt")
+    torch.save({**ckpts[0], "config": {**ckpts[0]["config"], "padding": "zeros"}}, tmp_path / "zeros.pt")
+    with pytest.raises(ValueError, match="not the architecture"):
+        runs.export_checkpoint(tmp_path / "1.pt", tmp_path / "x.pt", start=tmp_path / "zeros.pt")
+    for share, size in [(float("nan"), None), (1.5, None), (0.5, 0), (0.5, 100), (0.5, "64")]:
+        with pytest.raises(ValueError, match="must be from 0 to 1"):
+            runs.export_checkpoint(tmp_path / "1.pt", tmp_path / "x.pt", start=tmp_path / "0.pt", share=share, size=size)
+    assert not (tmp_path / "x.pt").exists()
 
 
 def test_export_makes_a_half_precision_inference_copy(tiny_ckpt, tmp_path):

@@ -32,12 +32,18 @@ def read_boxes(path):
 
 def face_ab(image, box):
     """Mean (a*, b*) of a PIL image inside box (x0, y0, x1, y1)."""
+    x0, y0, x1, y1 = box
+    if not (0 <= x0 < x1 <= image.width and 0 <= y0 < y1 <= image.height):
+        raise ValueError(f"box {box} is empty or outside the {image.width}x{image.height} picture")
     rgb = torch.from_numpy(np.array(image.convert("RGB").crop(box))).permute(2, 0, 1)  # (3, h, w)
     ab = lab.rgb_to_lab(rgb)[1:]                                                      # (2, h, w)
     return tuple(ab.mean(dim=(1, 2)).tolist())
 
 
 def main(folders, photos=os.path.join(REPO, "demo", "photos"), boxes=os.path.join(REPO, "docs", "faces.txt")):
+    missing = [f for f in folders if not os.path.isdir(f)]
+    if missing:
+        sys.exit(f"error: {missing[0]}: no such folder (give folders of NAME_color.png)")
     means = {}
     for name, box in read_boxes(boxes):
         stem = os.path.splitext(name)[0]
