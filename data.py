@@ -12,6 +12,7 @@ Bad data never stops a run: an unreadable file, or a grayscale photo (it has no
 color to learn from), is passed over for the next file and reported by name.
 """
 import atexit
+import collections
 import hashlib
 import io
 import itertools
@@ -98,12 +99,12 @@ def split_images(root, val_fraction=VAL_FRACTION, problems=None, run_folder=None
 
     def photos(folder):
         files = find_images(folder, problems, leave_out=[run_folder] if inside else [])
-        outputs = [f for f in files if f.endswith(OUTPUT_SUFFIXES) or is_run_picture(f)]
+        outputs = {f for f in files if f.endswith(OUTPUT_SUFFIXES) or is_run_picture(f)}
         if outputs:
             problems.append(f"{len(outputs)} files in {printable(folder)} are named like colorize.py's outputs "
-                            f"({', '.join('*' + s for s in OUTPUT_SUFFIXES)}, or a run's samples.png and loss.png; e.g. {printable(outputs[0])}) and are "
+                            f"({', '.join('*' + s for s in OUTPUT_SUFFIXES)}, or a run's samples.png and loss.png; e.g. {printable(min(outputs))}) and are "
                             f"left out; rename them to train on them")
-        return [f for f in files if not (f.endswith(OUTPUT_SUFFIXES) or is_run_picture(f))]
+        return [f for f in files if f not in outputs]
     if not held_out_by_hash(root):
         train, val = photos(os.path.join(root, "train")), photos(os.path.join(root, "val"))
         in_both = {(os.path.basename(f), os.path.getsize(f)) for f in train} & \
@@ -295,18 +296,17 @@ def balance_weights(files, power):
     """Sampling weight of each file: 1 / n**power, n the files of its source.
     power 0: every photo alike, so a source of 200 photos is sampled 10x as
     often as one of 20; power 1: every source alike."""
-    counts = {}
-    for f in files:
-        counts[source_of(f)] = counts.get(source_of(f), 0) + 1
-    return [counts[source_of(f)] ** -power for f in files]
+    sources = [source_of(f) for f in files]
+    counts = collections.Counter(sources)
+    return [counts[s] ** -power for s in sources]
 
 
 def source_shares(files, weights, root, most=8):
     """"gcompris 17%, kphotoalbum 17%, ...": the share of the draws each source
     gets, the largest `most` of them."""
-    shares, total = {}, sum(weights)
+    shares, total = collections.Counter(), sum(weights)
     for f, w in zip(files, weights):
-        shares[source_of(f)] = shares.get(source_of(f), 0) + w / total
+        shares[source_of(f)] += w / total
     largest = sorted(shares.items(), key=lambda kv: -kv[1])[:most]
     more = f", and {len(shares) - most} more sources" if len(shares) > most else ""
     name = lambda k: "(names without _)" if k == os.path.normpath(root) else os.path.relpath(k, root)  # noqa: E731

@@ -248,7 +248,8 @@ def export_checkpoint(src, dst, start=None, share=1.0, size=None):
     model before and after fine-tuning, which can keep much of what each knew
     (Wortsman et al. 2022, "Robust fine-tuning of zero-shot models"). This is
     how demo/colorizer.pt was made (docs/demo.md)."""
-    if not (0 <= share <= 1) or (size is not None and not (isinstance(size, int) and 8 <= size <= 4096 and size % 8 == 0)):
+    size_ok = size is None or (isinstance(size, int) and 8 <= size <= 4096 and size % 8 == 0)
+    if not (0 <= share <= 1 and size_ok):
         raise ValueError(f"share {share!r} must be from 0 to 1 and size {size!r} a multiple of 8 from 8 to 4096")
     ckpt = torch.load(src, map_location="cpu", weights_only=True)
     weights = averaged_weights(ckpt)
