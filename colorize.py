@@ -12,7 +12,6 @@ flags. From Python (a notebook): colorize.colorize("photo.jpg") returns a PIL
 image; colorizer = colorize.load() once, then colorize.colorize(image, colorizer).
 """
 import argparse
-import math
 import os
 import signal
 import sys
@@ -23,8 +22,9 @@ if __name__ == "__main__":  # Ctrl-C while torch loads (seconds): nothing writte
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
-from PIL import Image, ImageDraw  # noqa: E402
+from PIL import Image  # noqa: E402
 
+import attention_maps  # noqa: E402
 import data  # noqa: E402
 import lab  # noqa: E402
 import model  # noqa: E402
@@ -48,7 +48,7 @@ LoadedModel = namedtuple("LoadedModel", "net inception size device path summary"
 def load(checkpoint=None, device=None, inception=None):
     """Load a checkpoint once, to colorize many images: colorize(image, load()).
     checkpoint: a file, a train.py run folder, or None: the newest run under
-    out/, else the bundled demo. device: "cuda", "cpu" or None (CUDA when
+    runs/ or out/, else the bundled demo. device: "cuda", "cpu" or None (CUDA when
     available). inception: Inception-ResNet-v2 weights, if not the cached default."""
     if device is not None and str(device).split(":")[0] not in ("cpu", "cuda"):
         raise ColorizeError(f"device {device!r}: cpu or cuda")
@@ -140,52 +140,8 @@ def colorize(image, checkpoint=None, device=None):
     return result
 
 # -----------------------------------------------------------------------------
-# 2. The extras: where the attention looks, and how far the colors beat all-gray
-#    (runs.py prints the means and how far they can be trusted)
-
-
-def attention_stats(alpha, share=0.05):
-    """How concentrated attention weights (Q, N) are, per query (rows sum to 1):
-    entropy as a share of its uniform maximum log N (1: every position weighed
-    alike), and the weight on the top `share` of positions (uniform: `share`)."""
-    entropy = -(alpha * alpha.clamp_min(1e-30).log()).sum(-1) / math.log(alpha.shape[-1])
-    top = alpha.topk(max(1, round(share * alpha.shape[-1])), dim=-1)
-    return entropy, top.values.sum(-1), top.indices
-
-
-def attention_figure(copy, colored_copy, alpha, grid=(2, 2), peak=16):
-    """The colorized copy, then one panel per query point (a ring): that point's
-    attention weights over the image on the gray picture, and a line of their
-    statistics. alpha: (N, N) over the h/8 x w/8 feature grid. The heat is
-    each weight against the uniform 1/N on a log scale: black at or below
-    uniform, full at `peak` times it, so weights that are nearly uniform
-    look nearly black instead of being stretched to their own maximum."""
-    w, h = copy.size
-    fh, fw = h // 8, w // 8
-    gray = to_tensor(copy.convert("L").convert("RGB")) / 255         # (3, h, w)
-    queries = [((2 * gx + 1) * fw // (2 * grid[0]), (2 * gy + 1) * fh // (2 * grid[1]))
-               for gy in range(grid[1]) for gx in range(grid[0])]
-    weights = alpha[[qy * fw + qx for qx, qy in queries]]              # (rings, N)
-    entropy, top, top_sets = attention_stats(weights)
-    panels, labels = [colored_copy], ["colorized"]
-    for k, (qx, qy) in enumerate(queries):
-        times_uniform = (weights[k] * alpha.shape[-1]).reshape(1, 1, fh, fw)
-        heat = (times_uniform.clamp_min(1).log() / math.log(peak)).clamp(0, 1)
-        heat = F.interpolate(heat, size=(h, w), mode="bilinear", align_corners=False)[0, 0]
-        ramp = torch.stack([(3 * heat).clamp(0, 1), (3 * heat - 1).clamp(0, 1), (3 * heat - 2).clamp(0, 1)])
-        panel = Image.fromarray(((0.35 * gray + 0.65 * ramp).clamp(0, 1) * 255).byte().permute(1, 2, 0).numpy())
-        cx, cy, r = (qx + 0.5) * 8, (qy + 0.5) * 8, 7
-        ImageDraw.Draw(panel).ellipse([cx - r, cy - r, cx + r, cy + r], outline=(0, 255, 255), width=3)
-        panels.append(panel)
-        labels.append(f"ring {k + 1}: top 5% hold {top[k]:.0%}")
-    # Do the rings look at the same places? The share of one ring's top 5% that another's holds too.
-    overlap = [len(set(a.tolist()) & set(b.tolist())) / len(a) for i, a in enumerate(top_sets) for b in top_sets[i + 1:]]
-    all_entropy, all_top, _ = attention_stats(alpha)
-    line = (f"rings 1-{len(queries)}: entropy {'/'.join(f'{e:.2f}' for e in entropy)} of uniform, top 5% of "
-            f"positions hold {'/'.join(f'{t:.0%}' for t in top)} of the weight (uniform: 5%); all "
-            f"{alpha.shape[0]} positions: entropy {all_entropy.mean():.2f}, top 5% {all_top.mean():.0%}; "
-            f"the rings' top 5% overlap {sum(overlap) / max(1, len(overlap)):.0%}")
-    return runs.side_by_side(panels, labels), line
+# 2. The extras: where the attention looks (drawn by attention_maps.py), and how
+#    far the colors beat all-gray (runs.py prints the means and how far they can be trusted)
 
 
 def image_metrics(result, original):
@@ -196,9 +152,9 @@ def image_metrics(result, original):
     return lab.psnr(pred, true).item(), (ab_pred - ab_true).pow(2).mean().item(), lab.colorfulness(pred).item()
 
 
-def outputs_for(args, names, rgb, alpha, predictions):
-    """{suffix: PIL image} for one image (NAME_color.png from the first model,
-    the extras asked for), its metrics (None without --metrics, {} for a gray
+def outputs_for(args, names, path, rgb, alpha, predictions):
+    """{suffix: PIL image, or the text of a page} for one image (NAME_color.png
+    from the first model, the extras asked for), its metrics (None without --metrics, {} for a gray
     input, else {name: (PSNR, ab MSE, colorfulness)}) and, with --attention,
     a line of statistics of the attention weights printable (else None)."""
     colored = [Image.fromarray(full_resolution(rgb, ab, args.device)) for ab, _, _ in predictions]
@@ -215,8 +171,9 @@ def outputs_for(args, names, rgb, alpha, predictions):
     _, attention, copy = predictions[0]
     attention_line = None
     if attention is not None:
-        images["_attention.png"], attention_line = attention_figure(
-            copy, colored[0].resize(copy.size, Image.BILINEAR), attention)
+        colored_copy = colored[0].resize(copy.size, Image.BILINEAR)
+        images["_attention.png"], attention_line = attention_maps.attention_figure(copy, colored_copy, attention)
+        images["_attention.html"] = attention_maps.attention_page(colored_copy, attention, os.path.basename(path))
     if not args.metrics or not has_color:
         return images, {} if args.metrics else None, attention_line
     return images, {name: image_metrics(c, rgb) for name, c in zip(names + ["all-gray", "original"],
@@ -234,7 +191,7 @@ def parse(argv):
     parser.add_argument("--overwrite", action="store_true", help="replace outputs that exist already")
     flags = parser.add_argument_group("model")
     flags.add_argument("--checkpoint", action="append", metavar="PATH",
-                       help="a checkpoint or run folder; default: the newest run in out/, else the bundled "
+                       help="a checkpoint or run folder; default: the newest run under runs/ or out/, else the bundled "
                             "demo. Give it again to compare several side by side")
     flags.add_argument("--inception", metavar="PATH", help="Inception-ResNet-v2 weights, if not the cached default")
     flags.add_argument("--size", type=int, help=f"short side of the network's copy, 8 to {MAX_SIZE} (default: "
@@ -243,7 +200,8 @@ def parse(argv):
     flags.add_argument("--batch-size", type=int, help="images per forward pass (default: 8 on CUDA, 1 on the CPU)")
     flags = parser.add_argument_group("extras")
     flags.add_argument("--compare", action="store_true", help="also NAME_compare.png: gray | colorized | original")
-    flags.add_argument("--attention", action="store_true", help="also NAME_attention.png and its statistics")
+    flags.add_argument("--attention", action="store_true", help="also NAME_attention.png, its statistics and NAME_attention.html, "
+                       "a page that shows where any point looks")
     flags.add_argument("--metrics", action="store_true", help="PSNR, ab MSE and colorfulness against all-gray")
     return parser.parse_args(argv)
 
@@ -261,7 +219,7 @@ def main(argv=None):
     for batch in jobs.batches(args.batch_size):  # [(number, path, stem, rgb, alpha)]
         predictions = [predict_all(m, [item[3] for item in batch], args.attention) for m in models]
         for i, (number, path, stem, rgb, alpha) in enumerate(batch):
-            images, scores, attention_line = outputs_for(args, names, rgb, alpha, [p[i] for p in predictions])
+            images, scores, attention_line = outputs_for(args, names, path, rgb, alpha, [p[i] for p in predictions])
             if not jobs.write(number, path, stem, images):
                 continue
             if attention_line:

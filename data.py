@@ -32,7 +32,7 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".webp", "
                     ".ppm", ".pgm", ".pbm", ".pnm", ".tga")
 VAL_FRACTION = 0.05
 # What colorize.py writes beside each input: never a training photo.
-OUTPUT_SUFFIXES = ("_color.png", "_compare.png", "_attention.png")
+OUTPUT_SUFFIXES = ("_color.png", "_compare.png", "_attention.png", "_attention.html")
 # Everything Pillow raises for a file it cannot decode (UnidentifiedImageError
 # and "image file is truncated" are OSErrors; bombs have their own class).
 IMAGE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)

@@ -194,7 +194,7 @@ def inception_for(ckpt, path, inception, device):
 
 def choose_checkpoint(checkpoint, demo):
     """(path, checkpoint dict, Colorizer) for colorize.py: a file, a run folder (its best.pt,
-    else ckpt.pt), or None: the newest run under out/, else the bundled demo.
+    else ckpt.pt), or None: the newest run under runs/ or out/, else the bundled demo.
     CheckpointError with one line; for a checkpoint found by the search, it
     says so and how to choose another."""
     found = None if checkpoint else find_checkpoint()
@@ -207,7 +207,7 @@ def choose_checkpoint(checkpoint, demo):
         ckpt = read_checkpoint(path, missing="no such checkpoint")
         net = colorizer_from(ckpt, path)
     except CheckpointError as e:
-        raise CheckpointError(f"{e} (the newest run under out/; choose another with --checkpoint PATH)"
+        raise CheckpointError(f"{e} (the newest run under {SEARCHED}; choose another with --checkpoint PATH)"
                               if found else str(e)) from None
     return path, ckpt, net
 
@@ -274,9 +274,15 @@ def run_checkpoint(folder):
     return next((p for p in (os.path.join(folder, n) for n in (BEST, CHECKPOINT)) if os.path.isfile(p)), None)
 
 
-def find_checkpoint(out_dir="out"):
-    """The checkpoint of the newest train.py run under out_dir, or None."""
-    found = [os.path.join(folder, n) for folder, _, names in os.walk(out_dir)  # links not followed: no cycles
+# Where colorize.py looks for runs when no --checkpoint is given: runs/, where the
+# README and the course train (--out runs/NAME), and out/, train.py's default --out.
+RUN_ROOTS = ("runs", "out")
+SEARCHED = " or ".join(f"{root}/" for root in RUN_ROOTS)
+
+
+def find_checkpoint(roots=RUN_ROOTS):
+    """The checkpoint of the newest train.py run under any of the folders roots, or None."""
+    found = [os.path.join(folder, n) for root in roots for folder, _, names in os.walk(root)  # links not followed
              for n in (BEST, CHECKPOINT) if n in names]
     return run_checkpoint(os.path.dirname(max(found, key=os.path.getmtime))) if found else None
 
@@ -679,7 +685,7 @@ def plan_outputs(jobs):
     does not tell them apart, a number (x-2), in input order."""
     real_folder = functools.lru_cache(maxsize=None)(os.path.realpath)
 
-    # A folder entry, however spelled: compare entries, as save_png replaces
+    # A folder entry, however spelled: compare entries, as save_output replaces
     # entries by renaming and never writes through a link.
     def entry(path):
         return os.path.join(real_folder(os.path.dirname(path)), os.path.basename(path))
@@ -704,11 +710,17 @@ def plan_outputs(jobs):
     return planned
 
 
-def save_png(image, path):
-    """Write to a temporary file, then rename: never a half-written output."""
+def save_output(output, path):
+    """A PIL image as PNG, or the text of a page, written to a temporary file
+    and renamed: never a half-written output."""
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    # compress_level 1: 3-4x faster than the default, ~15% bigger
-    save_atomic(lambda tmp: image.save(tmp, format="PNG", compress_level=1), path)
+    if isinstance(output, str):
+        def write(tmp):
+            with open(tmp, "w", encoding="utf-8") as f:
+                f.write(output)
+        save_atomic(write, path)
+    else:  # compress_level 1: 3-4x faster than the default, ~15% bigger
+        save_atomic(lambda tmp: output.save(tmp, format="PNG", compress_level=1), path)
 
 
 def side_by_side(images, labels=None, gap=4, header=18):
@@ -808,9 +820,9 @@ def load_models(args, load, demo):
         loaded = load(checkpoint, args.device, args.inception)
         if loaded.path == demo and not args.checkpoint:
             print("using the bundled demo model demo/colorizer.pt (trained on 229 photos on a GPU, then "
-                  "on 262 on a CPU; train your own with train.py and it is used instead)", file=sys.stderr)
+                  f"on 262 on a CPU; a run of train.py into {SEARCHED} here is used instead)", file=sys.stderr)
         found = "" if args.checkpoint or loaded.path == demo else \
-            "; the newest run under out/, --checkpoint PATH chooses another"
+            f"; the newest run under {SEARCHED}, --checkpoint PATH chooses another"
         print(f"checkpoint: {printable(loaded.path)} ({loaded.summary}{found})", file=sys.stderr)
         names.append(model_name(loaded.path, names, len(args.checkpoint or []) > 1))
         models.append(loaded._replace(size=args.size or loaded.size))
@@ -866,7 +878,9 @@ class OutputPlan:
 
     def batches(self, batch_size):
         """Lists of (number, path, stem, PIL RGB, alpha or None) to colorize."""
-        asked = [s for s, on in zip(OUTPUT_SUFFIXES, (True, self.args.compare, self.args.attention)) if on]
+        extras = {"_compare.png": self.args.compare, "_attention.png": self.args.attention,
+                  "_attention.html": self.args.attention}
+        asked = [s for s in OUTPUT_SUFFIXES if extras.get(s, True)]
         for start in range(0, len(self.jobs), batch_size):
             batch = []
             for number, (path, stem) in enumerate(self.jobs[start:start + batch_size], start + 1):
@@ -893,7 +907,7 @@ class OutputPlan:
         try:
             for suffix, image in images.items():
                 if self.args.overwrite or not os.path.exists(stem + suffix):
-                    save_png(image, stem + suffix)
+                    save_output(image, stem + suffix)
                     written.append(stem + suffix)
         except OSError as e:  # disk full, no permission: say so, go on with the rest
             print(f"error: {printable(path)}: cannot write the output ({e})", file=sys.stderr)

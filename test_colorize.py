@@ -4,6 +4,7 @@ Each test compares against a reference where one exists: Lab against
 scikit-image's published values, the Inception against timm's key set and
 parameter count, weight files against the logits of the model that wrote them,
 the CLIs run as a user runs them."""
+import base64
 import io
 import json
 import math
@@ -1473,10 +1474,10 @@ def test_colorize_folder_into_out_dir_with_compare_attention_and_metrics(tiny_ck
     r = run("colorize.py", src, "-o", out, "--checkpoint", tiny_ckpt, "--compare", "--attention",
             "--metrics", "--batch-size", 4)
     assert r.returncode == 0, r.stderr
-    assert sorted(str(p.relative_to(out)) for p in out.rglob("*.png")) == sorted([
-        "color_color.png", "color_compare.png", "color_attention.png",
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*_*")) == sorted([
+        "color_color.png", "color_compare.png", "color_attention.png", "color_attention.html",
         os.path.join("sub", "old_color.png"), os.path.join("sub", "old_compare.png"),
-        os.path.join("sub", "old_attention.png")])
+        os.path.join("sub", "old_attention.png"), os.path.join("sub", "old_attention.html")])
     assert not list(src.rglob("*_color.png"))
     # compare: gray | colorized | original for a color input, gray | colorized for a gray one
     assert Image.open(out / "color_compare.png").size == (3 * 120 + 2 * 4, 18 + 80)  # 18: captions
@@ -1497,22 +1498,104 @@ def test_colorize_folder_into_out_dir_with_compare_attention_and_metrics(tiny_ck
 
 
 def test_attention_statistics_tell_uniform_weights_from_peaked_ones():
-    import colorize
+    import attention_maps
     uniform, peaked = torch.full((3, 400), 1 / 400), torch.eye(400)[:3]
-    entropy, top, _ = colorize.attention_stats(uniform)
+    entropy, top, _ = attention_maps.attention_stats(uniform)
     assert torch.allclose(entropy, torch.ones(3)) and torch.allclose(top, torch.full((3,), 0.05))
-    entropy, top, _ = colorize.attention_stats(peaked)
+    entropy, top, _ = attention_maps.attention_stats(peaked)
     assert torch.allclose(entropy, torch.zeros(3), atol=1e-6) and torch.allclose(top, torch.ones(3))
     # the figure: uniform weights draw no heat at all (the panel is the dimmed gray picture)
     copy = Image.new("RGB", (160, 80), (100, 150, 200))
-    sheet, line = colorize.attention_figure(copy, copy, torch.full((200, 200), 1 / 200))
+    sheet, line = attention_maps.attention_figure(copy, copy, torch.full((200, 200), 1 / 200))
     gray_level = np.asarray(copy.convert("L"))[0, 0]
     panel = np.asarray(sheet)[18:, 164:324]  # ring 1's panel: red is 0.35 gray (the ring is cyan: no red)
     assert panel[..., 0].max() <= round(0.35 * gray_level) + 1, panel[..., 0].max()
     assert "entropy 1.00/1.00/1.00/1.00 of uniform" in line and "top 5% of positions hold 5%/5%/5%/5%" in line
-    sheet, line = colorize.attention_figure(copy, copy, torch.eye(200))
+    sheet, line = attention_maps.attention_figure(copy, copy, torch.eye(200))
     assert "entropy 0.00" in line and "hold 100%" in line
     assert np.asarray(sheet)[18:, 164:324, 0].max() > 200  # all the weight on one position: full heat there
+
+
+def explorer_weights(page, n):
+    """The weights an explorer page embeds, as the (Q, N) floats it draws."""
+    import attention_maps
+    codes = torch.frombuffer(bytearray(base64.b64decode(page["weights"])), dtype=torch.uint8)
+    return attention_maps.dequantize(codes.view(-1, n), n)
+
+
+def test_the_attention_explorer_embeds_the_models_own_weights(tiny_ckpt, tmp_path):
+    """NAME_attention.html is one file that needs nothing from outside, and the
+    weights it draws are the model's alpha to within half a quantization step."""
+    import attention_maps
+    import colorize
+    photo = make_photo(tmp_path / "p.jpg", size=(120, 80))
+    r = run("colorize.py", photo, "--checkpoint", tiny_ckpt, "--attention")
+    assert r.returncode == 0, r.stderr
+    text = open(tmp_path / "p_attention.html", encoding="utf-8").read()
+    assert not re.search(r"""(src|href)\s*=\s*["'](?!data:|#)|https?://|@import|url\(""", text)  # self-contained
+    page = attention_maps.read_page_data(text)
+    loaded = colorize.load(tiny_ckpt, device="cpu")
+    (_, alpha, copy), = colorize.predict_all(loaded, [Image.open(photo).convert("RGB")], return_attention=True)
+    assert (page["width"], page["height"]) == copy.size and page["grid"] == [copy.height // 8, copy.width // 8]
+    n = alpha.shape[1]
+    assert page["stride"] == 1 and explorer_weights(page, n).shape == alpha.shape  # every query, at this size
+    step = 2 ** (1 / 32)  # half a step of 1/16 of a doubling
+    ratio = explorer_weights(page, n) / alpha.double()
+    assert ((ratio >= 1 / step - 1e-6) & (ratio <= step + 1e-6)).all(), (ratio.min(), ratio.max())
+    entropy, top, _ = attention_maps.attention_stats(alpha)
+    assert torch.allclose(torch.tensor(page["entropy"]), entropy, atol=6e-4)
+    assert torch.allclose(torch.tensor(page["top5"]), top, atol=6e-4)
+
+
+def test_the_explorer_keeps_peaked_weights_and_its_size_bounded():
+    """Weights far from uniform come back as exactly as near ones (within the
+    stored range of 1/256 to 128 times uniform); a grid too large for every
+    query embeds every stride-th one, and the page stays a few MB."""
+    import attention_maps
+    picture = Image.new("RGB", (64, 48), (90, 120, 60))
+    alpha = torch.softmax(3 * torch.randn(48, 48, generator=torch.Generator().manual_seed(0)), dim=-1)
+    page = attention_maps.read_page_data(attention_maps.attention_page(picture, alpha, "peaked"))
+    back, n = explorer_weights(page, 48), 48
+    kept = (alpha * n > 1 / 250) & (alpha * n < 125)
+    ratio = back[kept] / alpha.double()[kept]
+    assert ratio.min() > 2 ** (-1 / 32) - 1e-6 and ratio.max() < 2 ** (1 / 32) + 1e-6
+    assert (back[alpha * n < 1 / 260] <= 1.01 / 256 / n).all()  # below the range: its floor
+    assert kept.float().mean() > 0.5 and (alpha * n).max() > 16  # a spread of weights, some far above uniform
+    stride, rows, cols, queries = attention_maps.page_queries((64, 256), 64 * 256)
+    assert stride > 1 and rows * cols * 64 * 256 <= attention_maps.PAGE_BYTES and queries[1] == stride
+    with pytest.raises(ValueError, match="needs"):
+        attention_maps.attention_page(picture, alpha[:40, :40])
+
+
+def browser():
+    """Debian's headless Chromium, or None (.ci/run installs it; a bare machine may lack it)."""
+    return shutil.which("chromium-headless-shell") or shutil.which("chromium")
+
+
+@pytest.mark.skipif(not browser() and not os.environ.get("CI"), reason="no headless Chromium here")
+def test_the_explorer_opens_from_disk_and_its_fragment_chooses_the_point(tiny_ckpt, tmp_path):
+    """In a real browser, from a file:// URL: the fragment #x=..,y=.. selects
+    the query (said under the pictures), and two fragments draw two views."""
+    import attention_maps
+    photo = make_photo(tmp_path / "p.jpg", size=(160, 96))
+    assert run("colorize.py", photo, "--checkpoint", tiny_ckpt, "--attention").returncode == 0
+    page = tmp_path / "p_attention.html"
+    data = attention_maps.read_page_data(page.read_text())
+    gh, gw = data["grid"]
+    shots = []
+    for k, (x, y) in enumerate([(0.1, 0.1), (0.9, 0.8)]):
+        url = f"{page.as_uri()}#x={x},y={y}"
+        common = [browser(), "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--virtual-time-budget=3000"]
+        dom = subprocess.run([*common, "--dump-dom", url], capture_output=True, text=True, timeout=120).stdout
+        qx, qy = min(gw - 1, int(x * gw)), min(gh - 1, int(y * gh))
+        stats = re.search(r'<div id="stats">([^<]*)', dom).group(1)
+        assert f"(grid cell {qx}, {qy} of {gw} x {gh})" in stats, stats
+        assert f"entropy {data['entropy'][qy * gw + qx]:.2f} of uniform" in stats, stats
+        shot = tmp_path / f"view{k}.png"
+        subprocess.run([*common, "--window-size=900,600", f"--screenshot={shot}", url], capture_output=True,
+                       timeout=120)
+        shots.append(np.asarray(Image.open(shot).convert("RGB")).astype(int))
+    assert np.abs(shots[0] - shots[1]).sum() > 0  # the ring and the heat moved
 
 
 def test_colorize_compares_several_checkpoints_side_by_side(tiny_ckpt, photo_dir, tmp_path):
@@ -1927,10 +2010,14 @@ def test_the_checkpoint_found_by_search_says_where_and_how_to_choose(tmp_path):
                tmp_path / "out" / "other" / "best.pt")  # some other tool's best.pt
     make_photo(tmp_path / "p.jpg", size=(40, 32))
     r = colorize_cli("p.jpg", cwd=tmp_path)
-    assert r.returncode == 2 and "newest run under out/" in r.stderr and "--checkpoint" in r.stderr, r.stderr
+    assert r.returncode == 2 and "newest run under runs/ or out/" in r.stderr and "--checkpoint" in r.stderr, r.stderr
     fake_run(tmp_path / "out" / "mine", 4)
     r = colorize_cli("p.jpg", cwd=tmp_path)
-    assert r.returncode == 0 and "newest run under out/, --checkpoint PATH chooses another" in r.stderr, r.stderr
+    assert r.returncode == 0 and "newest run under runs/ or out/, --checkpoint PATH chooses another" in r.stderr, r.stderr
+    # runs/, where the README and the course train, is searched too: the newest of both wins
+    fake_run(tmp_path / "runs" / "first", 7)
+    r = colorize_cli("p.jpg", cwd=tmp_path)
+    assert r.returncode == 0 and f"checkpoint: {os.path.join('runs', 'first', 'best.pt')} (step 7" in r.stderr, r.stderr
 
 
 def test_an_unwritable_cache_is_one_line_and_leaves_no_empty_run_folder(photo_dir, tmp_path):
