@@ -26,7 +26,6 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw
 
-from runs import side_by_side
 
 PEAK = 16  # the heat is full at 16 times the uniform weight
 PAGE_BYTES = 4_000_000  # the explorer embeds at most this many quantized weights (queries x keys)
@@ -72,7 +71,8 @@ def heat_panel(picture, weights, grid, peak=PEAK, query=None):
 def attention_figure(copy, colored_copy, alpha, grid=(2, 2), peak=PEAK):
     """The colorized copy, then one panel per query point (a ring): that point's
     attention weights over the gray picture, and a line of their statistics.
-    alpha: (N, N) over the h/8 x w/8 feature grid of `copy`."""
+    alpha: (N, N) over the h/8 x w/8 feature grid of `copy`. -> (panels, their
+    labels, the line); outputs.side_by_side puts the panels in a row."""
     w, h = copy.size
     fh, fw = h // 8, w // 8
     queries = [((2 * gx + 1) * fw // (2 * grid[0]), (2 * gy + 1) * fh // (2 * grid[1]))
@@ -90,7 +90,7 @@ def attention_figure(copy, colored_copy, alpha, grid=(2, 2), peak=PEAK):
             f"positions hold {'/'.join(f'{t:.0%}' for t in top)} of the weight (uniform: 5%); all "
             f"{alpha.shape[0]} positions: entropy {all_entropy.mean():.2f}, top 5% {all_top.mean():.0%}; "
             f"the rings' top 5% overlap {sum(overlap) / max(1, len(overlap)):.0%}")
-    return side_by_side(panels, labels), line
+    return panels, labels, line
 
 # -----------------------------------------------------------------------------
 # The explorer: one self-contained HTML file (no network, no external script,

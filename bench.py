@@ -35,6 +35,7 @@ from PIL import Image  # noqa: E402
 
 import colorize  # noqa: E402
 import data  # noqa: E402
+import inception  # noqa: E402
 import lab  # noqa: E402
 import model  # noqa: E402
 
@@ -218,11 +219,11 @@ del rgb_np, rgb_t, ours
 # -----------------------------------------------------------------------------
 # Inception embedding and colorizer forward at S x S
 
-inception = model.InceptionResNetV2().eval().requires_grad_(False).to(device, memory_format=memory_format)
+inception_net = inception.InceptionResNetV2().eval().requires_grad_(False).to(device, memory_format=memory_format)
 gray = torch.rand(batch, 3, S, S, device=device)
 with autocast:
-    t_inception = timed(lambda: model.inception_embedding(inception, gray), repeat=3)
-inception_flops = count_flops(inception, torch.zeros(1, 3, 299, 299, device=device))
+    t_inception = timed(lambda: inception.inception_embedding(inception_net, gray), repeat=3)
+inception_flops = count_flops(inception_net, torch.zeros(1, 3, 299, 299, device=device))
 report("inception embedding", f"{S} -> 299, batch {batch}", f"{batch / t_inception:.1f} img/s",
        flop_rate(inception_flops * batch, t_inception))
 
@@ -239,14 +240,14 @@ for variant in ("attention", "baseline"):
 # branch (the frozen Inception runs in every step, as in train.py) and without
 
 
-def bare_step(net, l, target, inception=None):
+def bare_step(net, l, target, frozen=None):
     """One forward + backward + Adam step of net on fixed tensors, as a closure."""
     step_net = torch.compile(net) if args.compile else net
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
 
     def step():
         with autocast:
-            emb = None if inception is None else model.inception_embedding(inception, lab.gray_rgb(l))
+            emb = None if frozen is None else inception.inception_embedding(frozen, lab.gray_rgb(l))
             loss = F.mse_loss(step_net(l, emb).float(), target)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -260,7 +261,7 @@ for name, variant, global_branch in [("attention + global", "attention", True), 
                                      ("baseline", "baseline", False)]:
     net = model.Colorizer(model.ColorizerConfig(variant=variant, global_branch=global_branch))
     net = net.to(device, memory_format=memory_format)
-    frozen = inception if global_branch else None
+    frozen = inception_net if global_branch else None
     t = timed(bare_step(net, l, target, frozen), repeat=5 if cuda else 3, warmup=3 if args.compile else 1)
     flops = 3 * count_flops(net, l, emb if global_branch else None) + (inception_flops * batch if global_branch else 0)
     report("train step (bare)", f"{name}, {S}x{S}, batch {batch}", f"{batch / t:.1f} img/s", flop_rate(flops, t))
@@ -268,7 +269,7 @@ for name, variant, global_branch in [("attention + global", "attention", True), 
 share = bare_rates["attention + global"] * t_inception / batch  # the embedding's seconds over the step's
 report("", "the Inception's share of the step", f"{share:.0%}",
        f"{bare_rates['attention'] / bare_rates['attention + global']:.2f}x the img/s without it")
-del net, l, emb, target, inception, gray
+del net, l, emb, target, inception_net, gray
 
 # -----------------------------------------------------------------------------
 # data loading: decoded, cropped uint8 images per second per loader worker, the

@@ -11,10 +11,10 @@ detail of the input. The checkpoint carries its own config: no architecture
 flags. From Python (a notebook): colorize.colorize("photo.jpg") returns a PIL
 image; colorizer = colorize.load() once, then colorize.colorize(image, colorizer).
 """
-import argparse
 import os
 import signal
 import sys
+import tempfile
 from collections import namedtuple
 
 if __name__ == "__main__":  # Ctrl-C while torch loads (seconds): nothing written yet, no traceback
@@ -24,19 +24,20 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from PIL import Image  # noqa: E402
 
-import attention_maps  # noqa: E402
 import data  # noqa: E402
 import lab  # noqa: E402
 import model  # noqa: E402
+import outputs  # noqa: E402
 import runs  # noqa: E402
 from data import printable  # noqa: E402
-from runs import CheckpointError, RunError as ColorizeError  # noqa: E402, F401  (one-line errors, for notebooks)
+from inception import inception_embedding, open_inception  # noqa: E402
+from runs import CheckpointError, RunError as ColorizeError  # noqa: E402  (one-line errors, for notebooks)
 
 # The model a fresh clone uses when no checkpoint is given or found (README: The demo model).
 DEMO_CHECKPOINT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "demo", "colorizer.pt")
 PAD = 8  # pixels of border added around the network's copy (predict_ab), a multiple of 8
 STRIP_ROWS = 256  # full-resolution work runs in strips of rows: bounded memory for any size
-MAX_SIZE = 4096  # --size: beyond this the network's copy alone needs gigabytes
+MAX_ATTENTION_SIZE = 512  # --attention: a 4:1 panorama at 512 px is 16384 positions, 1 GB of weights
 # A checkpoint loaded for use: the network, its frozen Inception (or None), the
 # short side of the network's copy, the device, the file, and "step N, ...".
 LoadedModel = namedtuple("LoadedModel", "net inception size device path summary")
@@ -49,14 +50,41 @@ def load(checkpoint=None, device=None, inception=None):
     """Load a checkpoint once, to colorize many images: colorize(image, load()).
     checkpoint: a file, a train.py run folder, or None: the newest run under
     runs/ or out/, else the bundled demo. device: "cuda", "cpu" or None (CUDA when
-    available). inception: Inception-ResNet-v2 weights, if not the cached default."""
+    available). inception: Inception-ResNet-v2 weights, if not the cached default.
+    CheckpointError with one line; for a checkpoint found by the search, it
+    says so and how to choose another."""
     if device is not None and str(device).split(":")[0] not in ("cpu", "cuda"):
         raise ColorizeError(f"device {device!r}: cpu or cuda")
     if str(device).startswith("cuda") and not torch.cuda.is_available():
         raise ColorizeError(f"device {device!r}, but no CUDA device is available")
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    path, ckpt, net = runs.choose_checkpoint(checkpoint, DEMO_CHECKPOINT)  # CheckpointError: one line
-    inception_net = runs.inception_for(ckpt, path, inception, device) if net.config.global_branch else None
+    found = None if checkpoint else runs.find_checkpoint()
+    path = checkpoint or found or DEMO_CHECKPOINT
+    if os.path.isdir(path):  # a run folder: its best.pt, else its ckpt.pt
+        path = runs.run_checkpoint(path) or path
+        if os.path.isdir(path):
+            raise CheckpointError(f"{printable(path)}: a folder without best.pt or ckpt.pt")
+    try:
+        ckpt = runs.read_checkpoint(path, missing="no such checkpoint")
+        try:
+            net = model.from_checkpoint(ckpt)
+        except Exception as e:  # no config, an unknown config key, weights that do not fit: all "not usable here"
+            raise CheckpointError(f"{printable(path)}: not a compatible colorizer checkpoint "
+                                  f"({e if isinstance(e, ValueError) else runs.short_reason(e)})") from None
+    except CheckpointError as e:
+        raise CheckpointError(f"{e} (the newest run under {runs.SEARCHED}; choose another with --checkpoint PATH)"
+                              if found else str(e)) from None
+    inception_net = None
+    if net.config.global_branch:  # a file other than the one it was trained with is a warning here (inception.py)
+        try:
+            inception_net, _, warning = open_inception(inception or "auto", ckpt.get("inception"), strict=False)
+        except (ValueError, RuntimeError) as e:  # the download advice names train.py's flags: cut it
+            reason = str(e).splitlines()[0].removesuffix(" Download").rstrip(".")
+            raise CheckpointError(f"{printable(path)} needs the Inception-ResNet-v2 weights it was trained with "
+                                  f"({reason}); give them with --inception PATH") from None
+        if warning:
+            print(f"warning: {warning}", file=sys.stderr)
+        inception_net = inception_net.to(device)
     size = (ckpt.get("args") or {}).get("size", 256)
     return LoadedModel(net.to(device).eval(), inception_net, size, device, path, runs.describe(ckpt))
 
@@ -71,18 +99,13 @@ def network_size(width, height, short):
     return max(8, round(w / 8) * 8), max(8, round(h / 8) * 8)
 
 
-def to_tensor(im):
-    """PIL RGB (or its array) -> uint8 (3, H, W), as lab.py takes it."""
-    return torch.from_numpy(np.array(im)).permute(2, 0, 1)
-
-
 @torch.no_grad()
 def predict_ab(loaded, copies, return_attention=False):
     """Same-size PIL RGB copies -> predicted a*b* (B, 2, h, w) in Lab units,
     and the attention weights (B, N, N) over the h/8 x w/8 grid when asked."""
-    lightness = lab.l_to_net(lab.rgb_to_l(torch.stack([to_tensor(c) for c in copies]).to(loaded.device)))
+    lightness = lab.l_to_net(lab.rgb_to_l(torch.stack([data.to_tensor(c) for c in copies]).to(loaded.device)))
     embedding = None if loaded.inception is None else \
-        model.inception_embedding(loaded.inception, lab.gray_rgb(lightness))  # (B, 1000)
+        inception_embedding(loaded.inception, lab.gray_rgb(lightness))  # (B, 1000)
     # A zero-padded model (the paper's) sees where the edge is and paints a faint
     # colored frame there; it paints it on a border of repeated edge pixels
     # instead, which is cut off again. For a replicate-padded model it changes little.
@@ -105,7 +128,7 @@ def full_resolution(rgb, ab_small, device="cpu"):
           for c in ab_small]                                           # 2 x (H, W)
     src, out = np.asarray(rgb), np.empty((H, W, 3), np.uint8)
     for y in range(0, H, STRIP_ROWS):
-        L = lab.rgb_to_l(to_tensor(src[y:y + STRIP_ROWS]).to(device))  # (1, rows, W), 0..100
+        L = lab.rgb_to_l(data.to_tensor(src[y:y + STRIP_ROWS]).to(device))  # (1, rows, W), 0..100
         ab_rows = torch.from_numpy(np.stack([c[y:y + STRIP_ROWS] for c in ab])).to(device)
         strip = lab.lab_to_rgb(torch.cat([L, ab_rows]))                # (3, rows, W)
         out[y:y + STRIP_ROWS] = (strip * 255).round().byte().permute(1, 2, 0).cpu().numpy()
@@ -132,7 +155,10 @@ def colorize(image, checkpoint=None, device=None):
     load() takes, or what it returned. Raises ColorizeError with the one-line
     message the command would print."""
     loaded = checkpoint if isinstance(checkpoint, LoadedModel) else load(checkpoint, device)
-    rgb, alpha = runs.image_input(image)  # a path, a PIL image or an array -> PIL RGB, alpha
+    try:
+        rgb, alpha = data.image_input(image)  # a path, a PIL image or an array -> PIL RGB, alpha
+    except ValueError as e:
+        raise ColorizeError(str(e)) from None
     (ab, _, _), = predict_all(loaded, [rgb])
     result = Image.fromarray(full_resolution(rgb, ab, loaded.device))
     if alpha is not None:
@@ -140,97 +166,115 @@ def colorize(image, checkpoint=None, device=None):
     return result
 
 # -----------------------------------------------------------------------------
-# 2. The extras: where the attention looks (drawn by attention_maps.py), and how
-#    far the colors beat all-gray (runs.py prints the means and how far they can be trusted)
-
-
-def image_metrics(result, original):
-    """(PSNR dB, a*b* MSE in the network's ab/128 units, colorfulness) of a
-    uint8 RGB result (H, W, 3) against the original."""
-    pred, true = (to_tensor(x)[None] for x in (result, original))
-    ab_pred, ab_true = (lab.rgb_to_lab(x)[:, 1:] / lab.AB_SCALE for x in (pred, true))
-    return lab.psnr(pred, true).item(), (ab_pred - ab_true).pow(2).mean().item(), lab.colorfulness(pred).item()
-
-
-def outputs_for(args, names, path, rgb, alpha, predictions):
-    """{suffix: PIL image, or the text of a page} for one image (NAME_color.png
-    from the first model, the extras asked for), its metrics (None without --metrics, {} for a gray
-    input, else {name: (PSNR, ab MSE, colorfulness)}) and, with --attention,
-    a line of statistics of the attention weights printable (else None)."""
-    colored = [Image.fromarray(full_resolution(rgb, ab, args.device)) for ab, _, _ in predictions]
-    result = colored[0].copy()  # the RGB one is still needed for --compare and --metrics
-    if alpha is not None:
-        result.putalpha(alpha)
-    images, has_color, gray = {"_color.png": result}, not data.is_grayscale(rgb), rgb.convert("L").convert("RGB")
-    if args.compare:  # copies: thumbnail() shrinks in place, and --metrics needs the full size
-        panels = [p.copy() for p in [gray] + colored + ([rgb] if has_color else [])]
-        for p in panels:
-            p.thumbnail((1024, 1024))
-        labels = ["gray input"] + (names if len(names) > 1 else ["colorized"]) + (["original"] if has_color else [])
-        images["_compare.png"] = runs.side_by_side(panels, labels)
-    _, attention, copy = predictions[0]
-    attention_line = None
-    if attention is not None:
-        colored_copy = colored[0].resize(copy.size, Image.BILINEAR)
-        images["_attention.png"], attention_line = attention_maps.attention_figure(copy, colored_copy, attention)
-        images["_attention.html"] = attention_maps.attention_page(colored_copy, attention, os.path.basename(path))
-    if not args.metrics or not has_color:
-        return images, {} if args.metrics else None, attention_line
-    return images, {name: image_metrics(c, rgb) for name, c in zip(names + ["all-gray", "original"],
-                                                                   colored + [gray, rgb])}, attention_line
-
-# -----------------------------------------------------------------------------
-# 3. The command (the rules for flags, files and output names live in runs.py)
+# 3. The command: flags checked before any work, models said, every input its own outputs
 
 
 def parse(argv):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=runs.OUTPUT_NAMES)
-    parser.error = runs.fail  # a bad flag value: one line, "error: argument --size: ...", exit status 2
+    parser = runs.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=outputs.OUTPUT_NAMES)
     parser.add_argument("paths", nargs="+", metavar="PATH", help="images or folders (recursive)")
     parser.add_argument("-o", "--out", metavar="DIR", help="write into this folder instead of beside each input")
     parser.add_argument("--overwrite", action="store_true", help="replace outputs that exist already")
     flags = parser.add_argument_group("model")
     flags.add_argument("--checkpoint", action="append", metavar="PATH",
-                       help="a checkpoint or run folder; default: the newest run under runs/ or out/, else the bundled "
-                            "demo. Give it again to compare several side by side")
+                       help="a checkpoint or run folder; default: the newest run under runs/ or out/, else the "
+                            "bundled demo. Give it again to compare several side by side")
     flags.add_argument("--inception", metavar="PATH", help="Inception-ResNet-v2 weights, if not the cached default")
-    flags.add_argument("--size", type=int, help=f"short side of the network's copy, 8 to {MAX_SIZE} (default: "
-                                                "the training size)")
+    flags.add_argument("--size", type=int, help=f"short side of the network's copy, 8 to {runs.MAX_SIZE} "
+                                                "(default: the training size)")
     flags.add_argument("--device", choices=["auto", "cuda", "cpu"], default="auto", help="auto: cuda if available")
     flags.add_argument("--batch-size", type=int, help="images per forward pass (default: 8 on CUDA, 1 on the CPU)")
     flags = parser.add_argument_group("extras")
     flags.add_argument("--compare", action="store_true", help="also NAME_compare.png: gray | colorized | original")
-    flags.add_argument("--attention", action="store_true", help="also NAME_attention.png, its statistics and NAME_attention.html, "
-                       "a page that shows where any point looks")
+    flags.add_argument("--attention", action="store_true", help="also NAME_attention.png, its statistics and "
+                       "NAME_attention.html, a page that shows where any point looks")
     flags.add_argument("--metrics", action="store_true", help="PSNR, ab MSE and colorfulness against all-gray")
     return parser.parse_args(argv)
 
 
+def check_flags(args):
+    """The flags and --out, before any work: the first problem, one line, exit
+    status 2. Sets args.device and args.batch_size."""
+    attention_gb = 4 * (args.size or 0) ** 4 / 8 ** 4 * 4 / 2**30  # N x N float32 weights of a 4:1 copy
+    for ok, problem in [
+            (args.size is None or 8 <= args.size <= runs.MAX_SIZE,
+             f"--size {args.size}: must be 8 to {runs.MAX_SIZE} (the short side, in pixels, the network sees)"),
+            (args.batch_size is None or args.batch_size >= 1, f"--batch-size {args.batch_size}: must be 1 or more"),
+            (args.device != "cuda" or torch.cuda.is_available(), "--device cuda, but no CUDA device is available"),
+            (not (args.attention and (args.size or 0) > MAX_ATTENTION_SIZE),
+             f"--attention with --size {args.size}: its N x N attention weights would take up to {attention_gb:.0f} "
+             f"GB; --size {MAX_ATTENTION_SIZE} or less with --attention"),
+            (not (args.out and os.path.exists(args.out) and not os.path.isdir(args.out)),
+             f"--out {printable(args.out or '')}: a file, not a folder")]:
+        if not ok:
+            runs.fail(problem)
+    if args.out:
+        try:  # made and written to now, not found out after the first image (os.access says yes to root)
+            os.makedirs(args.out, exist_ok=True)
+            tempfile.TemporaryFile(dir=args.out).close()
+        except OSError as e:
+            runs.fail(f"--out {printable(args.out)}: cannot write there ({e.strerror or e})")
+    args.device = "cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()) else "cpu"
+    args.batch_size = args.batch_size or (8 if args.device == "cuda" else 1)
+
+
+def load_models(args):
+    """load() for each --checkpoint (or the default), each said in one line,
+    with its name for --compare and --metrics. -> (models, names)."""
+    models, names = [], []
+    for checkpoint in args.checkpoint or [None]:
+        try:
+            loaded = load(checkpoint, args.device, args.inception)
+        except ColorizeError as e:
+            runs.fail(e)
+        if loaded.path == DEMO_CHECKPOINT and not args.checkpoint:
+            print("using the bundled demo model demo/colorizer.pt (trained on 229 photos on a GPU, then on 262 "
+                  f"on a CPU; a run of train.py into {runs.SEARCHED} here is used instead)", file=sys.stderr)
+        found = "" if args.checkpoint or loaded.path == DEMO_CHECKPOINT else \
+            f"; the newest run under {runs.SEARCHED}, --checkpoint PATH chooses another"
+        print(f"checkpoint: {printable(loaded.path)} ({loaded.summary}{found})", file=sys.stderr)
+        names.append(outputs.model_name(loaded.path, names, len(args.checkpoint or []) > 1))
+        models.append(loaded._replace(size=args.size or loaded.size))
+    if args.attention and models[0].net.attention is None:
+        print(f"note: {printable(models[0].path)} is a baseline model without attention; no attention maps",
+              file=sys.stderr)
+    return models, names
+
+
 def main(argv=None):
-    args = parse(argv)
+    """colorize.py: 0 when every input was colorized, 1 when one failed (said,
+    and the others done), 2 for a bad flag or checkpoint (one line), 130 after
+    Ctrl-C, SIGTERM or SIGHUP, which stop it as KeyboardInterrupt does, so that
+    a save in flight removes its temporary file and every output is whole."""
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+    runs.on_stop_signals(interrupt)
     try:
-        runs.check_colorize_flags(args, MAX_SIZE)  # every flag, before any work
-        models, names = runs.load_models(args, load, DEMO_CHECKPOINT)  # the first one writes NAME_color.png
-    except runs.RunError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    jobs = runs.OutputPlan(args)  # every input its own outputs; what exists already is skipped
-    metrics = []
-    for batch in jobs.batches(args.batch_size):  # [(number, path, stem, rgb, alpha)]
-        predictions = [predict_all(m, [item[3] for item in batch], args.attention) for m in models]
-        for i, (number, path, stem, rgb, alpha) in enumerate(batch):
-            images, scores, attention_line = outputs_for(args, names, path, rgb, alpha, [p[i] for p in predictions])
-            if not jobs.write(number, path, stem, images):
-                continue
-            if attention_line:
-                print(f"attention: {printable(path)}: {attention_line}")
-            if scores is not None:
-                print(runs.metrics_line(path, scores))
-                metrics += [scores] if scores else []
-    if metrics:
-        runs.print_means(metrics, names)
-    return 1 if jobs.failed else 0
+        args = parse(argv)
+        check_flags(args)
+        models, names = load_models(args)  # the first one writes NAME_color.png
+        jobs = outputs.OutputPlan(args)  # every input its own outputs; what exists already is skipped
+        metrics = []
+        for batch in jobs.batches(args.batch_size):  # [(number, path, stem, rgb, alpha)]
+            predictions = [predict_all(m, [item[3] for item in batch], args.attention) for m in models]
+            for i, (number, path, stem, rgb, alpha) in enumerate(batch):
+                colored = [Image.fromarray(full_resolution(rgb, p[i][0], args.device)) for p in predictions]
+                images, scores, attention_line = outputs.outputs_for(args, names, path, rgb, alpha, colored,
+                                                                     predictions[0][i])
+                if not jobs.write(number, path, stem, images):
+                    continue
+                if attention_line:
+                    print(f"attention: {printable(path)}: {attention_line}")
+                if scores is not None:
+                    print(outputs.metrics_line(path, scores))
+                    metrics += [scores] if scores else []
+        if metrics:
+            outputs.print_means(metrics, names)
+        return 1 if jobs.failed else 0
+    except KeyboardInterrupt:
+        print("interrupted: the outputs written so far are whole; run it again and they are skipped",
+              file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":
-    sys.exit(runs.run_command(main))  # Ctrl-C, SIGTERM: outputs whole or not at all, exit status 130
+    sys.exit(main())

@@ -1,7 +1,11 @@
-"""Image folders -> uint8 RGB crops for training and validation.
+"""Reading images: any image file as sRGB, and image folders -> uint8 RGB crops.
 
+    rgb, alpha = load_image("photo.jpg")  # any mode, EXIF rotation, ICC profile -> PIL RGB
     dataset = ImageFolder(train_files, size=256, train=True)
     rgb, skipped = dataset[0]        # (3, 256, 256) uint8, and any files passed over
+
+colorize.py reads its inputs here too (open_image for files, image_input for
+the notebook API's paths, PIL images and arrays): one way to read a photo.
 
 Every image under a folder (recursively) is used; with DIR/train and DIR/val
 present those are the split, otherwise about 5% of the files are held out by a
@@ -21,6 +25,7 @@ import os
 import random
 import signal
 import time
+import warnings
 
 import numpy as np
 import torch
@@ -197,6 +202,54 @@ def to_rgb(im):
     return im.convert("RGB"), alpha
 
 
+def to_tensor(im):
+    """PIL RGB (or its array) -> uint8 (3, H, W), as lab.py takes it."""
+    return torch.from_numpy(np.array(im)).permute(2, 0, 1)
+
+
+def open_image(path):
+    """(PIL RGB, alpha or None, [warnings]) for an image file, or ValueError
+    with a one-line reason. Warnings from Pillow, libtiff or numpy do not name the
+    file they are about: caught here, they come back as "FILE: message"."""
+    if not os.path.isfile(path):  # a FIFO would block forever
+        raise ValueError(f"{printable(path)}: " + ("no such file" if not os.path.exists(path) else "a folder"
+                                            if os.path.isdir(path) else "not a regular file (a FIFO or a device)"))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            rgb, alpha = load_image(path)
+        except IMAGE_ERRORS as e:
+            reason = "image too large (decompression bomb limit)" if isinstance(
+                e, Image.DecompressionBombError) else f"not a readable image ({e})"
+            raise ValueError(f"{printable(path)}: {reason}") from None
+    return rgb, alpha, [f"{printable(path)}: {w.message}" for w in caught]
+
+
+def image_input(image):
+    """(PIL RGB, alpha or None) for the notebook API: a path (as the command
+    opens it; warnings come back as Python warnings), a PIL image of any mode,
+    turned upright by its EXIF orientation as a path is, or a numpy array
+    (H, W), (H, W, 3) or (H, W, 4) of uint8, or floats in [0, 1]."""
+    if isinstance(image, np.ndarray):
+        try:
+            image = Image.fromarray(image if image.dtype == np.uint8 else
+                                    (np.clip(image, 0, 1) * 255).round().astype(np.uint8))
+        except (TypeError, ValueError):
+            raise ValueError(f"an array of shape {image.shape} and dtype {image.dtype} is not an image "
+                           f"((H, W), (H, W, 3) or (H, W, 4))") from None
+    if not isinstance(image, (str, os.PathLike, Image.Image)):
+        raise ValueError(f"a {type(image).__name__} is not an image: give a path, a PIL image or a numpy array")
+    if isinstance(image, Image.Image):
+        rgb, alpha = to_rgb(ImageOps.exif_transpose(image))
+    else:
+        rgb, alpha, caught = open_image(image)
+        for message in caught:
+            warnings.warn(message)
+    if 0 in rgb.size:
+        raise ValueError(f"an empty image ({rgb.width}x{rgb.height})")
+    return rgb, alpha
+
+
 def is_grayscale(rgb, tolerance=6):
     """True when (almost) no pixel of a PIL RGB image has color: the channels
     agree to within `tolerance` levels for 99% of a thumbnail's pixels."""
@@ -280,7 +333,7 @@ class ImageFolder(torch.utils.data.Dataset):
                     rgb = rgb.transpose(Image.FLIP_LEFT_RIGHT)
             else:
                 rgb = center_crop(rgb, self.size)
-            return torch.from_numpy(np.asarray(rgb).copy()).permute(2, 0, 1), skipped  # (3, S, S)
+            return to_tensor(rgb), skipped  # (3, S, S)
         raise ValueError(f"no usable color image among {len(self.files)} files; first: {skipped[0]}")
 
 

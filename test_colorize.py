@@ -19,8 +19,10 @@ import urllib.error
 import pytest
 import torch
 
+import inception
 import lab
 import model
+import outputs
 import runs
 
 torch.set_num_threads(2)
@@ -135,11 +137,11 @@ def test_gray_rgb_has_the_same_lightness_and_no_color():
 
 
 @pytest.fixture(scope="module")
-def inception():
+def inception_net():
     """A randomly initialized Inception with non-trivial BatchNorm statistics,
     so a wrongly loaded buffer changes the logits."""
     torch.manual_seed(0)
-    net = model.InceptionResNetV2()
+    net = inception.InceptionResNetV2()
     for m in net.modules():
         if isinstance(m, torch.nn.BatchNorm2d):
             m.running_mean.uniform_(-0.1, 0.1)
@@ -153,11 +155,11 @@ def probe():
     return torch.rand(2, 3, 99, 99) * 2 - 1  # small input: the net only needs >= 75 px
 
 
-def test_inception_matches_timm_keys_shapes_and_parameter_count(inception):
-    state = inception.state_dict()
+def test_inception_matches_timm_keys_shapes_and_parameter_count(inception_net):
+    state = inception_net.state_dict()
     assert len(state) == 1306
     assert sum(k.endswith("num_batches_tracked") for k in state) == 204
-    assert sum(p.numel() for p in inception.parameters()) == 55_843_464
+    assert sum(p.numel() for p in inception_net.parameters()) == 55_843_464
     expected_shapes = {
         "conv2d_1a.conv.weight": (32, 3, 3, 3),
         "mixed_5b.branch0.conv.weight": (96, 192, 1, 1),
@@ -185,7 +187,7 @@ def test_inception_matches_timm_keys_shapes_and_parameter_count(inception):
 
 
 def test_inception_stem_sizes_at_299():
-    net = model.InceptionResNetV2().eval()
+    net = inception.InceptionResNetV2().eval()
     x = torch.zeros(1, 3, 299, 299)
     sizes = {}
     with torch.no_grad():
@@ -223,9 +225,9 @@ def write_safetensors(tensors, path, metadata=None):
 
 
 @pytest.fixture(scope="module")
-def weight_files(inception, tmp_path_factory):
+def weight_files(inception_net, tmp_path_factory):
     d = tmp_path_factory.mktemp("weights")
-    state = inception.state_dict()
+    state = inception_net.state_dict()
     files = {}
     files["safetensors"] = d / "model.safetensors"
     write_safetensors(state, files["safetensors"], metadata={"format": "pt"})
@@ -246,18 +248,18 @@ def weight_files(inception, tmp_path_factory):
 
 @pytest.mark.parametrize("kind", ["safetensors", "pth", "bin nested state_dict",
                                   "pt nested model", "cadene 1001"])
-def test_every_weight_format_loads_and_gives_identical_logits(kind, weight_files, inception, probe):
-    loaded = model.load_inception(weight_files[kind])
+def test_every_weight_format_loads_and_gives_identical_logits(kind, weight_files, inception_net, probe):
+    loaded = inception.load_inception(weight_files[kind])
     assert not loaded.training and not any(p.requires_grad for p in loaded.parameters())
     with torch.no_grad():
-        assert torch.equal(loaded(probe), inception(probe))
+        assert torch.equal(loaded(probe), inception_net(probe))
 
 
 def test_safetensors_reader_reads_half_precision_and_empty_tensors(tmp_path):
     tensors = {"h": torch.randn(3, 4).half(), "b": torch.randn(5).bfloat16(),
                "i": torch.arange(6).view(2, 3), "e": torch.zeros(0, 4)}
     write_safetensors(tensors, tmp_path / "t.safetensors")
-    got = model.read_safetensors(tmp_path / "t.safetensors")
+    got = inception.read_safetensors(tmp_path / "t.safetensors")
     assert set(got) == set(tensors)
     for k, t in tensors.items():
         assert got[k].dtype == t.dtype and torch.equal(got[k], t), k
@@ -304,18 +306,18 @@ def test_safetensors_reader_refuses_malformed_files(tmp_path, case, why):
         write_safetensors({"w": torch.randn(64, 64)}, p)
         p.write_bytes(p.read_bytes()[:-100])
     with pytest.raises(ValueError, match=why) as err:
-        model.read_safetensors(p)
+        inception.read_safetensors(p)
     assert str(p) in str(err.value)
 
 
-def test_strict_loading_names_missing_unexpected_and_misshaped_keys(inception, tmp_path):
-    state = dict(inception.state_dict())
+def test_strict_loading_names_missing_unexpected_and_misshaped_keys(inception_net, tmp_path):
+    state = dict(inception_net.state_dict())
     del state["repeat.3.branch0.conv.weight"]
     state["extra.weight"] = torch.zeros(1)
     state["classif.bias"] = torch.zeros(7)
     torch.save(state, tmp_path / "broken.pth")
     with pytest.raises(ValueError) as err:
-        model.load_inception(tmp_path / "broken.pth")
+        inception.load_inception(tmp_path / "broken.pth")
     msg = str(err.value)
     for part in ("missing (1): repeat.3.branch0.conv.weight", "unexpected (1): extra.weight",
                  "classif.bias (7,) != (1000,)", "broken.pth"):
@@ -326,10 +328,10 @@ def test_a_file_that_is_not_weights_is_refused_clearly(tmp_path):
     junk = tmp_path / "junk.pth"
     junk.write_bytes(b"this is not a checkpoint")
     with pytest.raises(ValueError, match="junk.pth: cannot be read"):
-        model.read_state_dict(junk)
+        inception.read_state_dict(junk)
     torch.save({"lr": 0.1}, tmp_path / "config.pt")
     with pytest.raises(ValueError, match="no state dict"):
-        model.read_state_dict(tmp_path / "config.pt")
+        inception.read_state_dict(tmp_path / "config.pt")
 
 
 class FakeResponse(io.BytesIO):
@@ -338,13 +340,13 @@ class FakeResponse(io.BytesIO):
 
 def test_download_checks_sha256_and_leaves_nothing_behind(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    monkeypatch.setattr(model.urllib.request, "urlopen", lambda url, timeout: FakeResponse(b"not weights"))
+    monkeypatch.setattr(inception.urllib.request, "urlopen", lambda url, timeout: FakeResponse(b"not weights"))
     with pytest.raises(RuntimeError, match="sha256"):
-        model.default_inception_path()
+        inception.default_inception_path()
     assert os.listdir(tmp_path / "colorize") == []
     import hashlib
-    monkeypatch.setattr(model, "INCEPTION_SHA256", hashlib.sha256(b"not weights").hexdigest())
-    path = model.default_inception_path()
+    monkeypatch.setattr(inception, "INCEPTION_SHA256", hashlib.sha256(b"not weights").hexdigest())
+    path = inception.default_inception_path()
     assert open(path, "rb").read() == b"not weights"
     assert os.listdir(tmp_path / "colorize") == [os.path.basename(path)]
 
@@ -354,35 +356,35 @@ def test_offline_download_explains_the_manual_steps(tmp_path, monkeypatch):
 
     def offline(url, timeout):
         raise urllib.error.URLError("no network")
-    monkeypatch.setattr(model.urllib.request, "urlopen", offline)
+    monkeypatch.setattr(inception.urllib.request, "urlopen", offline)
     with pytest.raises(RuntimeError) as err:
-        model.default_inception_path()
-    assert model.INCEPTION_URL in str(err.value) and "--inception none" in str(err.value)
+        inception.default_inception_path()
+    assert inception.INCEPTION_URL in str(err.value) and "--inception none" in str(err.value)
 
 
-def test_weights_older_than_num_batches_tracked_load_and_nothing_else_may_be_missing(inception, probe, tmp_path):
+def test_weights_older_than_num_batches_tracked_load_and_nothing_else_may_be_missing(inception_net, probe, tmp_path):
     """Cadene's 2017 file predates BatchNorm's num_batches_tracked buffer: torch's
     strict load takes it, keeping the module's own buffers; so must load_strict."""
-    old = {k: v for k, v in inception.state_dict().items() if not k.endswith(".num_batches_tracked")}
+    old = {k: v for k, v in inception_net.state_dict().items() if not k.endswith(".num_batches_tracked")}
     torch.save(old, tmp_path / "inceptionresnetv2-520b38e4.pth")
-    loaded = model.load_inception(tmp_path / "inceptionresnetv2-520b38e4.pth")
+    loaded = inception.load_inception(tmp_path / "inceptionresnetv2-520b38e4.pth")
     with torch.no_grad():
-        assert torch.equal(loaded(probe), inception(probe))
+        assert torch.equal(loaded(probe), inception_net(probe))
     del old["conv2d_1a.bn.running_var"]
     torch.save(old, tmp_path / "broken.pth")
     with pytest.raises(ValueError, match=r"missing \(1\): conv2d_1a\.bn\.running_var$"):
-        model.load_inception(tmp_path / "broken.pth")
+        inception.load_inception(tmp_path / "broken.pth")
 
 
-def test_the_format_is_known_by_the_bytes_whatever_the_name(weight_files, inception, probe, tmp_path):
+def test_the_format_is_known_by_the_bytes_whatever_the_name(weight_files, inception_net, probe, tmp_path):
     """A safetensors file saved as .bin, a Hugging Face blob (no extension), and a
     torch file saved as .safetensors all load (hard links: the same bytes, new names)."""
     for kind, name in [("safetensors", "pytorch_model.bin"), ("safetensors", "0f1e2d3c4b5a6978"),
                        ("pth", "model.safetensors")]:
         os.link(weight_files[kind], tmp_path / name)
-        loaded = model.load_inception(tmp_path / name)
+        loaded = inception.load_inception(tmp_path / name)
         with torch.no_grad():
-            assert torch.equal(loaded(probe), inception(probe)), name
+            assert torch.equal(loaded(probe), inception_net(probe)), name
 
 
 def isolated_caches(monkeypatch, tmp_path):
@@ -416,14 +418,14 @@ def test_download_without_a_length_shows_megabytes_and_any_failure_leaves_nothin
             if error is not None and self.tell():
                 raise error
             return super().read(n)
-    monkeypatch.setattr(model.urllib.request, "urlopen", lambda url, timeout: Response(body))
-    monkeypatch.setattr(model, "INCEPTION_SHA256", hashlib.sha256(body).hexdigest())
+    monkeypatch.setattr(inception.urllib.request, "urlopen", lambda url, timeout: Response(body))
+    monkeypatch.setattr(inception, "INCEPTION_SHA256", hashlib.sha256(body).hexdigest())
     if error is None:
-        assert open(model.default_inception_path(), "rb").read() == body
+        assert open(inception.default_inception_path(), "rb").read() == body
         assert os.listdir(cache) == ["inception_resnet_v2.tf_in1k.safetensors"]
     else:
         with pytest.raises(KeyboardInterrupt if isinstance(error, KeyboardInterrupt) else RuntimeError):
-            model.default_inception_path()
+            inception.default_inception_path()
         assert os.listdir(cache) == []
     progress = capsys.readouterr().err.split("\n", 1)[1]  # after the "downloading ..." line
     assert progress == ("\r  1 MB\r  2 MB\r  3 MB\n" if error is None else "\r  1 MB\n")
@@ -436,8 +438,8 @@ def test_two_downloads_at_once_each_write_their_own_file(tmp_path, monkeypatch):
     cache = isolated_caches(monkeypatch, tmp_path)
     body = b"the weights"
     pids = iter(range(1000, 2000))
-    monkeypatch.setattr(model.os, "getpid", lambda: next(pids))
-    monkeypatch.setattr(model, "INCEPTION_SHA256", hashlib.sha256(body).hexdigest())
+    monkeypatch.setattr(inception.os, "getpid", lambda: next(pids))
+    monkeypatch.setattr(inception, "INCEPTION_SHA256", hashlib.sha256(body).hexdigest())
     second = []  # the second process's result
 
     class Racing(io.BytesIO):
@@ -446,10 +448,10 @@ def test_two_downloads_at_once_each_write_their_own_file(tmp_path, monkeypatch):
         def read(self, n=-1):
             if not second:
                 second.append("started")
-                second.append(model.default_inception_path())
+                second.append(inception.default_inception_path())
             return super().read(n)
-    monkeypatch.setattr(model.urllib.request, "urlopen", lambda url, timeout: Racing(body))
-    path = model.default_inception_path()
+    monkeypatch.setattr(inception.urllib.request, "urlopen", lambda url, timeout: Racing(body))
+    path = inception.default_inception_path()
     assert second[1] == path and open(path, "rb").read() == body
     assert os.listdir(cache) == [os.path.basename(path)]
 
@@ -479,10 +481,10 @@ def test_weights_timm_downloaded_are_used_without_a_download(tmp_path, monkeypat
     f = io.BytesIO()
     torch.save({"w": torch.arange(4.0)}, f)
     path, sha = hub_snapshot(hub, f.getvalue())
-    monkeypatch.setattr(model, "INCEPTION_SHA256", sha)
-    monkeypatch.setattr(model.urllib.request, "urlopen", no_network)
-    assert model.default_inception_path() == str(path)
-    assert model.default_inception_path(download=False) == str(path)  # torchrun's other ranks
+    monkeypatch.setattr(inception, "INCEPTION_SHA256", sha)
+    monkeypatch.setattr(inception.urllib.request, "urlopen", no_network)
+    assert inception.default_inception_path() == str(path)
+    assert inception.default_inception_path(download=False) == str(path)  # torchrun's other ranks
 
 
 @pytest.mark.parametrize("offline", ["1", "true", "YES"])
@@ -491,12 +493,12 @@ def test_hf_hub_offline_never_downloads_and_a_hub_file_of_another_sha256_is_igno
     cache = isolated_caches(monkeypatch, tmp_path)
     hub_snapshot(tmp_path / "hub", b"another revision")
     monkeypatch.setenv("HF_HUB_OFFLINE", offline)
-    monkeypatch.setattr(model.urllib.request, "urlopen", no_network)
+    monkeypatch.setattr(inception.urllib.request, "urlopen", no_network)
     with pytest.raises(RuntimeError) as err:
-        model.default_inception_path()
+        inception.default_inception_path()
     msg = str(err.value)
-    assert model.INCEPTION_URL in msg and "--inception none" in msg and "HF_HUB_OFFLINE" in msg.splitlines()[0]
-    assert model.default_inception_path(download=False) == str(cache / "inception_resnet_v2.tf_in1k.safetensors")
+    assert inception.INCEPTION_URL in msg and "--inception none" in msg and "HF_HUB_OFFLINE" in msg.splitlines()[0]
+    assert inception.default_inception_path(download=False) == str(cache / "inception_resnet_v2.tf_in1k.safetensors")
     assert not cache.exists()
 
 
@@ -504,31 +506,31 @@ def test_hf_hub_offline_never_downloads_and_a_hub_file_of_another_sha256_is_igno
 def test_an_empty_or_relative_xdg_cache_home_is_ignored(tmp_path, monkeypatch, xdg):
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.setenv("XDG_CACHE_HOME", xdg)
-    assert model.cache_dir() == str(tmp_path / ".cache" / "colorize")
+    assert inception.cache_dir() == str(tmp_path / ".cache" / "colorize")
 
 
 def test_a_cache_folder_that_cannot_be_made_or_written_is_one_line(tmp_path, monkeypatch):
     isolated_caches(monkeypatch, tmp_path)
-    monkeypatch.setattr(model.urllib.request, "urlopen", no_network)
+    monkeypatch.setattr(inception.urllib.request, "urlopen", no_network)
     (tmp_path / "file").write_text("XDG_CACHE_HOME names a file")
     (tmp_path / "readonly" / "colorize").mkdir(parents=True)
     for xdg in (tmp_path / "file", tmp_path / "readonly"):
         monkeypatch.setenv("XDG_CACHE_HOME", str(xdg))
         if xdg.name == "readonly":  # as root, chmod cannot make it read-only: access() says so instead
-            monkeypatch.setattr(model.os, "access", lambda path, mode: False)
+            monkeypatch.setattr(inception.os, "access", lambda path, mode: False)
         with pytest.raises(RuntimeError) as err:
-            model.default_inception_path()
+            inception.default_inception_path()
         msg = str(err.value)
         assert "\n" not in msg and msg.startswith(str(xdg / "colorize") + ": "), msg
         assert "XDG_CACHE_HOME" in msg and "--inception PATH" in msg
 
 
-def test_inception_input_is_normalized_with_mean_and_std_one_half(inception):
+def test_inception_input_is_normalized_with_mean_and_std_one_half(inception_net):
     """Gray 0.5 is the middle of [-1, 1]: the logits of an all-zeros input."""
     gray = torch.full((1, 3, 64, 80), 0.5)
     with torch.no_grad():
-        expected = inception(torch.zeros(1, 3, 299, 299))
-    got = model.inception_embedding(inception, gray)
+        expected = inception_net(torch.zeros(1, 3, 299, 299))
+    got = inception.inception_embedding(inception_net, gray)
     assert torch.allclose(got, expected), f"max difference {(got - expected).abs().max():.1e}"
 
 
@@ -542,7 +544,7 @@ def test_a_weights_path_that_is_not_a_regular_file_is_refused_before_it_is_opene
     try:
         for path, why in [(tmp_path / "weights.safetensors", "not a regular file"),
                           (tmp_path, "not a regular file"), (tmp_path / "gone.pth", "no such file")]:
-            for read in (model.read_state_dict, model.read_safetensors, model.sha256_of, model.load_inception):
+            for read in (inception.read_state_dict, inception.read_safetensors, inception.sha256_of, inception.load_inception):
                 with pytest.raises(ValueError) as err:
                     read(path)
                 assert str(err.value) == f"{path}: {why}", read
@@ -564,9 +566,9 @@ def test_bench_flags_are_one_line_errors_before_any_work(tmp_path):
         assert "Traceback" not in r.stderr and r.stdout == "", r.stdout  # nothing measured
 
 
-def test_inception_embedding_takes_gray_images_to_logits(inception):
+def test_inception_embedding_takes_gray_images_to_logits(inception_net):
     gray = torch.rand(2, 1, 64, 80).expand(2, 3, 64, 80)
-    emb = model.inception_embedding(inception, gray)
+    emb = inception.inception_embedding(inception_net, gray)
     assert emb.shape == (2, 1000) and torch.isfinite(emb).all()
     assert not emb.requires_grad
 
@@ -1039,16 +1041,16 @@ def test_diverging_loss_stops_and_never_saves_a_diverged_state(photo_dir, tmp_pa
     assert said in r.stdout, r.stdout
 
 
-def test_train_with_inception_weights_records_them(photo_dir, tmp_path, inception):
+def test_train_with_inception_weights_records_them(photo_dir, tmp_path, inception_net):
     weights = tmp_path / "irv2.safetensors"
-    write_safetensors(inception.state_dict(), weights)
+    write_safetensors(inception_net.state_dict(), weights)
     # bf16 autocast, as on a GPU: the frozen Inception and the colorizer in the same precision
     r = run("train.py", "--data", photo_dir, "--out", tmp_path / "run", "--max-steps", 2,
             "--eval-every", 2, "--inception", weights, "--dtype", "bfloat16", *TINY[2:])
     assert r.returncode == 0, r.stderr
     ckpt = torch.load(tmp_path / "run" / "ckpt.pt", weights_only=True)
     assert ckpt["config"]["global_branch"] is True
-    assert ckpt["inception"] == {"file": "irv2.safetensors", "sha256": model.sha256_of(weights)}
+    assert ckpt["inception"] == {"file": "irv2.safetensors", "sha256": inception.sha256_of(weights)}
 
 
 def test_torchrun_two_processes_on_cpu(photo_dir, tmp_path):
@@ -1175,7 +1177,7 @@ def test_fine_tuning_averages_from_the_weights_it_starts_from(photo_dir, tmp_pat
     far the weights themselves went. --balance: the shares said, bad values refused."""
     r = run("train.py", "--data", photo_dir, "--out", tmp_path / "a", "--max-steps", 2, "--eval-every", 2, *TINY)
     assert r.returncode == 0, r.stderr
-    start = runs.averaged_weights(torch.load(tmp_path / "a" / "best.pt", weights_only=True))
+    start = model.averaged_weights(torch.load(tmp_path / "a" / "best.pt", weights_only=True))
     r = run("train.py", "--data", photo_dir, "--out", tmp_path / "b", "--init", tmp_path / "a" / "best.pt",
             "--max-steps", 1, "--eval-every", 1, "--lr", "1e-2", "--warmup", 0, "--ema", "0.99", "--balance", 1, *TINY)
     assert r.returncode == 0, r.stderr
@@ -1506,12 +1508,14 @@ def test_attention_statistics_tell_uniform_weights_from_peaked_ones():
     assert torch.allclose(entropy, torch.zeros(3), atol=1e-6) and torch.allclose(top, torch.ones(3))
     # the figure: uniform weights draw no heat at all (the panel is the dimmed gray picture)
     copy = Image.new("RGB", (160, 80), (100, 150, 200))
-    sheet, line = attention_maps.attention_figure(copy, copy, torch.full((200, 200), 1 / 200))
+    *row, line = attention_maps.attention_figure(copy, copy, torch.full((200, 200), 1 / 200))
+    sheet = outputs.side_by_side(*row)
     gray_level = np.asarray(copy.convert("L"))[0, 0]
     panel = np.asarray(sheet)[18:, 164:324]  # ring 1's panel: red is 0.35 gray (the ring is cyan: no red)
     assert panel[..., 0].max() <= round(0.35 * gray_level) + 1, panel[..., 0].max()
     assert "entropy 1.00/1.00/1.00/1.00 of uniform" in line and "top 5% of positions hold 5%/5%/5%/5%" in line
-    sheet, line = attention_maps.attention_figure(copy, copy, torch.eye(200))
+    *row, line = attention_maps.attention_figure(copy, copy, torch.eye(200))
+    sheet = outputs.side_by_side(*row)
     assert "entropy 0.00" in line and "hold 100%" in line
     assert np.asarray(sheet)[18:, 164:324, 0].max() > 200  # all the weight on one position: full heat there
 
@@ -1650,7 +1654,7 @@ HELD_OUT_PHOTO = os.path.join(HERE, "demo", "photos", "gcompris_categorization_0
 
 def test_metrics_say_how_far_a_mean_over_few_images_can_be_trusted():
     rows = [{"m": (21, 0.01, 5), "all-gray": (20, 0.02, 0)}, {"m": (23, 0.03, 9), "all-gray": (20, 0.04, 0)}]
-    text = runs.uncertainty(rows, "m")
+    text = outputs.uncertainty(rows, "m")
     assert text.startswith("against all-gray: PSNR +2.00 dB (standard error 1.00), ab MSE 0.667x"), text
     low, high = map(float, re.findall(r"([\d.]+)x", text.split("resamplings: ")[1]))
     assert 0.5 <= low < 0.667 < high <= 0.75  # between the two images' own ratios

@@ -13,9 +13,10 @@ the model with the all-gray prediction (a*b* = 0), the bar every colorizer must
 clear. Into --out: ckpt.pt (the latest, for --resume), best.pt (the best
 validation, what colorize.py uses), log.csv, loss.png (the paper's Figures 5
 and 6) and samples.png (gray | prediction | truth, its Figure 4). What keeps a
-run's files safe (the run folder, checkpoints, Ctrl-C and SIGTERM) lives in runs.py.
+run's files safe (the run folder, checkpoints, Ctrl-C and SIGTERM) lives in runs.py,
+the Inception and its weights in inception.py.
 """
-import argparse
+import copy
 import math
 import os
 import random
@@ -29,6 +30,7 @@ import torch.distributed as dist  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 import data  # noqa: E402
+import inception  # noqa: E402
 import lab  # noqa: E402
 import model  # noqa: E402
 import runs  # noqa: E402
@@ -36,8 +38,8 @@ import runs  # noqa: E402
 # -----------------------------------------------------------------------------
 # args
 
-parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+parser = runs.ArgumentParser(description=__doc__.split("\n\n")[0],  # a bad flag value: one line, exit status 2
+                             formatter_class=runs.argparse.ArgumentDefaultsHelpFormatter)
 flags = parser.add_argument_group("data")
 flags.add_argument("--data", required=True, metavar="DIR", help="folder of images (recursive); DIR/train + DIR/val if present")
 flags.add_argument("--size", type=int, default=256, help="training crop side in pixels, a multiple of 8")
@@ -84,9 +86,8 @@ flags.add_argument("--eval-every", type=int, default=500, help="steps between va
 flags.add_argument("--val-images", type=int, default=500, help="at most this many validation images")
 flags.add_argument("--resume", action="store_true", help="continue the run saved in --out/ckpt.pt")
 flags.add_argument("--overwrite", action="store_true", help="start over in an --out that holds a run, replacing it")
-parser.error = runs.fail  # a bad flag value: one line, "error: argument --lr: ...", exit status 2
 args = parser.parse_args()
-flags_given = runs.flags_typed(parser, args)
+flags_given = runs.flags_given(parser, args)
 for stream in (sys.stdout, sys.stderr):  # file names that are not valid UTF-8 still print
     stream.reconfigure(errors="backslashreplace")
 is_main = int(os.environ.get("RANK", 0)) == 0  # only rank 0 logs and writes files
@@ -94,7 +95,17 @@ runs.on_stop_signals(lambda *_: runs.fail("interrupted before training began: no
 log = (lambda *a: print(*a, flush=True)) if is_main else (lambda *a: None)  # flushed: log files fill as it runs
 
 # Every flag and file is checked now, before any work: the first problem, one line, exit status 2.
-ckpt, start_step = runs.start(args, flags_given, log)  # the checkpoint --resume continues or --init starts from
+ckpt = runs.start_checkpoint(args)  # what --resume continues or --init starts from, or None
+source = f"--resume {os.path.join(args.out, runs.CHECKPOINT)}" if args.resume else f"--init {args.init}"
+start_step = ckpt["step"] if args.resume else 0
+if args.resume:  # the run's own recipe, except the flags typed now (said) and this process's own
+    own_flags = ("out", "resume", "overwrite", "init", "device", "workers", "cache", "compile")
+    for k, v in ckpt["args"].items():
+        if k not in flags_given and k not in own_flags:
+            setattr(args, k, v)
+    changed = [f"--{k.replace('_', '-')} {getattr(args, k)} (was {ckpt['args'].get(k)})" for k in sorted(flags_given)
+               if k not in ("resume", "out") and ckpt["args"].get(k, getattr(args, k)) != getattr(args, k)]
+    log("resume: " + (", ".join(changed) or "with the run's own settings"))
 fine_tune = bool(args.init or (ckpt or {}).get("args", {}).get("init"))  # also when --resume continues one
 for flag, ok, must in [
         ("--size", 8 <= args.size <= 2048 and args.size % 8 == 0, "a multiple of 8 from 8 to 2048"),
@@ -122,6 +133,9 @@ for flag, ok, must in [
          "left out on the CPU: PyTorch's CPU compiler fails on replicate padding (it runs on CUDA)")]:
     if not ok:
         runs.fail(f"{flag} must be {must}, got {getattr(args, flag[2:].replace('-', '_'))}")
+config = runs.checked(model.config_from_flags, args, ckpt, source)  # a checkpoint's own: flags may restate it
+if args.init:  # its weights must fit and be finite: said now, before any work
+    runs.checked(model.from_checkpoint, ckpt, said=source)
 problems = []  # unreadable folders, FIFOs: passed over, said once
 try:
     train_files, val_files = data.split_images(args.data, args.val_fraction, problems, run_folder=args.out)
@@ -191,16 +205,28 @@ def to_network(rgb):
 # model: a new one, --resume (the same run goes on) or --init (fine-tuning)
 
 
-config = runs.model_config(args, ckpt)
 args.inception = args.inception or "auto"
-inception, inception_record = None, (ckpt or {}).get("inception")
-if config.global_branch:
-    inception, inception_record = runs.open_inception(args, ckpt, device, memory_format, is_main, distributed, log)
-net = model.Colorizer(config).to(device, memory_format=memory_format)
+inception_net, inception_record = None, (ckpt or {}).get("inception")
+if config.global_branch:  # the frozen Inception: the one the checkpoint was trained with, if it was
+    if distributed and args.inception == "auto":  # one download, then the other ranks find it in the cache
+        if is_main:
+            runs.checked(inception.default_inception_path)
+        dist.barrier()
+    inception_net, inception_record, _ = runs.checked(inception.open_inception, args.inception, inception_record)
+    inception_net = inception_net.to(device, memory_format=memory_format)
+    log(f"inception: {inception_record['file']} (sha256 {inception_record['sha256'][:12]}...)")
+net = model.Colorizer(config)
+if ckpt:  # --init: the averaged weights it was judged by; --resume: the last step's
+    runs.checked(model.load_weights, net, model.averaged_weights(ckpt) if args.init else ckpt["model"], said=source)
+if args.init:
+    log(f"initialized from {args.init} (step {ckpt.get('step', '?')} of its run)")
+net = net.to(device, memory_format=memory_format)
 log(f"colorizer: {config}, {sum(p.numel() for p in net.parameters()):,} parameters")
 # The moving average of the weights (and BatchNorm statistics): on a small data
 # set it is smoother and generalizes better than the last step's weights.
-ema_net = runs.load_weights(net, args, ckpt, log)
+ema_net = copy.deepcopy(net).requires_grad_(False) if args.ema > 0 else None
+if ema_net is not None and args.resume and ckpt.get("ema"):
+    runs.checked(model.load_weights, ema_net, ckpt["ema"], said=source)
 train_net = torch.compile(net) if args.compile else net
 if distributed:
     train_net = torch.nn.parallel.DistributedDataParallel(
@@ -210,7 +236,7 @@ if distributed:
 def embed(lightness):
     """The global branch: (B, 1, H, W) -> (B, 1000) Inception logits of the gray
     image, or None without one."""
-    return None if inception is None else model.inception_embedding(inception, lab.gray_rgb(lightness.float()))
+    return None if inception_net is None else inception.inception_embedding(inception_net, lab.gray_rgb(lightness.float()))
 
 
 # (average, weight) pairs, made once: state-dict tensors share storage with the modules.
@@ -310,8 +336,13 @@ for step in range(start_step, args.max_steps + 1):
         if ema_net:  # the last step's weights too, to see what the average buys
             row["val_mse_raw"] = evaluate(net, n_samples=0)[0]
         run.stop_if_diverged(step, "validation MSE", val_mse, log)
-        is_best = run.add_evaluation(row, log)  # into the history, and one log line against all-gray
-        run.save_checkpoint(step, net, ema_net, optimizer, is_best)
+        is_best, run.best_mse = val_mse < run.best_mse, min(run.best_mse, val_mse)
+        run.history.append(row)
+        log(f"step {step}/{args.max_steps} | val mse {val_mse:.5f} ({val_mse / gray_mse:.2f}x all-gray"
+            + (f"; last weights {row['val_mse_raw']:.5f})" if ema_net else ")")
+            + f" | val psnr {val_psnr:.2f} dB" + (" | best so far" if is_best else ""))
+        # best.pt: the weights this validation judged (the average, with --ema), when they are the best so far
+        run.save_checkpoint(step, net, ema_net, optimizer, (ema_net or net).state_dict() if is_best else None)
         run.write_log()
         t_interval, t_start = t_interval + time.time() - t_eval, t_start + time.time() - t_eval  # not throughput
     if last_step:
@@ -341,7 +372,7 @@ for step in range(start_step, args.max_steps + 1):
         now = time.time()
         run.add_loss({"step": step + 1, "loss": loss_sum.item() / loss_count, "lr": lr_at(step),
                       "img_per_s": images / (now - t_interval)},
-                     eta=(now - t_start) / (step + 1 - start_step) * (args.max_steps - step - 1), log=log)
+                     seconds_left=(now - t_start) / (step + 1 - start_step) * (args.max_steps - step - 1), log=log)
         loss_sum, loss_count, images, t_interval = torch.zeros((), device=device), 0, 0, now
 
 # -----------------------------------------------------------------------------
