@@ -86,12 +86,9 @@ def save_output(output, path):
     and renamed: never a half-written output."""
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     if isinstance(output, str):
-        def write(tmp):
-            with open(tmp, "w", encoding="utf-8") as f:
-                f.write(output)
-        runs.save_atomic(write, path)
+        runs.save_atomic(lambda f: f.write(output.encode("utf-8")), path)
     else:  # compress_level 1: 3-4x faster than the default, ~15% bigger
-        runs.save_atomic(lambda tmp: output.save(tmp, format="PNG", compress_level=1), path)
+        runs.save_atomic(lambda f: output.save(f, format="PNG", compress_level=1), path)
 
 
 def model_name(path, names, several):

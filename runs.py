@@ -21,8 +21,12 @@ import io
 import math
 import os
 import random
+import re
+import secrets
 import signal
+import stat
 import sys
+import tempfile
 
 import torch
 from PIL import Image, ImageDraw
@@ -99,29 +103,46 @@ def eta(seconds):
 # 2. Checkpoints
 
 def save_atomic(write, path):
-    """write(tmp) then rename tmp over path, so a crash at any moment leaves
-    either the old file or the new one whole, never half of one."""
-    tmp = f"{path}.tmp{os.getpid()}"
+    """write(f) into a new temporary file beside path, then rename it over
+    path: a crash at any moment leaves either the old file or the new one
+    whole, never half of one. The temporary file is created exclusively
+    (O_EXCL, O_NOFOLLOW), so a link planted at its name is never written
+    through, and its name (NAME.tmp and digits, see TEMPORARY) fits in 255
+    bytes wherever path's own name does. A link at path itself is replaced,
+    not followed."""
+    folder, name = os.path.split(os.fspath(path))
+    stem = os.fsdecode(os.fsencode(name)[:240])  # room for ".tmp" and ten digits
+    for _ in range(100):  # a name taken (by a link, or another process): another one
+        tmp = os.path.join(folder, f"{stem}.tmp{secrets.randbelow(10**10)}")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o666)
+            break
+        except FileExistsError:
+            continue
+    else:
+        raise FileExistsError(f"{folder or '.'}: no free temporary name for {name}")
     try:
-        write(tmp)
+        with os.fdopen(fd, "wb") as f:
+            write(f)
         os.replace(tmp, path)
     except BaseException:  # a full disk, Ctrl-C: no half-written temporary file stays behind
-        if os.path.exists(tmp):
+        if os.path.lexists(tmp):
             os.remove(tmp)
         raise
 
 
+# The names save_atomic gives its temporary files, and only those: what a
+# crashed save may leave behind, and train.py removes at start.
+TEMPORARY = re.compile(r".+\.tmp\d+")
+
+
 def torch_writer(obj):
-    """A write(path) for save_atomic. Serialized in memory first, so a failed
-    write surfaces as the OSError it is (torch.save to a path reports it as an
+    """A write(f) for save_atomic. Serialized in memory first, so a failed
+    write surfaces as the OSError it is (torch.save to a file reports it as an
     internal RuntimeError)."""
     buffer = io.BytesIO()
     torch.save(obj, buffer)
-
-    def write(path):
-        with open(path, "wb") as f:
-            f.write(buffer.getbuffer())
-    return write
+    return lambda f: f.write(buffer.getbuffer())
 
 
 def short_reason(e):
@@ -285,9 +306,7 @@ def prepare_folder(args, log):
     made = not os.path.isdir(out)
     try:
         os.makedirs(out, exist_ok=True)
-        probe = os.path.join(out, f".write-test{os.getpid()}")
-        open(probe, "w").close()
-        os.remove(probe)
+        tempfile.TemporaryFile(dir=out).close()  # a file of no name: nothing to plant a link at
     except OSError as e:
         fail(f"--out {out}: " + ("a file, not a folder" if os.path.isfile(out) else
                                 f"cannot write there ({e.strerror})"))
@@ -301,7 +320,7 @@ def prepare_folder(args, log):
         if old:
             log(f"--overwrite: removed the old run's {', '.join(old)}")
     for name in os.listdir(out):  # after the lock: no other run's save is in flight
-        if ".tmp" in name and name.split(".tmp")[0] in RUN_FILES:
+        if TEMPORARY.fullmatch(name) and name.rpartition(".tmp")[0] in RUN_FILES:  # ours, exactly
             os.remove(os.path.join(out, name))
     return lock
 
@@ -312,8 +331,20 @@ LOCK = ".lock"
 def take_lock(out):
     """An exclusive lock on --out/.lock for as long as this process lives. The
     kernel drops it when the process ends, however it ends (kill -9 too), so a
-    crashed run never leaves it stuck. (No fcntl on Windows: no lock there.)"""
-    lock = open(os.path.join(out, LOCK), "a+")
+    crashed run never leaves it stuck. (No fcntl on Windows: no lock there.)
+    Opened without following a link, and refused when it is not a regular
+    file or holds something other than a process id: a .lock that is not
+    train.py's is the user's, and is left as it is."""
+    path = os.path.join(out, LOCK)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0), 0o666)
+    except OSError as e:  # ELOOP: a link
+        fail(f"--out {out}: {LOCK} is " + ("a link" if os.path.islink(path) else f"not usable ({e.strerror})")
+             + ", not train.py's lock; move it away or give another --out")
+    lock = os.fdopen(fd, "r+")
+    if not stat.S_ISREG(os.fstat(fd).st_mode) or not re.fullmatch(r"\d*\n?", lock.read(32)):
+        fail(f"--out {out}: {LOCK} is not train.py's lock (it is not a file holding a process id); move it "
+             f"away or give another --out")
     if fcntl is None:
         return lock
     try:
@@ -385,20 +416,20 @@ class Run:
         """log.csv (one row per logged step and per evaluation) and loss.png."""
         columns = ["step", "loss", "lr", "img_per_s", "val_mse", "val_psnr", "val_mse_raw", "val_mse_gray"]
 
-        def write(path):
-            with open(path, "w", newline="") as f:
-                writer = csv.DictWriter(f, columns)
+        def write(f):
+            with io.TextIOWrapper(f, encoding="utf-8", newline="") as text:
+                writer = csv.DictWriter(text, columns)
                 writer.writeheader()
                 writer.writerows({k: row.get(k, "") for k in columns} for row in self.history)
         self.save(write, LOG)
         curves = plot_curves(self.history)
         if curves:
-            self.save(lambda p: curves.save(p, format="PNG"), CURVES)
+            self.save(lambda f: curves.save(f, format="PNG"), CURVES)
 
     def write_samples(self, samples):
         """samples.png: uint8 (3, S, 3S) rows of gray | prediction | truth, stacked."""
         grid = torch.cat(samples, dim=1).permute(1, 2, 0).cpu().numpy()   # (rows*S, 3*S, 3)
-        self.save(lambda p: Image.fromarray(grid).save(p, format="PNG"), SAMPLES)
+        self.save(lambda f: Image.fromarray(grid).save(f, format="PNG"), SAMPLES)
 
     def add_loss(self, row, seconds_left, log):
         """A logged step (its mean loss since the last) into the history, and its log line."""
