@@ -112,6 +112,9 @@ def split_images(root, val_fraction=VAL_FRACTION, problems=None, run_folder=None
         return [f for f in files if f not in outputs]
     if not held_out_by_hash(root):
         train, val = photos(os.path.join(root, "train")), photos(os.path.join(root, "val"))
+        if train and not val:  # else validation would silently be on the training photos
+            raise ValueError(f"{printable(os.path.join(root, 'val'))} holds no image ({', '.join(IMAGE_EXTENSIONS)}): "
+                             f"put validation photos there, or remove it to hold out photos of train/ by a hash")
         in_both = {(os.path.basename(f), os.path.getsize(f)) for f in train} & \
             {(os.path.basename(f), os.path.getsize(f)) for f in val}
         if in_both:
@@ -293,7 +296,7 @@ class ImageFolder(torch.utils.data.Dataset):
     def __init__(self, files, size=256, train=True, min_area=0.25, cache_mb=0):
         self.files, self.size, self.train, self.min_area = files, size, train, min_area
         self.cache = {}  # path -> (PIL RGB image, None), or (None, the reason it is passed over)
-        self.cached_bytes, started = 0, time.time()
+        self.cached_bytes, started = 0, time.monotonic()
         if cache_mb > 0:
             for path in files:
                 rgb, reason = self.load(path)
@@ -303,7 +306,7 @@ class ImageFolder(torch.utils.data.Dataset):
                 self.cache[path] = rgb, reason
                 self.cached_bytes += nbytes
         self.cache_note = (f"{self.cached_photos()} of the {len(files)} training photos decoded into memory once "
-                           f"({self.cached_bytes / 2**20:.0f} MB of --cache {cache_mb}, {time.time() - started:.1f} s)")
+                           f"({self.cached_bytes / 2**20:.0f} MB of --cache {cache_mb}, {time.monotonic() - started:.1f} s)")
 
     def cached_photos(self):
         return sum(rgb is not None for rgb, _ in self.cache.values())

@@ -321,7 +321,7 @@ stop = runs.StopRequest(run, log) if not distributed else None  # Ctrl-C: save t
 # The loss is summed on the device, so the GPU never waits for a per-step .item();
 # it is read, and checked for NaN/inf, before anything is logged or saved.
 loss_sum, loss_count, images = torch.zeros((), device=device), 0, 0
-t_interval = t_start = time.time()
+t_interval = t_start = time.monotonic()
 for step in range(start_step, args.max_steps + 1):
     last_step = step == args.max_steps
     if stop and stop.requested and not last_step:  # Ctrl-C: save the step in hand and stop
@@ -330,7 +330,7 @@ for step in range(start_step, args.max_steps + 1):
     # evaluate and save: before the first step (the untrained or --init model), every --eval-every steps, after the last
     if is_main and (step % args.eval_every == 0 or last_step) and (step > start_step or not args.resume):
         run.stop_if_diverged(step, "loss", loss_sum.item(), log)
-        t_eval = time.time()
+        t_eval = time.monotonic()
         val_mse, val_psnr, gray_mse = evaluate(ema_net or net)
         row = {"step": step, "val_mse": val_mse, "val_psnr": val_psnr, "val_mse_gray": gray_mse}
         if ema_net:  # the last step's weights too, to see what the average buys
@@ -344,7 +344,7 @@ for step in range(start_step, args.max_steps + 1):
         # best.pt: the weights this validation judged (the average, with --ema), when they are the best so far
         run.save_checkpoint(step, net, ema_net, optimizer, (ema_net or net).state_dict() if is_best else None)
         run.write_log()
-        t_interval, t_start = t_interval + time.time() - t_eval, t_start + time.time() - t_eval  # not throughput
+        t_interval, t_start = t_interval + time.monotonic() - t_eval, t_start + time.monotonic() - t_eval  # not throughput
     if last_step:
         break
 
@@ -369,7 +369,7 @@ for step in range(start_step, args.max_steps + 1):
     loss_sum, loss_count, images = loss_sum + loss.detach(), loss_count + 1, images + len(rgb) * world
     if (step + 1) % args.log_every == 0 or step + 1 == args.max_steps:
         run.stop_if_diverged(step + 1, "loss", loss_sum.item(), log)
-        now = time.time()
+        now = time.monotonic()
         run.add_loss({"step": step + 1, "loss": loss_sum.item() / loss_count, "lr": lr_at(step),
                       "img_per_s": images / (now - t_interval)},
                      seconds_left=(now - t_start) / (step + 1 - start_step) * (args.max_steps - step - 1), log=log)

@@ -11,7 +11,6 @@ output looks like the original: the model can represent color; whether it can
 guess color for photos it never saw is what train.py measures. Writes
 gray | prediction | original side by side into --out.
 """
-import argparse
 import os
 import sys
 import time
@@ -25,21 +24,32 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 import data  # noqa: E402
 import lab  # noqa: E402
 import model  # noqa: E402
+import runs  # noqa: E402
 
-parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+parser = runs.ArgumentParser(description=__doc__.split("\n\n")[0])  # a bad flag: one line, exit status 2
 parser.add_argument("photo", help="a color photograph")
 parser.add_argument("--steps", type=int, default=100, help="optimizer steps")
 parser.add_argument("--size", type=int, default=128, help="the photo is center-cropped to this square, a multiple of 8")
 parser.add_argument("--width", type=int, default=16, help="channels of the first encoder conv")
 parser.add_argument("--lr", type=float, default=3e-3, help="Adam's learning rate")
 parser.add_argument("--out", default="overfit.png", help="gray | prediction | original, as a PNG")
+parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
 args = parser.parse_args()
-if args.steps < 1 or args.size < 8 or args.size % 8 or args.width < 1:
-    sys.exit("error: --steps and --width must be at least 1, --size a multiple of 8")
+exists = os.path.lexists(args.out)  # --out: never the photo, never another file unasked
+for ok, problem in [
+        (args.steps >= 1 and args.width >= 1 and args.size >= 8 and args.size % 8 == 0,
+         "--steps and --width must be at least 1, --size a multiple of 8"),
+        (not os.path.exists(args.out) or not os.path.exists(args.photo) or not os.path.samefile(args.out, args.photo),
+         f"--out {args.out}: that is the photo itself"),
+        (not exists or os.path.isfile(args.out), f"--out {args.out}: exists and is not a file"),
+        (not exists or args.overwrite, f"--out {args.out}: exists (--overwrite replaces it)")]:
+    if not ok:
+        runs.fail(problem)
 try:
-    rgb = data.center_crop(data.load_image(args.photo)[0], args.size)
-except (*data.IMAGE_ERRORS, FileNotFoundError) as e:
-    sys.exit(f"error: {args.photo}: not a readable image ({e})")
+    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
+except OSError as e:
+    runs.fail(f"--out {args.out}: cannot write there ({e.strerror or e})")
+rgb = data.center_crop(runs.checked(data.open_image, args.photo)[0], args.size)
 torch.manual_seed(0)
 
 # The data: one photo, as the network sees it.
@@ -72,6 +82,8 @@ gray = rgb.convert("L").convert("RGB")
 sheet = Image.new("RGB", (3 * args.size, args.size))
 for k, im in enumerate([gray, Image.fromarray(colored), rgb]):
     sheet.paste(im, (k * args.size, 0))
-os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
-sheet.save(args.out)
+try:  # written whole or not at all
+    runs.save_atomic(lambda f: sheet.save(f, format="PNG"), args.out)
+except OSError as e:
+    runs.fail(f"--out {args.out}: cannot write there ({e.strerror or e})")
 print(f"wrote {args.out}: gray | prediction | original")
