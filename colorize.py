@@ -191,18 +191,22 @@ def parse(argv):
     return parser.parse_args(argv)
 
 
+def too_large_for_attention(size, what="--size"):
+    """The one-line refusal of --attention at a size whose N x N weights take gigabytes."""
+    gb = 4 * size ** 4 / 8 ** 4 * 4 / 2**30  # N x N float32 weights of a 4:1 copy
+    return (f"--attention with {what} {size}: its N x N attention weights would take up to {gb:.0f} GB; "
+            f"--size {MAX_ATTENTION_SIZE} or less with --attention")
+
+
 def check_flags(args):
     """The flags and --out, before any work: the first problem, one line, exit
     status 2. Sets args.device and args.batch_size."""
-    attention_gb = 4 * (args.size or 0) ** 4 / 8 ** 4 * 4 / 2**30  # N x N float32 weights of a 4:1 copy
     for ok, problem in [
             (args.size is None or 8 <= args.size <= runs.MAX_SIZE,
              f"--size {args.size}: must be 8 to {runs.MAX_SIZE} (the short side, in pixels, the network sees)"),
             (args.batch_size is None or args.batch_size >= 1, f"--batch-size {args.batch_size}: must be 1 or more"),
             (args.device != "cuda" or torch.cuda.is_available(), "--device cuda, but no CUDA device is available"),
-            (not (args.attention and (args.size or 0) > MAX_ATTENTION_SIZE),
-             f"--attention with --size {args.size}: its N x N attention weights would take up to {attention_gb:.0f} "
-             f"GB; --size {MAX_ATTENTION_SIZE} or less with --attention"),
+            (not (args.attention and (args.size or 0) > MAX_ATTENTION_SIZE), too_large_for_attention(args.size or 0)),
             (not (args.out and os.path.exists(args.out) and not os.path.isdir(args.out)),
              f"--out {printable(args.out or '')}: a file, not a folder")]:
         if not ok:
@@ -234,6 +238,8 @@ def load_models(args):
         print(f"checkpoint: {printable(loaded.path)} ({loaded.summary}{found})", file=sys.stderr)
         names.append(outputs.model_name(loaded.path, names, len(args.checkpoint or []) > 1))
         models.append(loaded._replace(size=args.size or loaded.size))
+        if args.attention and models[-1].size > MAX_ATTENTION_SIZE:  # the checkpoint's own size, if no --size
+            runs.fail(too_large_for_attention(models[-1].size, f"{printable(loaded.path)}, trained at"))
     if args.attention and models[0].net.attention is None:
         print(f"note: {printable(models[0].path)} is a baseline model without attention; no attention maps",
               file=sys.stderr)

@@ -3,32 +3,507 @@
 Each test compares against a reference where one exists: Lab against
 scikit-image's published values, the Inception against timm's key set and
 parameter count, weight files against the logits of the model that wrote them,
-the CLIs run as a user runs them."""
+the attention against a loop over its formula, the CLIs run as a user runs them.
+
+The file: imports, helpers and fixtures, then one section per promise of the
+project, in this order, each with the tests that keep it:
+
+ 1. Lab conversion is exact (lab.py)
+        test_rgb_to_lab_matches_published_values
+        test_lab_to_rgb_matches_published_out_of_gamut_values
+        test_lab_round_trip_batched_and_unbatched
+        test_lab_in_strips_gives_the_same_numbers_as_one_pass
+        test_uint8_input_gives_the_numbers_of_float_input
+        test_rgb_to_l_is_the_l_of_rgb_to_lab
+        test_lab_is_differentiable_everywhere_including_black
+        test_lab_to_rgb_clips_to_unit_range
+        test_network_scaling_round_trips
+        test_gray_rgb_has_the_same_lightness_and_no_color
+ 2. The output keeps the input's L: colorization changes only a*b*
+        test_colorize_py_keeps_the_inputs_lightness_in_every_mode_and_size
+        test_the_python_api_keeps_the_inputs_lightness
+ 3. The colorizer is the paper's network (model.py)
+        test_colorizer_output_has_the_input_size
+        test_variants_differ_as_the_paper_says
+        test_coords_and_attention_are_switched_one_at_a_time
+        test_colorizer_refuses_bad_inputs
+        test_attention_on_both_paths_is_the_papers_formula
+        test_colorizer_returns_attention_maps_for_visualization
+        test_replicate_padding_sees_no_edge_and_old_checkpoints_keep_zeros
+        test_coord_channels_span_minus_one_to_one
+        test_small_colorizer_overfits_a_colored_checkerboard
+ 4. The Inception and its weights load from every published form (inception.py)
+        test_inception_matches_timm_keys_shapes_and_parameter_count
+        test_inception_stem_sizes_at_299
+        test_inception_input_is_normalized_with_mean_and_std_one_half
+        test_inception_embedding_takes_gray_images_to_logits
+        test_every_weight_format_loads_and_gives_identical_logits
+        test_the_format_is_known_by_the_bytes_whatever_the_name
+        test_weights_older_than_num_batches_tracked_load_and_nothing_else_may_be_missing
+        test_safetensors_reader_reads_half_precision_and_empty_tensors
+        test_safetensors_reader_refuses_malformed_files
+        test_strict_loading_names_missing_unexpected_and_misshaped_keys
+        test_a_file_that_is_not_weights_is_refused_clearly
+        test_a_weights_path_that_is_not_a_regular_file_is_refused_before_it_is_opened
+        test_download_checks_sha256_and_leaves_nothing_behind
+        test_offline_download_explains_the_manual_steps
+        test_download_without_a_length_shows_megabytes_and_any_failure_leaves_nothing
+        test_two_downloads_at_once_each_write_their_own_file
+        test_weights_timm_downloaded_are_used_without_a_download
+        test_hf_hub_offline_never_downloads_and_a_hub_file_of_another_sha256_is_ignored
+        test_an_empty_or_relative_xdg_cache_home_is_ignored
+        test_a_cache_folder_that_cannot_be_made_or_written_is_one_line
+ 5. Photos are read as a viewer shows them (data.py)
+        test_load_image_takes_any_mode_to_rgb
+        test_float_and_16_bit_transparent_images_keep_their_tones
+        test_a_photo_tagged_with_another_color_space_is_read_as_displayed
+        test_load_image_applies_exif_orientation
+        test_find_images_recurses_and_ignores_case
+        test_folders_of_links_are_followed_and_link_cycles_end
+        test_split_is_deterministic_holds_out_some_and_uses_train_val_folders
+        test_empty_or_missing_folder_is_a_clear_error
+        test_validation_is_never_the_training_set_and_a_broken_held_out_file_is_replaced
+        test_dataset_crops_and_passes_over_bad_and_gray_files
+        test_train_reports_corrupt_and_grayscale_files_and_goes_on
+        test_cached_dataset_decodes_once_and_gives_the_same_crops
+        test_training_decodes_large_jpegs_in_draft_mode
+        test_balance_gives_each_source_its_share
+        test_an_empty_val_folder_is_an_error_not_validation_on_training_photos
+ 6. Training learns, and is judged against all-gray (train.py)
+        test_train_cli_writes_checkpoint_samples_curves_and_resumes
+        test_training_drives_the_loss_down
+        test_train_keeps_the_best_checkpoint_and_the_weight_average
+        test_diverging_loss_stops_and_never_saves_a_diverged_state
+        test_train_with_inception_weights_records_them
+        test_fine_tuning_averages_from_the_weights_it_starts_from
+        test_init_fine_tunes_the_bundled_demo
+        test_torchrun_two_processes_on_cpu_hold_the_same_weights
+        test_coords_switch_through_train_and_init
+        test_progress_follows_a_clock_that_only_goes_forward
+ 7. Checkpoints: written atomically, resumed, refused in one line when bad
+        test_train_says_why_a_checkpoint_cannot_be_written
+        test_train_refuses_a_missing_or_corrupt_checkpoint_to_resume
+        test_resume_and_init_take_what_they_can_and_refuse_the_rest
+        test_resume_writes_where_it_read_and_odd_run_states_are_one_line
+        test_colorize_missing_or_incompatible_checkpoint_exits_2
+        test_bad_checkpoints_get_a_short_safe_reason
+        test_nan_and_malformed_checkpoints_are_one_line
+        test_odd_checkpoint_entries_and_api_inputs_are_one_line
+        test_fifo_checkpoints_are_refused_not_waited_on
+        test_export_makes_a_half_precision_inference_copy
+        test_export_blends_a_fine_tune_with_its_start_and_sets_the_size
+        test_checkpoint_choice_prefers_best_pt_of_the_newest_run
+        test_the_checkpoint_found_by_search_says_where_and_how_to_choose
+        test_the_newest_run_search_does_not_follow_links_round_in_circles
+ 8. Run folders are never replaced unasked
+        test_train_never_replaces_a_run_unasked
+        test_any_file_train_writes_makes_a_folder_a_run
+        test_overwrite_removes_the_old_runs_files_before_the_new_run_writes
+        test_a_second_train_on_the_same_out_is_refused_and_a_killed_one_leaves_no_stuck_lock
+        test_run_folder_inside_data_and_colorize_outputs_are_not_trained_on
+        test_an_unwritable_cache_is_one_line_and_leaves_no_empty_run_folder
+        test_the_lock_is_never_written_through_a_link_nor_over_a_users_file
+        test_start_up_removes_only_its_own_temporary_files
+ 9. Signals stop cleanly
+        test_ctrl_c_saves_the_step_in_hand_and_resume_goes_on
+        test_sigterm_and_sighup_save_like_ctrl_c
+        test_colorize_stopped_by_sigterm_exits_130_and_leaves_no_temporary_file
+        test_ctrl_c_while_torch_loads_is_one_line
+10. Bad input is one line
+        test_train_checks_every_flag_before_any_work
+        test_train_checks_files_and_folders_before_any_work
+        test_train_refuses_missing_or_empty_data_in_one_line
+        test_compile_on_the_cpu_is_refused_in_one_line
+        test_train_names_files_whose_names_are_not_utf8
+        test_bad_flags_are_one_line_before_any_work
+        test_attention_at_a_size_that_would_need_gigabytes_is_refused
+        test_colorize_reports_bad_files_and_writes_the_good_ones
+        test_a_fifo_is_passed_over_in_a_folder_and_an_error_when_named
+        test_a_folder_without_images_is_an_error_and_folders_take_what_files_take
+        test_unreadable_folders_are_reported_not_skipped_silently
+        test_names_that_are_not_utf8_are_shown_escaped
+        test_a_file_name_with_a_newline_is_printed_on_one_line
+        test_warnings_name_the_file_they_are_about
+        test_attention_is_refused_at_a_checkpoints_own_size_that_would_need_gigabytes
+11. colorize.py gives every input its own outputs
+        test_colorize_every_mode_at_full_size_without_touching_inputs
+        test_colorize_folder_into_out_dir_with_compare_attention_and_metrics
+        test_colorize_compares_several_checkpoints_side_by_side
+        test_inputs_that_share_an_output_name_each_get_their_own
+        test_overwrite_never_writes_over_an_input_named_like_an_output
+        test_colorize_a_24_megapixel_photo_in_bounded_memory
+        test_python_api_colorizes_paths_and_images_and_raises_one_line_errors
+        test_python_api_takes_arrays_turns_pil_images_upright_and_refuses_the_impossible
+        test_temporary_files_are_never_written_through_links
+        test_names_up_to_255_bytes_are_written
+12. Where attention looks
+        test_attention_statistics_tell_uniform_weights_from_peaked_ones
+        test_the_attention_explorer_embeds_the_models_own_weights
+        test_the_explorer_keeps_peaked_weights_and_its_size_bounded
+        test_the_explorer_opens_from_disk_and_its_fragment_chooses_the_point
+13. The metrics say how far they can be trusted
+        test_psnr_and_colorfulness_against_hand_computed_values
+        test_metrics_say_how_far_a_mean_over_few_images_can_be_trusted
+14. The bundled demo model
+        test_bundled_demo_checkpoint_is_small_and_loads_with_weights_only
+        test_a_fresh_clone_colorizes_with_the_bundled_demo
+        test_the_demo_paints_the_held_out_faces_warm
+15. The course (docs/)
+        test_overfit_one_photo_learns_its_photo
+        test_faces_reads_warm_skin_in_the_originals_and_green_in_a_green_copy
+        test_course_commands_run
+        test_exercise_checker_says_the_shipped_stubs_are_not_written_yet
+        test_exercise_solutions_pass_the_checker_by_flag_and_by_path
+        test_exercise_checker_catches_a_subtly_wrong_solution
+        test_exercise_checker_bad_arguments_are_one_line_errors
+        test_overfit_one_photo_never_replaces_a_file_unasked_and_says_a_bad_out_in_one_line
+16. Benchmarks and the GPU check
+        test_bench_flags_are_one_line_errors_before_any_work
+        test_gpu_check_runs_every_step_on_the_cpu
+        test_gpu_check_records_what_did_not_run_and_fails
+"""
+
+
 import base64
+import csv
+import dataclasses
+import fcntl
+import hashlib
 import io
 import json
 import math
 import os
 import random
 import re
+import resource
 import shutil
 import signal
 import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
 import urllib.error
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
+import attention_maps
+import colorize
+import data
 import inception
 import lab
 import model
 import outputs
 import runs
 
-torch.set_num_threads(2)
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "docs"))
+import faces  # noqa: E402  (docs/faces.py)
+
 
 # -----------------------------------------------------------------------------
-# lab.py
+# Helpers and fixtures
+
+torch.set_num_threads(2)
+
+
+# Helpers: running the scripts as a user does
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+# Each command-line test runs a script in a process of its own, as a user does,
+# and a fresh Python spends about two seconds importing torch before the
+# script's first line: over the suite, most of its time. So run() asks a helper
+# process that imported torch, numpy and PIL once (and has run nothing since, so
+# it may fork) to fork a child per command. The child is still a process of its
+# own: its argv, working folder, environment, stdout, stderr, exit status, and
+# atexit clean-up, as `python SCRIPT ARGS` would have them.
+FORK_SERVER = r"""
+import atexit, gc, json, os, runpy, signal, sys, threading, time, traceback
+import numpy, PIL.Image, torch
+reply = os.fdopen(os.dup(1), "w")
+for line in sys.stdin:
+    req = json.loads(line)
+    pid = os.fork()
+    if pid == 0:
+        for fd, path, flags in [(0, os.devnull, os.O_RDONLY), (1, req["stdout"], os.O_WRONLY),
+                                (2, req["stderr"], os.O_WRONLY)]:
+            os.dup2(os.open(path, flags), fd)
+        os.chdir(req["cwd"])
+        os.environ.clear()
+        os.environ.update(req["env"])
+        numpy.random.seed()  # a fresh process would not share its parent's numpy seed
+        code = 0
+        try:
+            argv = req["argv"]
+            if argv[0] == "-c":
+                sys.argv, sys.path[0] = ["-c", *argv[2:]], ""
+                exec(compile(argv[1], "<string>", "exec"), {"__name__": "__main__", "__builtins__": __builtins__})
+            elif argv[0] == "-m":
+                sys.argv, sys.path[0] = argv[1:], os.getcwd()
+                runpy.run_module(argv[1], run_name="__main__", alter_sys=True)
+            elif not os.path.isfile(argv[0]):
+                print(f"python: can't open file {argv[0]!r}", file=sys.stderr)
+                code = 2
+            else:
+                sys.argv, sys.path[0] = argv, os.path.dirname(os.path.abspath(argv[0]))
+                runpy.run_path(argv[0], run_name="__main__")
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else (0 if e.code is None else (print(e.code, file=sys.stderr), 1)[1])
+        except KeyboardInterrupt:
+            traceback.print_exc()
+            code = -signal.SIGINT  # as Python: killed by the signal
+        except BaseException:
+            traceback.print_exc()
+            code = 1
+        threading._shutdown()  # what the interpreter does at exit: threads, then atexit, then objects freed
+        atexit._run_exitfuncs()
+        gc.collect()
+        sys.stdout.flush(), sys.stderr.flush()
+        if code < 0:
+            signal.signal(-code, signal.SIG_DFL)
+            os.kill(os.getpid(), -code)
+        os._exit(code)
+    deadline = time.monotonic() + (req["timeout"] or float("inf"))
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            code = os.waitstatus_to_exitcode(status)
+            break
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            code = None
+            break
+        time.sleep(0.01)
+    reply.write(json.dumps(code) + "\n")
+    reply.flush()
+"""
+
+
+_fork_server = []
+
+
+def run(*cmd, timeout=300, cwd=HERE, env=None):
+    """python CMD... in cwd: a subprocess.CompletedProcess, as subprocess.run(capture_output=True, text=True).
+    An environment that changes what Python or OpenMP read at start-up gets a fresh process."""
+    env = dict(os.environ if env is None else env)
+    startup = lambda e: {k: v for k, v in e.items() if k.startswith(("PYTHON", "OMP_", "MKL_"))}  # noqa: E731
+    if startup(env) != startup(os.environ):
+        return subprocess.run([sys.executable, *map(str, cmd)], cwd=cwd, env=env, capture_output=True, text=True,
+                              timeout=timeout)
+    if not _fork_server:
+        _fork_server.append(subprocess.Popen([sys.executable, "-c", FORK_SERVER], stdin=subprocess.PIPE,
+                                             stdout=subprocess.PIPE, text=True, cwd=HERE))
+    server = _fork_server[0]
+    argv = [str(c) for c in cmd]
+    with tempfile.TemporaryDirectory() as tmp:
+        out, err = os.path.join(tmp, "stdout"), os.path.join(tmp, "stderr")
+        open(out, "w").close(), open(err, "w").close()
+        try:
+            server.stdin.write(json.dumps({"argv": argv, "cwd": str(cwd), "env": env,
+                                           "stdout": out, "stderr": err, "timeout": timeout}) + "\n")
+            server.stdin.flush()
+            code = json.loads(server.stdout.readline())
+        except BaseException:  # the helper may be out of step now: a new one for the next command
+            server.kill()
+            _fork_server.clear()
+            raise
+        stdout, stderr = open(out).read(), open(err).read()
+    if code is None:
+        raise subprocess.TimeoutExpired([sys.executable, *argv], timeout, stdout, stderr)
+    return subprocess.CompletedProcess([sys.executable, *argv], code, stdout, stderr)
+
+
+def one_error_line(r, *words):
+    """A refusal as a user sees it: exit 2, one line on stderr, no traceback."""
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert r.stderr.startswith("error: ") and r.stderr.strip().count("\n") == 0, r.stderr
+    for w in words:
+        assert str(w) in r.stderr, r.stderr
+
+
+def colorize_cli(*args, cwd=HERE, timeout=120):
+    return run(os.path.join(HERE, "colorize.py"), *args, cwd=cwd, timeout=timeout)
+
+
+# Helpers: photos
+
+def make_photo(path, size=(96, 64), seed=0, **save_args):
+    """A small color picture: smooth gradients in two hues plus noise."""
+    rng = np.random.default_rng(seed)
+    w, h = size
+    y, x = np.mgrid[0:h, 0:w] / max(w, h)
+    base = rng.uniform(0.2, 0.8, 3)
+    img = np.stack([base[0] + 0.3 * x, base[1] + 0.3 * y, base[2] - 0.3 * x * y], -1)
+    img = np.clip(img + rng.normal(0, 0.03, img.shape), 0, 1)
+    Image.fromarray((img * 255).astype(np.uint8)).save(path, **save_args)
+    return path
+
+
+@pytest.fixture(scope="module")
+def photo_dir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("photos")
+    for i in range(6):
+        make_photo(d / f"p{i}.jpg", size=(80 + 8 * i, 64), seed=i)
+    return d
+
+
+def odd_images(d):
+    """Every Pillow mode colorize.py promises, at an odd size (333 x 517)."""
+    src = Image.open(make_photo(d / "src.png", size=(333, 517)))
+    gray16 = Image.fromarray(np.asarray(src.convert("L"), dtype=np.uint16) * 257)
+    p_alpha = src.convert("P")
+    p_alpha.info["transparency"] = 0
+    made = {"gray.png": src.convert("L"), "gray_alpha.png": src.convert("LA"), "rgb.jpg": src,
+            "rgba.png": src.convert("RGBA"), "palette.png": src.convert("P"),
+            "palette_alpha.png": p_alpha, "cmyk.jpg": src.convert("CMYK"),
+            "gray16.png": gray16, "gray16.tif": gray16}
+    for name, im in made.items():
+        im.save(d / name)
+    os.remove(d / "src.png")
+    return sorted(made)
+
+
+def digest(path):
+    return hashlib.sha256(open(path, "rb").read()).hexdigest()
+
+
+def linear_rgb_profile():
+    """The bytes of an ICC v2 RGB profile with sRGB's primaries and a gamma of
+    1.0 (linear light), as a scanner might tag its output."""
+    def s15(x):
+        return struct.pack(">i", round(x * 65536))
+
+    def xyz(x, y, z):
+        return b"XYZ " + bytes(4) + s15(x) + s15(y) + s15(z)
+    curve = b"curv" + bytes(4) + struct.pack(">IH", 1, 256) + bytes(2)  # gamma 1.0 in u8Fixed8
+    text = b"linear RGB\0"
+    desc = b"desc" + bytes(4) + struct.pack(">I", len(text)) + text + bytes(4 + 4 + 2 + 1 + 67)
+    tags = [(b"desc", desc), (b"wtpt", xyz(0.9642, 1.0, 0.8249)), (b"rXYZ", xyz(0.4361, 0.2225, 0.0139)),
+            (b"gXYZ", xyz(0.3851, 0.7169, 0.0971)), (b"bXYZ", xyz(0.1431, 0.0606, 0.7141)),
+            (b"rTRC", curve), (b"gTRC", curve), (b"bTRC", curve)]
+    start, table, body = 128 + 4 + 12 * len(tags), b"", b""
+    for signature, content in tags:
+        body += bytes(-len(body) % 4)
+        table += signature + struct.pack(">II", start + len(body), len(content))
+        body += content
+    header = (struct.pack(">I", start + len(body)) + b"lcms" + struct.pack(">I", 0x02100000) + b"mntrRGB XYZ "
+              + bytes(12) + b"acsp" + bytes(4 * 4 + 8 + 4) + s15(0.9642) + s15(1.0) + s15(0.8249) + bytes(4 + 16 + 28))
+    return header + struct.pack(">I", len(tags)) + table + body
+
+
+def checkerboard(size=64, cell=16):
+    """An RGB checkerboard of orange and blue squares: two lightnesses, two colors."""
+    yy, xx = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
+    mask = ((yy // cell + xx // cell) % 2).bool()
+    rgb = torch.empty(3, size, size)
+    for c, (a, b) in enumerate(zip((1.0, 0.9, 0.2), (0.1, 0.2, 0.8))):
+        rgb[c] = torch.where(mask, torch.tensor(a), torch.tensor(b))
+    return rgb
+
+
+def lightness(image):
+    """L* (H, W), 0 to 100, of a PIL image's RGB channels."""
+    return lab.rgb_to_lab(torch.from_numpy(np.array(image.convert("RGB"))).permute(2, 0, 1))[0]
+
+
+def assert_keeps_lightness(source, out, what):
+    """out, colorized from source (the RGB picture as data.py reads the input),
+    is at source's size and has source's L pixel for pixel, to within the
+    rounding to 8 bits (0.25 L* at most), wherever lab_to_rgb clipped no channel
+    at the gamut's edge; and it has color, so a*b* did change."""
+    assert out.size == source.size, (what, out.size, source.size)
+    rgb = np.array(out.convert("RGB"))
+    inside = torch.from_numpy(((rgb > 0) & (rgb < 255)).all(-1))  # no channel clipped here
+    assert inside.float().mean() > 0.95, (what, inside.float().mean())
+    difference = (lightness(out) - lightness(source)).abs()[inside]
+    assert difference.max() < 0.3, (what, difference.max())
+    chroma = lab.rgb_to_lab(torch.from_numpy(rgb).permute(2, 0, 1))[1:].norm(dim=0).mean()
+    assert chroma > 3, (what, chroma)
+
+
+# Helpers: runs and checkpoints
+
+TINY = ["--inception", "none", "--width", "8", "--size", "32", "--batch-size", "4", "--workers", "0"]
+
+
+@pytest.fixture(scope="module")
+def tiny_ckpt(photo_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("tiny_run")
+    r = run("train.py", "--data", photo_dir, "--out", out, "--max-steps", 2, "--eval-every", 2, *TINY)
+    assert r.returncode == 0, r.stderr
+    return out / "ckpt.pt"
+
+
+def fake_run(folder, step, files=("best.pt", "ckpt.pt"), **config):
+    """A run folder as train.py writes it, with an untrained tiny model. ckpt.pt's
+    "model" weights are the wrong shape: only its "ema" weights load."""
+    folder.mkdir(parents=True, exist_ok=True)
+    config = model.ColorizerConfig(**{"width": 8, "global_branch": False, **config})
+    weights = model.Colorizer(config).state_dict()
+    common = {"config": dataclasses.asdict(config), "step": step, "inception": None, "args": {"size": 32},
+              "history": [{"step": step, "val_mse": step / 1000}]}
+    if "best.pt" in files:
+        torch.save({**common, "model": weights}, folder / "best.pt")
+    if "ckpt.pt" in files:
+        torch.save({**common, "model": {k: torch.zeros(1) for k in weights}, "ema": weights,
+                    "optimizer": {}, "best_mse": step / 1000}, folder / "ckpt.pt")
+    return folder
+
+
+DEMO = os.path.join(HERE, "demo", "colorizer.pt")
+
+
+# Windmills under a blue sky, one of the photographs held out from the demo's training
+HELD_OUT_PHOTO = os.path.join(HERE, "demo", "photos", "gcompris_categorization_0028.jpg")
+
+
+def signal_a_training_run(photo_dir, out_dir, signum, max_steps=100000):
+    """Start a train.py with a loader worker that cannot finish (max_steps),
+    wait until it has logged a training step, then send signum to its whole
+    process group. -> (exit status, stdout, stderr, the last step logged before
+    the signal). Generous deadlines: the machine may be busy."""
+    cmd = [sys.executable, "train.py", "--data", str(photo_dir), "--out", str(out_dir), "--max-steps",
+           str(max_steps), "--eval-every", str(max_steps), "--log-every", "1", *TINY, "--workers", "1"]
+    p = subprocess.Popen(cmd, cwd=HERE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         start_new_session=True)
+    out, err = [], []
+
+    def collect(stream, lines):
+        for line in stream:
+            lines.append(line)
+    readers = [threading.Thread(target=collect, args=pipe, daemon=True) for pipe in ((p.stdout, out), (p.stderr, err))]
+    for reader in readers:
+        reader.start()
+    step_line = re.compile(rf"step (\d+)/{max_steps} \| loss")
+    try:
+        deadline = time.monotonic() + 300
+        while not any(step_line.match(line) for line in list(out)):
+            assert p.poll() is None, "train.py ended before its first step:\n" + "".join(out + err)[-3000:]
+            assert time.monotonic() < deadline, "no training step logged in 300 s:\n" + "".join(out + err)[-3000:]
+            time.sleep(0.05)
+        logged = max(int(m.group(1)) for m in map(step_line.match, list(out)) if m)
+        os.killpg(p.pid, signum)
+        p.wait(timeout=300)
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+    for reader in readers:
+        reader.join(timeout=60)
+    return p.returncode, "".join(out), "".join(err), logged
+
+
+def _held_out(name):
+    return int.from_bytes(hashlib.sha1(name.encode()).digest()[:4], "big") / 2**32
+
+
+# Helpers: Lab
 
 # scikit-image 0.26 rgb2lab, its published values
 RGB2LAB = [
@@ -39,6 +514,8 @@ RGB2LAB = [
     ((0.5, 0.5, 0.5), (53.388965, -0.001468, 0.002784)),
     ((0, 0, 0), (0.0, 0.0, 0.0)),
 ]
+
+
 # scikit-image lab2rgb, out of gamut, to 3 decimals
 LAB2RGB = [
     ((50, -12, 85), (0.501, 0.481, 0.0)),
@@ -50,6 +527,159 @@ LAB2RGB = [
 def pixel(values, dtype=torch.float64):
     return torch.tensor(values, dtype=dtype).view(3, 1, 1)
 
+
+# Helpers: the colorizer
+
+VARIANTS = [("attention", True), ("attention", False), ("baseline", True), ("baseline", False)]
+
+
+def attention_by_the_formula(att, h):
+    """model.Attention's formula (paper 3.5) computed independently: a loop over
+    query positions t, in float64, from the module's own weights W_a and W_c.
+    h (B, C, H, W) -> out (B, C, H, W), alpha (B, N, N), positions s = y * W + x."""
+    B, C, H, W = h.shape
+    W_a = att.W_a.weight[:, :, 0, 0].detach().double()  # (C, C)
+    W_c = att.W_c.weight[:, :, 0, 0].detach().double()  # (C, 2C)
+    out = torch.zeros(B, C, H, W, dtype=torch.float64)
+    alpha = torch.zeros(B, H * W, H * W, dtype=torch.float64)
+    for b in range(B):
+        positions = [h[b, :, y, x].double() for y in range(H) for x in range(W)]
+        for t, h_t in enumerate(positions):
+            q_t = W_a @ h_t
+            scores = torch.stack([q_t @ h_s for h_s in positions]) / math.sqrt(C)
+            weights = torch.exp(scores - scores.max())
+            weights = weights / weights.sum()
+            c_t = sum(w * h_s for w, h_s in zip(weights, positions))
+            out[b, :, t // W, t % W] = torch.tanh(W_c @ torch.cat([c_t, h_t]))
+            alpha[b, t] = weights
+    return out, alpha
+
+
+# Helpers: the Inception and its weight files
+
+@pytest.fixture(scope="module")
+def inception_net():
+    """A randomly initialized Inception with non-trivial BatchNorm statistics,
+    so a wrongly loaded buffer changes the logits."""
+    torch.manual_seed(0)
+    net = inception.InceptionResNetV2()
+    for m in net.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.1, 0.1)
+            m.running_var.uniform_(0.5, 1.5)
+    return net.eval()
+
+
+@pytest.fixture(scope="module")
+def probe():
+    torch.manual_seed(1)
+    return torch.rand(2, 3, 99, 99) * 2 - 1  # small input: the net only needs >= 75 px
+
+
+def write_safetensors(tensors, path, metadata=None):
+    """Writes the safetensors layout by hand (the reference format, so the
+    reader is tested against bytes it did not write itself)."""
+    names = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
+             torch.int64: "I64", torch.uint8: "U8"}
+    header, blobs, offset = {}, [], 0
+    if metadata:
+        header["__metadata__"] = metadata
+    for name, t in tensors.items():
+        data = t.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b""
+        header[name] = {"dtype": names[t.dtype], "shape": list(t.shape),
+                        "data_offsets": [offset, offset + len(data)]}
+        blobs.append(data)
+        offset += len(data)
+    head = json.dumps(header).encode()
+    head += b" " * (-len(head) % 8)  # the format pads the header to 8 bytes
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(head)) + head + b"".join(blobs))
+
+
+def raw_safetensors(path, header, data=b"", length=None):
+    head = json.dumps(header).encode() if isinstance(header, dict) else header
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(head) if length is None else length) + head + data)
+    return path
+
+
+@pytest.fixture(scope="module")
+def weight_files(inception_net, tmp_path_factory):
+    d = tmp_path_factory.mktemp("weights")
+    state = inception_net.state_dict()
+    files = {}
+    files["safetensors"] = d / "model.safetensors"
+    write_safetensors(state, files["safetensors"], metadata={"format": "pt"})
+    files["pth"] = d / "plain.pth"
+    torch.save(state, files["pth"])
+    files["bin nested state_dict"] = d / "pytorch_model.bin"
+    torch.save({"state_dict": state, "epoch": 3}, files["bin nested state_dict"])
+    files["pt nested model"] = d / "ckpt.pt"
+    torch.save({"model": state}, files["pt nested model"])
+    # Cadene's pretrainedmodels: last_linear, 1001 classes with background at row 0
+    cadene = {k.replace("classif.", "last_linear."): v for k, v in state.items()}
+    cadene["last_linear.weight"] = torch.cat([torch.randn(1, 1536), state["classif.weight"]])
+    cadene["last_linear.bias"] = torch.cat([torch.randn(1), state["classif.bias"]])
+    files["cadene 1001"] = d / "inceptionresnetv2-520b38e4.pth"
+    torch.save(cadene, files["cadene 1001"])
+    return files
+
+
+class FakeResponse(io.BytesIO):
+    headers = {"Content-Length": "11"}
+
+
+def isolated_caches(monkeypatch, tmp_path):
+    """This project's and Hugging Face's caches under tmp_path, online: the
+    user's own caches and settings stay out of the test. Returns cache_dir()."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.delenv("HF_HOME", raising=False)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    return tmp_path / "xdg" / "colorize"
+
+
+def no_network(url, timeout):
+    raise AssertionError("nothing should be downloaded here")
+
+
+def hub_snapshot(hub, data):
+    """A file as huggingface_hub keeps it: blobs/<sha256>, linked from snapshots/<revision>/."""
+    repo = hub / "models--timm--inception_resnet_v2.tf_in1k"
+    sha = hashlib.sha256(data).hexdigest()
+    (repo / "blobs").mkdir(parents=True)
+    (repo / "blobs" / sha).write_bytes(data)
+    (repo / "snapshots" / "e5a4b3c2").mkdir(parents=True)
+    os.symlink(os.path.join("..", "..", "blobs", sha), repo / "snapshots" / "e5a4b3c2" / "model.safetensors")
+    return repo / "snapshots" / "e5a4b3c2" / "model.safetensors", sha
+
+
+# Helpers: attention pages
+
+def explorer_weights(page, n):
+    """The weights an explorer page embeds, as the (Q, N) floats it draws."""
+    codes = torch.frombuffer(bytearray(base64.b64decode(page["weights"])), dtype=torch.uint8)
+    return attention_maps.dequantize(codes.view(-1, n), n)
+
+
+def browser():
+    """Debian's headless Chromium, or None (.ci/run installs it; a bare machine may lack it)."""
+    return shutil.which("chromium-headless-shell") or shutil.which("chromium")
+
+
+# Helpers: the course
+
+TINY_COURSE = [(r"--max-steps \d+", "--max-steps 2"), (r"--eval-every \d+", "--eval-every 1"),
+               (r"--size 128", "--size 32"), (r"--width 32", "--width 8"), (r"--workers 1", "--workers 0"),
+               (r"(overfit_one_photo\.py \S+)", r"\1 --steps 3 --size 32 --width 4")]
+
+
+EXERCISE_NAMES = ["coord_channels", "attention_forward", "fusion_forward", "colorization_loss"]
+
+
+# -----------------------------------------------------------------------------
+# 1. Lab conversion is exact (lab.py)
+# sRGB to CIELAB and back against scikit-image's values: batched, in strips, from uint8, differentiable, clipped.
 
 @pytest.mark.parametrize("rgb,expected", RGB2LAB)
 def test_rgb_to_lab_matches_published_values(rgb, expected):
@@ -133,27 +763,154 @@ def test_gray_rgb_has_the_same_lightness_and_no_color():
 
 
 # -----------------------------------------------------------------------------
-# model.py: Inception-ResNet-v2 and its weight files
+# 2. The output keeps the input's L: colorization changes only a*b*
+# colorize.py and colorize.colorize(): the output's L is the input's, pixel for pixel, at full resolution.
+
+def test_colorize_py_keeps_the_inputs_lightness_in_every_mode_and_size(tmp_path):
+    """The central promise: colorization changes only a*b*. colorize.py on every
+    mode it takes (333 x 517), a small photo (40 x 32) and a 1000 x 120 panorama
+    (wider than the network's 4:1): each output's L is its input's, pixel for
+    pixel, at full resolution, though the network saw a copy 64 px high (32 for
+    the panorama)."""
+    names = odd_images(tmp_path) + ["small.png", "wide.jpg"]
+    make_photo(tmp_path / "small.png", size=(40, 32), seed=1)
+    make_photo(tmp_path / "wide.jpg", size=(1000, 120), seed=2)
+    r = colorize_cli(*[tmp_path / n for n in names], "--checkpoint", DEMO, "--size", 64)
+    assert r.returncode == 0, r.stderr
+    for n in names:
+        stem, ext = os.path.splitext(n)  # gray16.png and gray16.tif: one output each, named by extension
+        out = Image.open(tmp_path / (stem + ("_" + ext[1:] if stem == "gray16" else "") + "_color.png"))
+        assert_keeps_lightness(data.load_image(tmp_path / n)[0], out, n)
 
 
-@pytest.fixture(scope="module")
-def inception_net():
-    """A randomly initialized Inception with non-trivial BatchNorm statistics,
-    so a wrongly loaded buffer changes the logits."""
+def test_the_python_api_keeps_the_inputs_lightness(tmp_path):
+    """colorize.colorize() from a notebook keeps the L of whatever it is given:
+    a path, PIL images of several modes, arrays of 8-bit color and float gray."""
+    colorizer = colorize.load(DEMO, device="cpu")._replace(size=64)  # the network's copy: 64 px high
+    path = make_photo(tmp_path / "p.png", size=(250, 170))
+    photo = Image.open(path)
+    for what, image in [("path", path), ("RGB", photo.convert("RGB")), ("L", photo.convert("L")),
+                        ("RGBA", photo.convert("RGBA")), ("uint8 array", np.asarray(photo)),
+                        ("float gray array", np.asarray(photo.convert("L"), dtype=np.float32) / 255)]:
+        source, _ = data.image_input(image)
+        assert_keeps_lightness(source, colorize.colorize(image, colorizer), what)
+
+
+# -----------------------------------------------------------------------------
+# 3. The colorizer is the paper's network (model.py)
+# Shapes, the variants and their switches, CoordConv, padding, the attention against its formula, overfitting.
+
+@pytest.mark.parametrize("variant,global_branch", VARIANTS)
+@pytest.mark.parametrize("size", [(64, 64), (48, 104)])
+def test_colorizer_output_has_the_input_size(variant, global_branch, size):
+    net = model.Colorizer(model.ColorizerConfig(variant=variant, global_branch=global_branch, width=16))
+    lightness = torch.rand(2, 1, *size) * 2 - 1
+    ab = net(lightness, torch.randn(2, 1000) if global_branch else None)
+    assert ab.shape == (2, 2, *size)
+
+
+def test_variants_differ_as_the_paper_says():
+    att = model.Colorizer(model.ColorizerConfig(variant="attention"))
+    base = model.Colorizer(model.ColorizerConfig(variant="baseline"))
+    assert att.attention is not None and att.encoder.layers[0][0].in_channels == 3  # L + x + y
+    assert base.attention is None and base.encoder.layers[0][0].in_channels == 1
+    assert att.fusion.conv.in_channels == 256 + 1000
+    nog = model.Colorizer(model.ColorizerConfig(global_branch=False))
+    assert nog.fusion.conv.in_channels == 256
+
+
+def test_coords_and_attention_are_switched_one_at_a_time():
+    """The 2x2 of the course's ablation: attention and CoordConv apart, the
+    paper's model (both) and Deep Koalarization's (neither) as the defaults."""
+    for variant, coords, channels in [("attention", False, 1), ("baseline", True, 3)]:
+        net = model.Colorizer(model.ColorizerConfig(variant=variant, coords=coords, width=8, global_branch=False))
+        assert (net.attention is not None) == (variant == "attention")
+        assert net.encoder.layers[0][0].in_channels == channels
+    old = {"variant": "baseline", "global_branch": False, "width": 8}  # a checkpoint from before --coords
+    assert model.ColorizerConfig.from_dict(old).coords is False
+
+
+def test_colorizer_refuses_bad_inputs():
+    net = model.Colorizer(model.ColorizerConfig(width=8))
+    with pytest.raises(ValueError, match="multiples of 8"):
+        net(torch.zeros(1, 1, 30, 32), torch.zeros(1, 1000))
+    with pytest.raises(ValueError, match="embedding"):
+        net(torch.zeros(1, 1, 32, 32))
+    with pytest.raises(ValueError, match="unknown variant"):
+        model.ColorizerConfig(variant="transformer")
+
+
+def test_attention_on_both_paths_is_the_papers_formula():
+    """The fused path (scaled_dot_product_attention, no N x N matrix) and the
+    readable one (return_weights=True, and its alpha) against a plain loop over
+    query positions: q_t = W_a h_t, alpha_ts = softmax_s(q_t . h_s / sqrt(C)),
+    c_t = sum_s alpha_ts h_s, out_t = tanh(W_c [c_t; h_t]). A map that is not
+    square (4 x 6), a batch of 2."""
     torch.manual_seed(0)
-    net = inception.InceptionResNetV2()
-    for m in net.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.1, 0.1)
-            m.running_var.uniform_(0.5, 1.5)
-    return net.eval()
+    att = model.Attention(16)
+    h = 2 * torch.randn(2, 16, 4, 6)
+    expected_out, expected_alpha = attention_by_the_formula(att, h)
+    assert expected_alpha.max() > 0.3 and expected_alpha.min() < 1e-3  # far from uniform: the order of s matters
+    with torch.no_grad():
+        fused = att(h)
+        readable, alpha = att(h, return_weights=True)
+    assert fused.shape == readable.shape == (2, 16, 4, 6) and alpha.shape == (2, 24, 24)
+    for path, got, expected in [("fused", fused, expected_out), ("readable", readable, expected_out),
+                                ("alpha", alpha, expected_alpha)]:
+        error = (got.double() - expected).abs().max().item()
+        assert error < 1e-5, (path, error)
 
 
-@pytest.fixture(scope="module")
-def probe():
-    torch.manual_seed(1)
-    return torch.rand(2, 3, 99, 99) * 2 - 1  # small input: the net only needs >= 75 px
+def test_colorizer_returns_attention_maps_for_visualization():
+    net = model.Colorizer(model.ColorizerConfig(global_branch=False, width=8)).eval()
+    ab, alpha = net(torch.zeros(1, 1, 32, 48), return_attention=True)
+    assert ab.shape == (1, 2, 32, 48) and alpha.shape == (1, 4 * 6, 4 * 6)
 
+
+def test_replicate_padding_sees_no_edge_and_old_checkpoints_keep_zeros():
+    """A constant gray photo is the same everywhere, so a model without
+    coordinates should color it the same everywhere: with replicate padding it
+    does; zero padding marks the edges (the colored frame)."""
+    torch.manual_seed(0)
+    flat = torch.full((1, 1, 48, 64), 0.3)
+    spread = {}
+    for padding in ("zeros", "replicate"):
+        net = model.Colorizer(model.ColorizerConfig("baseline", global_branch=False, width=8, padding=padding))
+        with torch.no_grad():
+            spread[padding] = net.eval()(flat).std(dim=(2, 3)).max().item()
+    assert spread["replicate"] < 1e-6 < spread["zeros"], spread
+    assert model.ColorizerConfig.from_dict({"variant": "attention", "width": 8}).padding == "zeros"  # made before it
+    with pytest.raises(ValueError, match="padding"):
+        model.ColorizerConfig(padding="reflect")
+
+
+def test_coord_channels_span_minus_one_to_one():
+    grid = model.coord_channels(torch.zeros(2, 1, 3, 5))
+    assert grid.shape == (2, 2, 3, 5)
+    assert torch.equal(grid[0, 0, 0], torch.linspace(-1, 1, 5))   # x varies along width
+    assert torch.equal(grid[0, 1, :, 0], torch.linspace(-1, 1, 3))  # y along height
+
+
+@pytest.mark.parametrize("variant", ["attention", "baseline"])
+def test_small_colorizer_overfits_a_colored_checkerboard(variant):
+    torch.manual_seed(0)
+    lightness, ab = lab.lab_to_net(lab.rgb_to_lab(checkerboard())[None])
+    net = model.Colorizer(model.ColorizerConfig(variant=variant, width=16))
+    emb = torch.randn(1, 1000)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    losses = []
+    for _ in range(120):
+        loss = torch.nn.functional.mse_loss(net(lightness, emb), ab)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0] / 10, losses[::20]
+
+
+# -----------------------------------------------------------------------------
+# 4. The Inception and its weights load from every published form (inception.py)
+# timm's keys and shapes, every file format, the safetensors reader, the download, the caches, offline.
 
 def test_inception_matches_timm_keys_shapes_and_parameter_count(inception_net):
     state = inception_net.state_dict()
@@ -204,46 +961,20 @@ def test_inception_stem_sizes_at_299():
     assert sizes["conv2d_7b"] == (1536, 8, 8)
 
 
-def write_safetensors(tensors, path, metadata=None):
-    """Writes the safetensors layout by hand (the reference format, so the
-    reader is tested against bytes it did not write itself)."""
-    names = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
-             torch.int64: "I64", torch.uint8: "U8"}
-    header, blobs, offset = {}, [], 0
-    if metadata:
-        header["__metadata__"] = metadata
-    for name, t in tensors.items():
-        data = t.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b""
-        header[name] = {"dtype": names[t.dtype], "shape": list(t.shape),
-                        "data_offsets": [offset, offset + len(data)]}
-        blobs.append(data)
-        offset += len(data)
-    head = json.dumps(header).encode()
-    head += b" " * (-len(head) % 8)  # the format pads the header to 8 bytes
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(head)) + head + b"".join(blobs))
+def test_inception_input_is_normalized_with_mean_and_std_one_half(inception_net):
+    """Gray 0.5 is the middle of [-1, 1]: the logits of an all-zeros input."""
+    gray = torch.full((1, 3, 64, 80), 0.5)
+    with torch.no_grad():
+        expected = inception_net(torch.zeros(1, 3, 299, 299))
+    got = inception.inception_embedding(inception_net, gray)
+    assert torch.allclose(got, expected), f"max difference {(got - expected).abs().max():.1e}"
 
 
-@pytest.fixture(scope="module")
-def weight_files(inception_net, tmp_path_factory):
-    d = tmp_path_factory.mktemp("weights")
-    state = inception_net.state_dict()
-    files = {}
-    files["safetensors"] = d / "model.safetensors"
-    write_safetensors(state, files["safetensors"], metadata={"format": "pt"})
-    files["pth"] = d / "plain.pth"
-    torch.save(state, files["pth"])
-    files["bin nested state_dict"] = d / "pytorch_model.bin"
-    torch.save({"state_dict": state, "epoch": 3}, files["bin nested state_dict"])
-    files["pt nested model"] = d / "ckpt.pt"
-    torch.save({"model": state}, files["pt nested model"])
-    # Cadene's pretrainedmodels: last_linear, 1001 classes with background at row 0
-    cadene = {k.replace("classif.", "last_linear."): v for k, v in state.items()}
-    cadene["last_linear.weight"] = torch.cat([torch.randn(1, 1536), state["classif.weight"]])
-    cadene["last_linear.bias"] = torch.cat([torch.randn(1), state["classif.bias"]])
-    files["cadene 1001"] = d / "inceptionresnetv2-520b38e4.pth"
-    torch.save(cadene, files["cadene 1001"])
-    return files
+def test_inception_embedding_takes_gray_images_to_logits(inception_net):
+    gray = torch.rand(2, 1, 64, 80).expand(2, 3, 64, 80)
+    emb = inception.inception_embedding(inception_net, gray)
+    assert emb.shape == (2, 1000) and torch.isfinite(emb).all()
+    assert not emb.requires_grad
 
 
 @pytest.mark.parametrize("kind", ["safetensors", "pth", "bin nested state_dict",
@@ -255,6 +986,31 @@ def test_every_weight_format_loads_and_gives_identical_logits(kind, weight_files
         assert torch.equal(loaded(probe), inception_net(probe))
 
 
+def test_the_format_is_known_by_the_bytes_whatever_the_name(weight_files, inception_net, probe, tmp_path):
+    """A safetensors file saved as .bin, a Hugging Face blob (no extension), and a
+    torch file saved as .safetensors all load (hard links: the same bytes, new names)."""
+    for kind, name in [("safetensors", "pytorch_model.bin"), ("safetensors", "0f1e2d3c4b5a6978"),
+                       ("pth", "model.safetensors")]:
+        os.link(weight_files[kind], tmp_path / name)
+        loaded = inception.load_inception(tmp_path / name)
+        with torch.no_grad():
+            assert torch.equal(loaded(probe), inception_net(probe)), name
+
+
+def test_weights_older_than_num_batches_tracked_load_and_nothing_else_may_be_missing(inception_net, probe, tmp_path):
+    """Cadene's 2017 file predates BatchNorm's num_batches_tracked buffer: torch's
+    strict load takes it, keeping the module's own buffers; so must load_strict."""
+    old = {k: v for k, v in inception_net.state_dict().items() if not k.endswith(".num_batches_tracked")}
+    torch.save(old, tmp_path / "inceptionresnetv2-520b38e4.pth")
+    loaded = inception.load_inception(tmp_path / "inceptionresnetv2-520b38e4.pth")
+    with torch.no_grad():
+        assert torch.equal(loaded(probe), inception_net(probe))
+    del old["conv2d_1a.bn.running_var"]
+    torch.save(old, tmp_path / "broken.pth")
+    with pytest.raises(ValueError, match=r"missing \(1\): conv2d_1a\.bn\.running_var$"):
+        inception.load_inception(tmp_path / "broken.pth")
+
+
 def test_safetensors_reader_reads_half_precision_and_empty_tensors(tmp_path):
     tensors = {"h": torch.randn(3, 4).half(), "b": torch.randn(5).bfloat16(),
                "i": torch.arange(6).view(2, 3), "e": torch.zeros(0, 4)}
@@ -263,13 +1019,6 @@ def test_safetensors_reader_reads_half_precision_and_empty_tensors(tmp_path):
     assert set(got) == set(tensors)
     for k, t in tensors.items():
         assert got[k].dtype == t.dtype and torch.equal(got[k], t), k
-
-
-def raw_safetensors(path, header, data=b"", length=None):
-    head = json.dumps(header).encode() if isinstance(header, dict) else header
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(head) if length is None else length) + head + data)
-    return path
 
 
 @pytest.mark.parametrize("case,why", [
@@ -334,8 +1083,23 @@ def test_a_file_that_is_not_weights_is_refused_clearly(tmp_path):
         inception.read_state_dict(tmp_path / "config.pt")
 
 
-class FakeResponse(io.BytesIO):
-    headers = {"Content-Length": "11"}
+def test_a_weights_path_that_is_not_a_regular_file_is_refused_before_it_is_opened(tmp_path):
+    os.mkfifo(tmp_path / "weights.safetensors")
+
+    def blocked(*_):
+        raise TimeoutError("open() waited for a writer to the FIFO")
+    previous = signal.signal(signal.SIGALRM, blocked)
+    signal.alarm(20)
+    try:
+        for path, why in [(tmp_path / "weights.safetensors", "not a regular file"),
+                          (tmp_path, "not a regular file"), (tmp_path / "gone.pth", "no such file")]:
+            for read in (inception.read_state_dict, inception.read_safetensors, inception.sha256_of, inception.load_inception):
+                with pytest.raises(ValueError) as err:
+                    read(path)
+                assert str(err.value) == f"{path}: {why}", read
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def test_download_checks_sha256_and_leaves_nothing_behind(tmp_path, monkeypatch):
@@ -344,7 +1108,6 @@ def test_download_checks_sha256_and_leaves_nothing_behind(tmp_path, monkeypatch)
     with pytest.raises(RuntimeError, match="sha256"):
         inception.default_inception_path()
     assert os.listdir(tmp_path / "colorize") == []
-    import hashlib
     monkeypatch.setattr(inception, "INCEPTION_SHA256", hashlib.sha256(b"not weights").hexdigest())
     path = inception.default_inception_path()
     assert open(path, "rb").read() == b"not weights"
@@ -362,52 +1125,12 @@ def test_offline_download_explains_the_manual_steps(tmp_path, monkeypatch):
     assert inception.INCEPTION_URL in str(err.value) and "--inception none" in str(err.value)
 
 
-def test_weights_older_than_num_batches_tracked_load_and_nothing_else_may_be_missing(inception_net, probe, tmp_path):
-    """Cadene's 2017 file predates BatchNorm's num_batches_tracked buffer: torch's
-    strict load takes it, keeping the module's own buffers; so must load_strict."""
-    old = {k: v for k, v in inception_net.state_dict().items() if not k.endswith(".num_batches_tracked")}
-    torch.save(old, tmp_path / "inceptionresnetv2-520b38e4.pth")
-    loaded = inception.load_inception(tmp_path / "inceptionresnetv2-520b38e4.pth")
-    with torch.no_grad():
-        assert torch.equal(loaded(probe), inception_net(probe))
-    del old["conv2d_1a.bn.running_var"]
-    torch.save(old, tmp_path / "broken.pth")
-    with pytest.raises(ValueError, match=r"missing \(1\): conv2d_1a\.bn\.running_var$"):
-        inception.load_inception(tmp_path / "broken.pth")
-
-
-def test_the_format_is_known_by_the_bytes_whatever_the_name(weight_files, inception_net, probe, tmp_path):
-    """A safetensors file saved as .bin, a Hugging Face blob (no extension), and a
-    torch file saved as .safetensors all load (hard links: the same bytes, new names)."""
-    for kind, name in [("safetensors", "pytorch_model.bin"), ("safetensors", "0f1e2d3c4b5a6978"),
-                       ("pth", "model.safetensors")]:
-        os.link(weight_files[kind], tmp_path / name)
-        loaded = inception.load_inception(tmp_path / name)
-        with torch.no_grad():
-            assert torch.equal(loaded(probe), inception_net(probe)), name
-
-
-def isolated_caches(monkeypatch, tmp_path):
-    """This project's and Hugging Face's caches under tmp_path, online: the
-    user's own caches and settings stay out of the test. Returns cache_dir()."""
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
-    monkeypatch.delenv("HF_HOME", raising=False)
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    return tmp_path / "xdg" / "colorize"
-
-
-def no_network(url, timeout):
-    raise AssertionError("nothing should be downloaded here")
-
-
 @pytest.mark.parametrize("error", [None, TimeoutError("timed out"), ConnectionResetError("reset"),
                                    KeyboardInterrupt()])
 def test_download_without_a_length_shows_megabytes_and_any_failure_leaves_nothing(tmp_path, monkeypatch,
                                                                                  capsys, error):
     """No Content-Length: '2 MB', not '2/0 MB'. A stall, a broken connection or
     Ctrl-C after the first megabyte: no .part file, and the progress line ended."""
-    import hashlib
     cache = isolated_caches(monkeypatch, tmp_path)
     body = bytes(3 << 20)
 
@@ -434,7 +1157,6 @@ def test_download_without_a_length_shows_megabytes_and_any_failure_leaves_nothin
 def test_two_downloads_at_once_each_write_their_own_file(tmp_path, monkeypatch):
     """A second process starts and finishes while the first is under way: each
     writes its own temporary file, and the first then takes the finished one."""
-    import hashlib
     cache = isolated_caches(monkeypatch, tmp_path)
     body = b"the weights"
     pids = iter(range(1000, 2000))
@@ -454,18 +1176,6 @@ def test_two_downloads_at_once_each_write_their_own_file(tmp_path, monkeypatch):
     path = inception.default_inception_path()
     assert second[1] == path and open(path, "rb").read() == body
     assert os.listdir(cache) == [os.path.basename(path)]
-
-
-def hub_snapshot(hub, data):
-    """A file as huggingface_hub keeps it: blobs/<sha256>, linked from snapshots/<revision>/."""
-    import hashlib
-    repo = hub / "models--timm--inception_resnet_v2.tf_in1k"
-    sha = hashlib.sha256(data).hexdigest()
-    (repo / "blobs").mkdir(parents=True)
-    (repo / "blobs" / sha).write_bytes(data)
-    (repo / "snapshots" / "e5a4b3c2").mkdir(parents=True)
-    os.symlink(os.path.join("..", "..", "blobs", sha), repo / "snapshots" / "e5a4b3c2" / "model.safetensors")
-    return repo / "snapshots" / "e5a4b3c2" / "model.safetensors", sha
 
 
 @pytest.mark.parametrize("where", ["HF_HUB_CACHE", "HF_HOME", "XDG_CACHE_HOME", "HOME"])
@@ -525,194 +1235,58 @@ def test_a_cache_folder_that_cannot_be_made_or_written_is_one_line(tmp_path, mon
         assert "XDG_CACHE_HOME" in msg and "--inception PATH" in msg
 
 
-def test_inception_input_is_normalized_with_mean_and_std_one_half(inception_net):
-    """Gray 0.5 is the middle of [-1, 1]: the logits of an all-zeros input."""
-    gray = torch.full((1, 3, 64, 80), 0.5)
-    with torch.no_grad():
-        expected = inception_net(torch.zeros(1, 3, 299, 299))
-    got = inception.inception_embedding(inception_net, gray)
-    assert torch.allclose(got, expected), f"max difference {(got - expected).abs().max():.1e}"
-
-
-def test_a_weights_path_that_is_not_a_regular_file_is_refused_before_it_is_opened(tmp_path):
-    os.mkfifo(tmp_path / "weights.safetensors")
-
-    def blocked(*_):
-        raise TimeoutError("open() waited for a writer to the FIFO")
-    previous = signal.signal(signal.SIGALRM, blocked)
-    signal.alarm(20)
-    try:
-        for path, why in [(tmp_path / "weights.safetensors", "not a regular file"),
-                          (tmp_path, "not a regular file"), (tmp_path / "gone.pth", "no such file")]:
-            for read in (inception.read_state_dict, inception.read_safetensors, inception.sha256_of, inception.load_inception):
-                with pytest.raises(ValueError) as err:
-                    read(path)
-                assert str(err.value) == f"{path}: {why}", read
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, previous)
-
-
-def test_bench_flags_are_one_line_errors_before_any_work(tmp_path):
-    (tmp_path / "file").write_text("not a folder")
-    cases = [(["--batch-size", "-1"], "--batch-size -1"), (["--peak-tflops", "-5"], "--peak-tflops -5"),
-             (["--photos", tmp_path / "missing"], "--photos"), (["--photos", tmp_path / "file"], "--photos"),
-             (["--compile", "--device", "cpu"], "--compile")]
-    if not torch.cuda.is_available():
-        cases.append((["--device", "cuda"], "--device cuda"))
-    for flags, words in cases:
-        r = run("bench.py", "--quick", *flags, timeout=120)
-        one_error_line(r, words)
-        assert "Traceback" not in r.stderr and r.stdout == "", r.stdout  # nothing measured
-
-
-def test_inception_embedding_takes_gray_images_to_logits(inception_net):
-    gray = torch.rand(2, 1, 64, 80).expand(2, 3, 64, 80)
-    emb = inception.inception_embedding(inception_net, gray)
-    assert emb.shape == (2, 1000) and torch.isfinite(emb).all()
-    assert not emb.requires_grad
-
-
 # -----------------------------------------------------------------------------
-# model.py: the colorizer
+# 5. Photos are read as a viewer shows them (data.py)
+# Modes, EXIF, ICC profiles, folders and links, the split, bad files passed over, the cache, draft decoding, balance.
 
-VARIANTS = [("attention", True), ("attention", False), ("baseline", True), ("baseline", False)]
-
-
-@pytest.mark.parametrize("variant,global_branch", VARIANTS)
-@pytest.mark.parametrize("size", [(64, 64), (48, 104)])
-def test_colorizer_output_shape_and_range(variant, global_branch, size):
-    net = model.Colorizer(model.ColorizerConfig(variant=variant, global_branch=global_branch, width=16))
-    lightness = torch.rand(2, 1, *size) * 2 - 1
-    ab = net(lightness, torch.randn(2, 1000) if global_branch else None)
-    assert ab.shape == (2, 2, *size)
-    assert ab.abs().max() <= 1
-
-
-def test_variants_differ_as_the_paper_says():
-    att = model.Colorizer(model.ColorizerConfig(variant="attention"))
-    base = model.Colorizer(model.ColorizerConfig(variant="baseline"))
-    assert att.attention is not None and att.encoder.layers[0][0].in_channels == 3  # L + x + y
-    assert base.attention is None and base.encoder.layers[0][0].in_channels == 1
-    assert att.fusion.conv.in_channels == 256 + 1000
-    nog = model.Colorizer(model.ColorizerConfig(global_branch=False))
-    assert nog.fusion.conv.in_channels == 256
+@pytest.mark.parametrize("mode", ["L", "LA", "P", "RGBA", "CMYK", "I;16", "RGB"])
+def test_load_image_takes_any_mode_to_rgb(tmp_path, mode):
+    rgb = Image.open(make_photo(tmp_path / "src.png"))
+    if mode == "I;16":
+        gray16 = (np.asarray(rgb.convert("L"), dtype=np.uint16) * 257)
+        im = Image.fromarray(gray16)  # uint16 -> mode I;16
+    else:
+        im = rgb.convert(mode)
+    path = tmp_path / ("x.tif" if mode == "CMYK" else "x.png")
+    im.save(path)
+    out, alpha = data.load_image(path)
+    assert out.mode == "RGB" and out.size == (96, 64)
+    assert (alpha is not None) == (mode in ("LA", "RGBA"))
+    if mode == "I;16":  # 16-bit values scale down to the full 8-bit range, not clipped at 255
+        assert np.abs(np.asarray(out)[..., 0].astype(int) - np.asarray(rgb.convert("L"))).max() <= 1
 
 
-def test_coords_and_attention_are_switched_one_at_a_time():
-    """The 2x2 of the course's ablation: attention and CoordConv apart, the
-    paper's model (both) and Deep Koalarization's (neither) as the defaults."""
-    for variant, coords, channels in [("attention", False, 1), ("baseline", True, 3)]:
-        net = model.Colorizer(model.ColorizerConfig(variant=variant, coords=coords, width=8, global_branch=False))
-        assert (net.attention is not None) == (variant == "attention")
-        assert net.encoder.layers[0][0].in_channels == channels
-    old = {"variant": "baseline", "global_branch": False, "width": 8}  # a checkpoint from before --coords
-    assert model.ColorizerConfig.from_dict(old).coords is False
+def test_float_and_16_bit_transparent_images_keep_their_tones(tmp_path):
+    ramp = np.linspace(0, 1, 64 * 48).reshape(48, 64)
+    Image.fromarray(ramp.astype(np.float32), "F").save(tmp_path / "float.tif")
+    rgb, alpha = data.load_image(tmp_path / "float.tif")
+    assert alpha is None and abs(np.asarray(rgb)[..., 0].astype(float) - ramp * 255).max() <= 1
+    Image.fromarray((ramp * 65535).astype(np.uint16)).save(tmp_path / "gray16.png", transparency=0)
+    im = Image.open(tmp_path / "gray16.png")
+    assert im.mode.startswith("I") and im.info["transparency"] == 0
+    rgb, alpha = data.load_image(tmp_path / "gray16.png")
+    assert abs(np.asarray(rgb)[..., 0].astype(float) - ramp * 255).max() <= 1  # not washed out to white
+    assert np.asarray(alpha)[0, 0] == 0 and (np.asarray(alpha) == 255).mean() > 0.99
 
 
-def test_colorizer_refuses_bad_inputs():
-    net = model.Colorizer(model.ColorizerConfig(width=8))
-    with pytest.raises(ValueError, match="multiples of 8"):
-        net(torch.zeros(1, 1, 30, 32), torch.zeros(1, 1000))
-    with pytest.raises(ValueError, match="embedding"):
-        net(torch.zeros(1, 1, 32, 32))
-    with pytest.raises(ValueError, match="unknown variant"):
-        model.ColorizerConfig(variant="transformer")
+def test_a_photo_tagged_with_another_color_space_is_read_as_displayed(tmp_path):
+    # Linear-light 128 is sRGB 188: read as sRGB, the photo would be 20 L* darker than it looks.
+    Image.new("RGB", (16, 16), (128, 64, 32)).save(tmp_path / "scan.png", icc_profile=linear_rgb_profile())
+    rgb, _ = data.load_image(tmp_path / "scan.png")
+    assert abs(rgb.getpixel((0, 0))[0] - 188) <= 2, rgb.getpixel((0, 0))
+    Image.new("RGBA", (16, 16), (128, 128, 128, 77)).save(tmp_path / "alpha.png", icc_profile=linear_rgb_profile())
+    rgb, alpha = data.load_image(tmp_path / "alpha.png")
+    assert abs(rgb.getpixel((0, 0))[1] - 188) <= 2 and alpha.getpixel((0, 0)) == 77
+    Image.new("RGB", (16, 16), (128, 64, 32)).save(tmp_path / "plain.png")  # untagged: sRGB, as it is
+    assert data.load_image(tmp_path / "plain.png")[0].getpixel((0, 0)) == (128, 64, 32)
 
 
-def test_attention_weights_sum_to_one_and_match_the_fused_kernel():
-    torch.manual_seed(0)
-    att = model.Attention(32)
-    h = torch.randn(2, 32, 6, 10)
-    out_w, alpha = att(h, return_weights=True)
-    assert alpha.shape == (2, 60, 60)
-    assert torch.allclose(alpha.sum(-1), torch.ones(2, 60), atol=1e-5)
-    assert (alpha >= 0).all()
-    assert torch.allclose(att(h), out_w, atol=1e-5)  # scaled_dot_product_attention path
-
-
-def test_colorizer_returns_attention_maps_for_visualization():
-    net = model.Colorizer(model.ColorizerConfig(global_branch=False, width=8)).eval()
-    ab, alpha = net(torch.zeros(1, 1, 32, 48), return_attention=True)
-    assert ab.shape == (1, 2, 32, 48) and alpha.shape == (1, 4 * 6, 4 * 6)
-
-
-def test_replicate_padding_sees_no_edge_and_old_checkpoints_keep_zeros():
-    """A constant gray photo is the same everywhere, so a model without
-    coordinates should color it the same everywhere: with replicate padding it
-    does; zero padding marks the edges (the colored frame)."""
-    torch.manual_seed(0)
-    flat = torch.full((1, 1, 48, 64), 0.3)
-    spread = {}
-    for padding in ("zeros", "replicate"):
-        net = model.Colorizer(model.ColorizerConfig("baseline", global_branch=False, width=8, padding=padding))
-        with torch.no_grad():
-            spread[padding] = net.eval()(flat).std(dim=(2, 3)).max().item()
-    assert spread["replicate"] < 1e-6 < spread["zeros"], spread
-    assert model.ColorizerConfig.from_dict({"variant": "attention", "width": 8}).padding == "zeros"  # made before it
-    with pytest.raises(ValueError, match="padding"):
-        model.ColorizerConfig(padding="reflect")
-
-
-def test_coord_channels_span_minus_one_to_one():
-    grid = model.coord_channels(torch.zeros(2, 1, 3, 5))
-    assert grid.shape == (2, 2, 3, 5)
-    assert torch.equal(grid[0, 0, 0], torch.linspace(-1, 1, 5))   # x varies along width
-    assert torch.equal(grid[0, 1, :, 0], torch.linspace(-1, 1, 3))  # y along height
-
-
-def checkerboard(size=64, cell=16):
-    """An RGB checkerboard of orange and blue squares: two lightnesses, two colors."""
-    yy, xx = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
-    mask = ((yy // cell + xx // cell) % 2).bool()
-    rgb = torch.empty(3, size, size)
-    for c, (a, b) in enumerate(zip((1.0, 0.9, 0.2), (0.1, 0.2, 0.8))):
-        rgb[c] = torch.where(mask, torch.tensor(a), torch.tensor(b))
-    return rgb
-
-
-@pytest.mark.parametrize("variant", ["attention", "baseline"])
-def test_small_colorizer_overfits_a_colored_checkerboard(variant):
-    torch.manual_seed(0)
-    lightness, ab = lab.lab_to_net(lab.rgb_to_lab(checkerboard())[None])
-    net = model.Colorizer(model.ColorizerConfig(variant=variant, width=16))
-    emb = torch.randn(1, 1000)
-    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
-    losses = []
-    for _ in range(120):
-        loss = torch.nn.functional.mse_loss(net(lightness, emb), ab)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
-    assert losses[-1] < losses[0] / 10, losses[::20]
-
-
-# -----------------------------------------------------------------------------
-# data.py
-
-import subprocess
-import sys
-import tempfile
-
-import numpy as np
-from PIL import Image
-
-import data
-
-HERE = os.path.dirname(os.path.abspath(__file__))
-
-
-def make_photo(path, size=(96, 64), seed=0, **save_args):
-    """A small color picture: smooth gradients in two hues plus noise."""
-    rng = np.random.default_rng(seed)
-    w, h = size
-    y, x = np.mgrid[0:h, 0:w] / max(w, h)
-    base = rng.uniform(0.2, 0.8, 3)
-    img = np.stack([base[0] + 0.3 * x, base[1] + 0.3 * y, base[2] - 0.3 * x * y], -1)
-    img = np.clip(img + rng.normal(0, 0.03, img.shape), 0, 1)
-    Image.fromarray((img * 255).astype(np.uint8)).save(path, **save_args)
-    return path
+def test_load_image_applies_exif_orientation(tmp_path):
+    im = Image.open(make_photo(tmp_path / "src.png", size=(96, 64)))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
+    im.save(tmp_path / "rot.jpg", exif=exif)
+    assert data.load_image(tmp_path / "rot.jpg")[0].size == (64, 96)
 
 
 def test_find_images_recurses_and_ignores_case(tmp_path):
@@ -723,6 +1297,20 @@ def test_find_images_recurses_and_ignores_case(tmp_path):
     (tmp_path / "notes.txt").write_text("not an image")
     found = [os.path.relpath(p, tmp_path) for p in data.find_images(tmp_path)]
     assert found == [os.path.join("a", "b", "z.WebP"), os.path.join("a", "y.png"), "x.JPG"]
+
+
+def test_folders_of_links_are_followed_and_link_cycles_end(tmp_path):
+    real = tmp_path / "real" / "cat"
+    real.mkdir(parents=True)
+    make_photo(real / "a.jpg", size=(40, 32))
+    tree = tmp_path / "tree" / "train"
+    tree.mkdir(parents=True)
+    os.symlink(real, tree / "cat")
+    os.symlink(tmp_path / "tree", tree / "loop")  # a cycle
+    assert data.find_images(tmp_path / "tree") == [str(tree / "cat" / "a.jpg")]
+    r = colorize_cli(tmp_path / "tree", "-o", tmp_path / "out", "--checkpoint", DEMO, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "out" / "train" / "cat" / "a_color.png").exists()
 
 
 def test_split_is_deterministic_holds_out_some_and_uses_train_val_folders(tmp_path):
@@ -748,65 +1336,26 @@ def test_empty_or_missing_folder_is_a_clear_error(tmp_path):
         data.split_images(tmp_path / "one.jpg")
 
 
-@pytest.mark.parametrize("mode", ["L", "LA", "P", "RGBA", "CMYK", "I;16", "RGB"])
-def test_load_image_takes_any_mode_to_rgb(tmp_path, mode):
-    rgb = Image.open(make_photo(tmp_path / "src.png"))
-    if mode == "I;16":
-        gray16 = (np.asarray(rgb.convert("L"), dtype=np.uint16) * 257)
-        im = Image.fromarray(gray16)  # uint16 -> mode I;16
-    else:
-        im = rgb.convert(mode)
-    path = tmp_path / ("x.tif" if mode == "CMYK" else "x.png")
-    im.save(path)
-    out, alpha = data.load_image(path)
-    assert out.mode == "RGB" and out.size == (96, 64)
-    assert (alpha is not None) == (mode in ("LA", "RGBA"))
-    if mode == "I;16":  # 16-bit values scale down to the full 8-bit range, not clipped at 255
-        assert np.abs(np.asarray(out)[..., 0].astype(int) - np.asarray(rgb.convert("L"))).max() <= 1
-
-
-def linear_rgb_profile():
-    """The bytes of an ICC v2 RGB profile with sRGB's primaries and a gamma of
-    1.0 (linear light), as a scanner might tag its output."""
-    def s15(x):
-        return struct.pack(">i", round(x * 65536))
-
-    def xyz(x, y, z):
-        return b"XYZ " + bytes(4) + s15(x) + s15(y) + s15(z)
-    curve = b"curv" + bytes(4) + struct.pack(">IH", 1, 256) + bytes(2)  # gamma 1.0 in u8Fixed8
-    text = b"linear RGB\0"
-    desc = b"desc" + bytes(4) + struct.pack(">I", len(text)) + text + bytes(4 + 4 + 2 + 1 + 67)
-    tags = [(b"desc", desc), (b"wtpt", xyz(0.9642, 1.0, 0.8249)), (b"rXYZ", xyz(0.4361, 0.2225, 0.0139)),
-            (b"gXYZ", xyz(0.3851, 0.7169, 0.0971)), (b"bXYZ", xyz(0.1431, 0.0606, 0.7141)),
-            (b"rTRC", curve), (b"gTRC", curve), (b"bTRC", curve)]
-    start, table, body = 128 + 4 + 12 * len(tags), b"", b""
-    for signature, content in tags:
-        body += bytes(-len(body) % 4)
-        table += signature + struct.pack(">II", start + len(body), len(content))
-        body += content
-    header = (struct.pack(">I", start + len(body)) + b"lcms" + struct.pack(">I", 0x02100000) + b"mntrRGB XYZ "
-              + bytes(12) + b"acsp" + bytes(4 * 4 + 8 + 4) + s15(0.9642) + s15(1.0) + s15(0.8249) + bytes(4 + 16 + 28))
-    return header + struct.pack(">I", len(tags)) + table + body
-
-
-def test_a_photo_tagged_with_another_color_space_is_read_as_displayed(tmp_path):
-    # Linear-light 128 is sRGB 188: read as sRGB, the photo would be 20 L* darker than it looks.
-    Image.new("RGB", (16, 16), (128, 64, 32)).save(tmp_path / "scan.png", icc_profile=linear_rgb_profile())
-    rgb, _ = data.load_image(tmp_path / "scan.png")
-    assert abs(rgb.getpixel((0, 0))[0] - 188) <= 2, rgb.getpixel((0, 0))
-    Image.new("RGBA", (16, 16), (128, 128, 128, 77)).save(tmp_path / "alpha.png", icc_profile=linear_rgb_profile())
-    rgb, alpha = data.load_image(tmp_path / "alpha.png")
-    assert abs(rgb.getpixel((0, 0))[1] - 188) <= 2 and alpha.getpixel((0, 0)) == 77
-    Image.new("RGB", (16, 16), (128, 64, 32)).save(tmp_path / "plain.png")  # untagged: sRGB, as it is
-    assert data.load_image(tmp_path / "plain.png")[0].getpixel((0, 0)) == (128, 64, 32)
-
-
-def test_load_image_applies_exif_orientation(tmp_path):
-    im = Image.open(make_photo(tmp_path / "src.png", size=(96, 64)))
-    exif = Image.Exif()
-    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
-    im.save(tmp_path / "rot.jpg", exif=exif)
-    assert data.load_image(tmp_path / "rot.jpg")[0].size == (64, 96)
+def test_validation_is_never_the_training_set_and_a_broken_held_out_file_is_replaced(photo_dir, tmp_path):
+    d = tmp_path / "data"
+    for sub in ("train", "val"):
+        (d / sub).mkdir(parents=True)
+        for p in list(photo_dir.iterdir())[:3]:
+            (d / sub / p.name).write_bytes(p.read_bytes())
+    one_error_line(run("train.py", "--data", d, "--out", tmp_path / "a", *TINY), "val/", "train/", "never")
+    one_error_line(run("train.py", "--data", photo_dir, "--out", tmp_path / "b", "--val-fraction", 0.999, *TINY),
+                   "--val-fraction", "none to train on")
+    # twelve good photos and one broken file, which the hash split happens to hold out
+    d = tmp_path / "dozen"
+    d.mkdir()
+    good = [n for n in (f"good{i}.jpg" for i in range(100)) if _held_out(n) >= 0.05][:12]
+    for i, name in enumerate(good):
+        make_photo(d / name, seed=i)
+    broken = next(n for n in (f"x{i}.jpg" for i in range(1000)) if _held_out(n) < 0.05)
+    (d / broken).write_bytes(b"\xff\xd8 truncated")
+    r = run("train.py", "--data", d, "--out", tmp_path / "c", "--max-steps", 2, "--eval-every", 2, *TINY)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "held out from training instead" in r.stdout and "data: 11 training and 1 validation images" in r.stdout
 
 
 def test_dataset_crops_and_passes_over_bad_and_gray_files(tmp_path):
@@ -819,6 +1368,22 @@ def test_dataset_crops_and_passes_over_bad_and_gray_files(tmp_path):
         assert rgb.shape == (3, 64, 64) and rgb.dtype == torch.uint8
         assert len(skipped) == 2
         assert "broken.jpg: unreadable" in skipped[0] and "gray.jpg: grayscale" in skipped[1]
+
+
+@pytest.mark.parametrize("cache", ["0", "1024"])  # decoded for every crop, or once, up front
+def test_train_reports_corrupt_and_grayscale_files_and_goes_on(photo_dir, tmp_path, cache):
+    d = tmp_path / "data"
+    d.mkdir()
+    for p in photo_dir.iterdir():
+        (d / p.name).write_bytes(p.read_bytes())
+    (d / "corrupt.jpg").write_bytes(b"\xff\xd8\xff garbage")
+    Image.open(photo_dir / "p0.jpg").convert("L").save(d / "old.png")
+    r = run("train.py", "--data", d, "--out", tmp_path / "run", "--max-steps", 8, "--eval-every", 8,
+            *TINY[:-2], "--workers", "1", "--cache", cache)
+    assert r.returncode == 0, r.stderr
+    assert ("decoded into memory" in r.stdout) == (cache != "0")
+    assert "corrupt.jpg: unreadable" in r.stdout and "old.png: grayscale" in r.stdout
+    assert "Skipped 1 unreadable files and left out 1 grayscale photos" in r.stdout
 
 
 def test_cached_dataset_decodes_once_and_gives_the_same_crops(tmp_path, monkeypatch):
@@ -841,122 +1406,65 @@ def test_cached_dataset_decodes_once_and_gives_the_same_crops(tmp_path, monkeypa
         assert "gray.jpg: grayscale" in skipped[0]
 
 
+def test_training_decodes_large_jpegs_in_draft_mode(tmp_path, monkeypatch):
+    """bench.py's decode rows: for a 12-megapixel photo the JPEG decoder's own
+    downscaling is several times faster than a full decode, with or without a
+    reduce() after it. The dataset must ask for it, keeping 2x the crop."""
+    big = tmp_path / "big.jpg"
+    Image.open(make_photo(tmp_path / "src.png")).resize((1024, 768)).save(big, quality=90)
+    assert data.load_image(big, draft=64)[0].size == (128, 96)    # 1/8: both sides still >= 64
+    assert data.load_image(big, draft=150)[0].size == (256, 192)  # 1/4
+    assert data.load_image(big)[0].size == (1024, 768)
+    asked = []
+    load_image = data.load_image
+    monkeypatch.setattr(data, "load_image", lambda path, **kw: asked.append(kw) or load_image(path, **kw))
+    rgb, _ = data.ImageFolder([str(big)], size=48, train=True)[0]
+    assert asked == [{"draft": 96}] and rgb.shape == (3, 48, 48)
+
+
+def test_balance_gives_each_source_its_share(tmp_path):
+    files = [f"d/gcompris_{i}.jpg" for i in range(8)] + ["d/people_a.jpg", "d/people_b.jpg", "d/sub/gcompris_x.jpg"]
+    assert [data.source_of(f) for f in files[::4]] == ["d/gcompris", "d/gcompris", "d/people"]
+    assert [data.source_of(f) for f in ("d/Cover.jpg", "d/GCompris_9.JPG", "d/_x.jpg")] == ["d", "d/gcompris", "d"]
+    assert data.source_shares(files, [1.0] * 11, "d", most=2) == "gcompris 73%, people 18%, and 1 more sources"
+    share = lambda w, src: sum(x for f, x in zip(files, w) if data.source_of(f) == src) / sum(w)  # noqa: E731
+    alike = data.balance_weights(files, 0)
+    assert alike == [1.0] * 11 and share(alike, "d/gcompris") == 8 / 11
+    even = data.balance_weights(files, 1)  # three sources: d/gcompris, d/people, d/sub/gcompris
+    assert all(abs(share(even, s) - 1 / 3) < 1e-9 for s in ("d/gcompris", "d/people", "d/sub/gcompris"))
+    # the loader draws in those proportions: 12 of 13 photos one source, the other one half the time
+    for i in range(12):
+        make_photo(tmp_path / f"many_{i}.jpg", size=(40, 40), seed=i)
+    make_photo(tmp_path / "one_x.jpg", size=(40, 40), seed=99)
+    folder = sorted(str(f) for f in tmp_path.iterdir())
+    drawn = []
+
+    class Counted(data.ImageFolder):
+        def __getitem__(self, i):
+            drawn.append(os.path.basename(self.files[i]))
+            return super().__getitem__(i)
+    dataset = Counted(folder, size=8, train=True)
+    torch.manual_seed(0)
+    batches = data.batches(dataset, 13, 0, lambda reasons: None, weights=data.balance_weights(folder, 1))
+    for _ in range(20):
+        next(batches)
+    assert 0.4 < drawn.count("one_x.jpg") / len(drawn) < 0.6, drawn.count("one_x.jpg")
+
+
+def test_an_empty_val_folder_is_an_error_not_validation_on_training_photos(photo_dir, tmp_path):
+    data_dir = tmp_path / "d"
+    shutil.copytree(photo_dir, data_dir / "train")
+    (data_dir / "val").mkdir()
+    (data_dir / "val" / "README").write_text("validation photos go here")
+    (data_dir / "val" / "photo.heic").write_bytes(b"not for Pillow")
+    r = run("train.py", "--data", data_dir, "--out", tmp_path / "run", "--max-steps", 2, *TINY)
+    assert r.returncode == 2 and "val holds no image" in r.stderr and r.stderr.count("\n") == 1, r.stderr
+    assert not (tmp_path / "run").exists()
+
+
 # -----------------------------------------------------------------------------
-# train.py, through its command line
-
-
-# Each command-line test runs a script in a process of its own, as a user does,
-# and a fresh Python spends about two seconds importing torch before the
-# script's first line: over the suite, most of its time. So run() asks a helper
-# process that imported torch, numpy and PIL once (and has run nothing since, so
-# it may fork) to fork a child per command. The child is still a process of its
-# own: its argv, working folder, environment, stdout, stderr, exit status, and
-# atexit clean-up, as `python SCRIPT ARGS` would have them.
-FORK_SERVER = r"""
-import atexit, gc, json, os, runpy, signal, sys, threading, time, traceback
-import numpy, PIL.Image, torch
-reply = os.fdopen(os.dup(1), "w")
-for line in sys.stdin:
-    req = json.loads(line)
-    pid = os.fork()
-    if pid == 0:
-        for fd, path, flags in [(0, os.devnull, os.O_RDONLY), (1, req["stdout"], os.O_WRONLY),
-                                (2, req["stderr"], os.O_WRONLY)]:
-            os.dup2(os.open(path, flags), fd)
-        os.chdir(req["cwd"])
-        os.environ.clear()
-        os.environ.update(req["env"])
-        numpy.random.seed()  # a fresh process would not share its parent's numpy seed
-        code = 0
-        try:
-            argv = req["argv"]
-            if argv[0] == "-c":
-                sys.argv, sys.path[0] = ["-c", *argv[2:]], ""
-                exec(compile(argv[1], "<string>", "exec"), {"__name__": "__main__", "__builtins__": __builtins__})
-            elif argv[0] == "-m":
-                sys.argv, sys.path[0] = argv[1:], os.getcwd()
-                runpy.run_module(argv[1], run_name="__main__", alter_sys=True)
-            elif not os.path.isfile(argv[0]):
-                print(f"python: can't open file {argv[0]!r}", file=sys.stderr)
-                code = 2
-            else:
-                sys.argv, sys.path[0] = argv, os.path.dirname(os.path.abspath(argv[0]))
-                runpy.run_path(argv[0], run_name="__main__")
-        except SystemExit as e:
-            code = e.code if isinstance(e.code, int) else (0 if e.code is None else (print(e.code, file=sys.stderr), 1)[1])
-        except KeyboardInterrupt:
-            traceback.print_exc()
-            code = -signal.SIGINT  # as Python: killed by the signal
-        except BaseException:
-            traceback.print_exc()
-            code = 1
-        threading._shutdown()  # what the interpreter does at exit: threads, then atexit, then objects freed
-        atexit._run_exitfuncs()
-        gc.collect()
-        sys.stdout.flush(), sys.stderr.flush()
-        if code < 0:
-            signal.signal(-code, signal.SIG_DFL)
-            os.kill(os.getpid(), -code)
-        os._exit(code)
-    deadline = time.monotonic() + (req["timeout"] or float("inf"))
-    while True:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            code = os.waitstatus_to_exitcode(status)
-            break
-        if time.monotonic() > deadline:
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-            code = None
-            break
-        time.sleep(0.01)
-    reply.write(json.dumps(code) + "\n")
-    reply.flush()
-"""
-_fork_server = []
-
-
-def run(*cmd, timeout=300, cwd=HERE, env=None):
-    """python CMD... in cwd: a subprocess.CompletedProcess, as subprocess.run(capture_output=True, text=True).
-    An environment that changes what Python or OpenMP read at start-up gets a fresh process."""
-    env = dict(os.environ if env is None else env)
-    startup = lambda e: {k: v for k, v in e.items() if k.startswith(("PYTHON", "OMP_", "MKL_"))}  # noqa: E731
-    if startup(env) != startup(os.environ):
-        return subprocess.run([sys.executable, *map(str, cmd)], cwd=cwd, env=env, capture_output=True, text=True,
-                              timeout=timeout)
-    if not _fork_server:
-        _fork_server.append(subprocess.Popen([sys.executable, "-c", FORK_SERVER], stdin=subprocess.PIPE,
-                                             stdout=subprocess.PIPE, text=True, cwd=HERE))
-    server = _fork_server[0]
-    argv = [str(c) for c in cmd]
-    with tempfile.TemporaryDirectory() as tmp:
-        out, err = os.path.join(tmp, "stdout"), os.path.join(tmp, "stderr")
-        open(out, "w").close(), open(err, "w").close()
-        try:
-            server.stdin.write(json.dumps({"argv": argv, "cwd": str(cwd), "env": env,
-                                           "stdout": out, "stderr": err, "timeout": timeout}) + "\n")
-            server.stdin.flush()
-            code = json.loads(server.stdout.readline())
-        except BaseException:  # the helper may be out of step now: a new one for the next command
-            server.kill()
-            _fork_server.clear()
-            raise
-        stdout, stderr = open(out).read(), open(err).read()
-    if code is None:
-        raise subprocess.TimeoutExpired([sys.executable, *argv], timeout, stdout, stderr)
-    return subprocess.CompletedProcess([sys.executable, *argv], code, stdout, stderr)
-
-
-@pytest.fixture(scope="module")
-def photo_dir(tmp_path_factory):
-    d = tmp_path_factory.mktemp("photos")
-    for i in range(6):
-        make_photo(d / f"p{i}.jpg", size=(80 + 8 * i, 64), seed=i)
-    return d
-
-
-TINY = ["--inception", "none", "--width", "8", "--size", "32", "--batch-size", "4", "--workers", "0"]
-
+# 6. Training learns, and is judged against all-gray (train.py)
+# The loss goes down; validation, best.pt, the average, divergence, the Inception, --init, torchrun, --coords.
 
 def test_train_cli_writes_checkpoint_samples_curves_and_resumes(photo_dir, tmp_path):
     out = tmp_path / "run"
@@ -996,35 +1504,21 @@ def test_training_drives_the_loss_down(photo_dir, tmp_path):
     assert losses[-1] < losses[0] / 2, losses
 
 
-@pytest.mark.parametrize("cache", ["0", "1024"])  # decoded for every crop, or once, up front
-def test_train_reports_corrupt_and_grayscale_files_and_goes_on(photo_dir, tmp_path, cache):
-    d = tmp_path / "data"
-    d.mkdir()
-    for p in photo_dir.iterdir():
-        (d / p.name).write_bytes(p.read_bytes())
-    (d / "corrupt.jpg").write_bytes(b"\xff\xd8\xff garbage")
-    Image.open(photo_dir / "p0.jpg").convert("L").save(d / "old.png")
-    r = run("train.py", "--data", d, "--out", tmp_path / "run", "--max-steps", 8, "--eval-every", 8,
-            *TINY[:-2], "--workers", "1", "--cache", cache)
+def test_train_keeps_the_best_checkpoint_and_the_weight_average(photo_dir, tmp_path):
+    r = run("train.py", "--data", photo_dir, "--out", tmp_path, "--max-steps", 12, "--eval-every", 3,
+            "--schedule", "cosine", "--warmup", 2, "--log-every", 1, *TINY)
     assert r.returncode == 0, r.stderr
-    assert ("decoded into memory" in r.stdout) == (cache != "0")
-    assert "corrupt.jpg: unreadable" in r.stdout and "old.png: grayscale" in r.stdout
-    assert "Skipped 1 unreadable files and left out 1 grayscale photos" in r.stdout
-
-
-def test_train_refuses_missing_or_empty_data_in_one_line(tmp_path):
-    for folder in (tmp_path / "missing", tmp_path):
-        r = run("train.py", "--data", folder, "--inception", "none")
-        assert r.returncode == 2 and "Traceback" not in r.stderr
-        assert r.stderr.strip().count("\n") == 0 and str(folder) in r.stderr
-
-
-def test_train_refuses_a_missing_or_corrupt_checkpoint_to_resume(photo_dir, tmp_path):
-    r = run("train.py", "--data", photo_dir, "--out", tmp_path, "--resume", *TINY)
-    assert r.returncode == 2 and "ckpt.pt: no such file" in r.stderr and "Traceback" not in r.stderr
-    (tmp_path / "ckpt.pt").write_bytes(b"half a checkpoint")
-    r = run("train.py", "--data", photo_dir, "--out", tmp_path, "--resume", *TINY)
-    assert r.returncode == 2 and "not a train.py checkpoint" in r.stderr and "Traceback" not in r.stderr
+    ckpt = torch.load(tmp_path / "ckpt.pt", weights_only=True)
+    best = torch.load(tmp_path / "best.pt", weights_only=True)
+    evals = [row for row in ckpt["history"] if "val_mse" in row]
+    assert [row["step"] for row in evals] == [0, 3, 6, 9, 12] and all("val_mse_raw" in row for row in evals)
+    assert best["step"] == min(evals, key=lambda row: row["val_mse"])["step"]
+    assert ckpt["best_mse"] == min(row["val_mse"] for row in evals)
+    assert "optimizer" not in best and ckpt["ema"].keys() == ckpt["model"].keys()
+    if best["step"] == 12:  # best.pt holds the averaged weights, not the last step's
+        assert all(torch.equal(best["model"][k], ckpt["ema"][k]) for k in best["model"])
+    lrs = [row["lr"] for row in ckpt["history"] if "lr" in row]
+    assert lrs[0] < lrs[1] and lrs[-1] < max(lrs) / 10  # warmup, then the cosine decay
 
 
 @pytest.mark.parametrize("every", [1, 2])  # 2: --eval-every a multiple of --log-every
@@ -1053,124 +1547,6 @@ def test_train_with_inception_weights_records_them(photo_dir, tmp_path, inceptio
     assert ckpt["inception"] == {"file": "irv2.safetensors", "sha256": inception.sha256_of(weights)}
 
 
-def test_torchrun_two_processes_on_cpu(photo_dir, tmp_path):
-    r = run("-m", "torch.distributed.run", "--standalone", "--nproc-per-node", 2,
-            "train.py", "--data", photo_dir, "--out", tmp_path, "--max-steps", 4, "--eval-every", 4,
-            "--log-every", 2, *TINY)
-    assert r.returncode == 0, r.stderr[-2000:]
-    assert r.stdout.count("done: 4 steps") == 1  # only rank 0 speaks
-    assert sorted(p.name for p in tmp_path.glob("*.pt")) == ["best.pt", "ckpt.pt"]
-    assert torch.load(tmp_path / "ckpt.pt", weights_only=True)["step"] == 4
-
-
-def one_error_line(r, *words):
-    """A refusal as a user sees it: exit 2, one line on stderr, no traceback."""
-    assert r.returncode == 2, r.stdout + r.stderr
-    assert r.stderr.startswith("error: ") and r.stderr.strip().count("\n") == 0, r.stderr
-    for w in words:
-        assert str(w) in r.stderr, r.stderr
-
-
-def test_train_keeps_the_best_checkpoint_and_the_weight_average(photo_dir, tmp_path):
-    r = run("train.py", "--data", photo_dir, "--out", tmp_path, "--max-steps", 12, "--eval-every", 3,
-            "--schedule", "cosine", "--warmup", 2, "--log-every", 1, *TINY)
-    assert r.returncode == 0, r.stderr
-    ckpt = torch.load(tmp_path / "ckpt.pt", weights_only=True)
-    best = torch.load(tmp_path / "best.pt", weights_only=True)
-    evals = [row for row in ckpt["history"] if "val_mse" in row]
-    assert [row["step"] for row in evals] == [0, 3, 6, 9, 12] and all("val_mse_raw" in row for row in evals)
-    assert best["step"] == min(evals, key=lambda row: row["val_mse"])["step"]
-    assert ckpt["best_mse"] == min(row["val_mse"] for row in evals)
-    assert "optimizer" not in best and ckpt["ema"].keys() == ckpt["model"].keys()
-    if best["step"] == 12:  # best.pt holds the averaged weights, not the last step's
-        assert all(torch.equal(best["model"][k], ckpt["ema"][k]) for k in best["model"])
-    lrs = [row["lr"] for row in ckpt["history"] if "lr" in row]
-    assert lrs[0] < lrs[1] and lrs[-1] < max(lrs) / 10  # warmup, then the cosine decay
-
-
-def test_train_never_replaces_a_run_unasked(photo_dir, tmp_path):
-    args = ["train.py", "--data", photo_dir, "--out", tmp_path, "--max-steps", 2, "--eval-every", 2, *TINY]
-    assert run(*args).returncode == 0
-    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
-    one_error_line(run(*args), "--resume", "--overwrite", tmp_path)
-    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
-    (tmp_path / "ckpt.pt.tmp99999").write_bytes(b"left by a killed save")
-    r = run(*args, "--overwrite", "--seed", 1)
-    assert r.returncode == 0, r.stderr
-    assert not list(tmp_path.glob("*.tmp*"))  # an interrupted save's leftovers are cleaned up
-
-
-@pytest.mark.parametrize("flag,value", [
-    ("--batch-size", 0), ("--eval-every", 0), ("--log-every", 0), ("--lr", "nan"), ("--lr", "-1"),
-    ("--workers", -1), ("--cache", -1), ("--width", 0), ("--val-images", 0), ("--size", 0), ("--size", -8),
-    ("--size", 100000), ("--size", 30), ("--max-steps", 0), ("--ema", 1), ("--val-fraction", 0)])
-def test_train_checks_every_flag_before_any_work(photo_dir, tmp_path, flag, value):
-    r = run("train.py", "--data", photo_dir, "--out", tmp_path / "run", *TINY, flag, value)
-    one_error_line(r, flag)
-    assert not (tmp_path / "run").exists()
-
-
-def test_train_checks_files_and_folders_before_any_work(photo_dir, tmp_path):
-    one_error_line(run("train.py", "--data", photo_dir, "--inception", tmp_path), "--inception")
-    (tmp_path / "file").write_text("x")
-    for out in (tmp_path / "file", tmp_path / "file" / "sub"):
-        one_error_line(run("train.py", "--data", photo_dir, "--out", out, *TINY), "--out", out)
-    # a validation split with nothing usable in it (old scans, broken files) stops before step 1
-    d = tmp_path / "data"
-    (d / "train").mkdir(parents=True)
-    (d / "val").mkdir()
-    make_photo(d / "train" / "a.jpg")
-    Image.open(d / "train" / "a.jpg").convert("L").save(d / "val" / "scan.png")
-    (d / "val" / "broken.jpg").write_bytes(b"\xff\xd8 not really")
-    r = run("train.py", "--data", d, "--out", tmp_path / "run", *TINY)
-    assert "scan.png: grayscale" in r.stdout and "broken.jpg: unreadable" in r.stdout
-    one_error_line(r, "--data", "validation")
-    assert not (tmp_path / "run" / "ckpt.pt").exists()
-
-
-def test_train_says_why_a_checkpoint_cannot_be_written(photo_dir, tmp_path):
-    import resource
-    import signal
-
-    def small_files():  # as if the disk were full: writes past 64 kB fail
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-        resource.setrlimit(resource.RLIMIT_FSIZE, (65536, 65536))
-    r = subprocess.run([sys.executable, "train.py", "--data", photo_dir, "--out", tmp_path, "--max-steps", "2",
-                        "--eval-every", "2", *TINY], cwd=HERE, capture_output=True, text=True, timeout=300,
-                       preexec_fn=small_files)
-    one_error_line(r, "cannot write", tmp_path / "best.pt", "too large")
-    assert not list(tmp_path.glob("*.tmp*"))
-
-
-def test_balance_gives_each_source_its_share(tmp_path):
-    files = [f"d/gcompris_{i}.jpg" for i in range(8)] + ["d/people_a.jpg", "d/people_b.jpg", "d/sub/gcompris_x.jpg"]
-    assert [data.source_of(f) for f in files[::4]] == ["d/gcompris", "d/gcompris", "d/people"]
-    assert [data.source_of(f) for f in ("d/Cover.jpg", "d/GCompris_9.JPG", "d/_x.jpg")] == ["d", "d/gcompris", "d"]
-    assert data.source_shares(files, [1.0] * 11, "d", most=2) == "gcompris 73%, people 18%, and 1 more sources"
-    share = lambda w, src: sum(x for f, x in zip(files, w) if data.source_of(f) == src) / sum(w)  # noqa: E731
-    alike = data.balance_weights(files, 0)
-    assert alike == [1.0] * 11 and share(alike, "d/gcompris") == 8 / 11
-    even = data.balance_weights(files, 1)  # three sources: d/gcompris, d/people, d/sub/gcompris
-    assert all(abs(share(even, s) - 1 / 3) < 1e-9 for s in ("d/gcompris", "d/people", "d/sub/gcompris"))
-    # the loader draws in those proportions: 12 of 13 photos one source, the other one half the time
-    for i in range(12):
-        make_photo(tmp_path / f"many_{i}.jpg", size=(40, 40), seed=i)
-    make_photo(tmp_path / "one_x.jpg", size=(40, 40), seed=99)
-    folder = sorted(str(f) for f in tmp_path.iterdir())
-    drawn = []
-
-    class Counted(data.ImageFolder):
-        def __getitem__(self, i):
-            drawn.append(os.path.basename(self.files[i]))
-            return super().__getitem__(i)
-    dataset = Counted(folder, size=8, train=True)
-    torch.manual_seed(0)
-    batches = data.batches(dataset, 13, 0, lambda reasons: None, weights=data.balance_weights(folder, 1))
-    for _ in range(20):
-        next(batches)
-    assert 0.4 < drawn.count("one_x.jpg") / len(drawn) < 0.6, drawn.count("one_x.jpg")
-
-
 def test_fine_tuning_averages_from_the_weights_it_starts_from(photo_dir, tmp_path):
     """--init: the moving average starts at the checkpoint's weights (no ramp
     from a random start), so after two steps it has barely left them, however
@@ -1191,6 +1567,102 @@ def test_fine_tuning_averages_from_the_weights_it_starts_from(photo_dir, tmp_pat
     for bad in ("-1", "nan", "5"):
         one_error_line(run("train.py", "--data", photo_dir, "--out", tmp_path / "c", "--balance", bad, *TINY[:2]),
                        "--balance", "from 0 to 4")
+
+
+def test_init_fine_tunes_the_bundled_demo(photo_dir, tmp_path):
+    r = run("train.py", "--data", photo_dir, "--out", tmp_path, "--init", "demo/colorizer.pt",
+            "--max-steps", 2, "--eval-every", 2, "--size", 32, "--batch-size", 2, "--workers", 0)
+    assert r.returncode == 0, r.stderr
+    tuned = torch.load(tmp_path / "ckpt.pt", weights_only=True)
+    demo = torch.load("demo/colorizer.pt", weights_only=True)
+    assert model.ColorizerConfig.from_dict(tuned["config"]) == model.ColorizerConfig.from_dict(demo["config"])
+    assert tuned["step"] == 2
+    before = tuned["history"][0]  # the demo itself, validated on these photos before the first step
+    assert before["step"] == 0 and "val_mse" in before and "step 0/2 | val mse" in r.stdout
+
+
+def test_torchrun_two_processes_on_cpu_hold_the_same_weights(photo_dir, tmp_path):
+    """torchrun --nproc-per-node 2: only rank 0 speaks and writes, and both ranks
+    end with the same parameters, those of ckpt.pt (DDP averages the gradients).
+    Each rank is train.py run as a script by a wrapper that then saves that
+    rank's parameters. BatchNorm's running statistics are each rank's own (the
+    last step updates them from its own batch): buffers are not compared."""
+    wrapper = tmp_path / "rank.py"
+    wrapper.write_text(
+        "import os, runpy, sys\nimport torch\n"
+        f"train = {os.path.join(HERE, 'train.py')!r}\n"
+        "sys.argv, sys.path[0] = [train, *sys.argv[1:]], os.path.dirname(train)\n"
+        "net = runpy.run_path(train, run_name='__main__')['net']  # train.py's globals when it has finished\n"
+        "torch.save({name: p.detach() for name, p in net.named_parameters()},\n"
+        f"           os.path.join({str(tmp_path)!r}, 'rank' + os.environ['RANK'] + '.pt'))\n")
+    out = tmp_path / "run"
+    r = run("-m", "torch.distributed.run", "--standalone", "--nproc-per-node", 2,
+            wrapper, "--data", photo_dir, "--out", out, "--max-steps", 4, "--eval-every", 4,
+            "--log-every", 2, *TINY)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.count("done: 4 steps") == 1  # only rank 0 speaks
+    assert sorted(p.name for p in out.glob("*.pt")) == ["best.pt", "ckpt.pt"]
+    ckpt = torch.load(out / "ckpt.pt", weights_only=True)
+    assert ckpt["step"] == 4
+    rank0, rank1 = (torch.load(tmp_path / f"rank{rank}.pt", weights_only=True) for rank in (0, 1))
+    assert rank0.keys() == rank1.keys() and len(rank0) > 20, sorted(rank0)
+    for name, weights in rank0.items():
+        assert torch.equal(weights, rank1[name]), name
+        assert torch.equal(weights, ckpt["model"][name]), name  # the weights rank 0 saved
+
+
+def test_coords_switch_through_train_and_init(photo_dir, tmp_path):
+    r = run("train.py", "--data", photo_dir, "--out", tmp_path / "a", "--max-steps", 2, "--eval-every", 2,
+            "--model", "baseline", "--coords", "on", *TINY)
+    assert r.returncode == 0, r.stderr
+    config = torch.load(tmp_path / "a" / "best.pt", weights_only=True)["config"]
+    assert config["variant"] == "baseline" and config["coords"] is True
+    one_error_line(run("train.py", "--data", photo_dir, "--out", tmp_path / "b", "--init", tmp_path / "a" / "best.pt",
+                       "--coords", "off", *TINY[:2]), "--coords off", "--coords on")
+
+
+def test_progress_follows_a_clock_that_only_goes_forward(photo_dir, tmp_path):
+    """A wall clock stepped back (NTP, a suspended laptop) must not print
+    negative img/s or ETAs, nor write them into log.csv."""
+    step_back = ("import runpy, sys, time\n"
+                 "t = [2e9]\n"
+                 "def stepping_back():\n"
+                 "    t[0] -= 100\n"
+                 "    return t[0]\n"
+                 "time.time = stepping_back\n"
+                 "sys.argv = ['train.py'] + sys.argv[1:]\n"
+                 "runpy.run_path('train.py', run_name='__main__')\n")
+    r = run("-c", step_back, "--data", photo_dir, "--out", tmp_path / "run", "--max-steps", 4, "--log-every", 1,
+            "--eval-every", 4, *TINY)
+    assert r.returncode == 0, r.stderr
+    rates = [float(x) for x in re.findall(r"\| ([-\d.]+) img/s", r.stdout)]
+    assert len(rates) == 4 and min(rates) > 0 and "eta -" not in r.stdout, r.stdout
+    assert all(float(row["img_per_s"]) > 0 for row in csv.DictReader(open(tmp_path / "run" / "log.csv"))
+               if row["img_per_s"])
+
+
+# -----------------------------------------------------------------------------
+# 7. Checkpoints: written atomically, resumed, refused in one line when bad
+# --resume and --init rules, unwritable, malformed, NaN, FIFO and unpicklable checkpoints, export, the search.
+
+def test_train_says_why_a_checkpoint_cannot_be_written(photo_dir, tmp_path):
+
+    def small_files():  # as if the disk were full: writes past 64 kB fail
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (65536, 65536))
+    r = subprocess.run([sys.executable, "train.py", "--data", photo_dir, "--out", tmp_path, "--max-steps", "2",
+                        "--eval-every", "2", *TINY], cwd=HERE, capture_output=True, text=True, timeout=300,
+                       preexec_fn=small_files)
+    one_error_line(r, "cannot write", tmp_path / "best.pt", "too large")
+    assert not list(tmp_path.glob("*.tmp*"))
+
+
+def test_train_refuses_a_missing_or_corrupt_checkpoint_to_resume(photo_dir, tmp_path):
+    r = run("train.py", "--data", photo_dir, "--out", tmp_path, "--resume", *TINY)
+    assert r.returncode == 2 and "ckpt.pt: no such file" in r.stderr and "Traceback" not in r.stderr
+    (tmp_path / "ckpt.pt").write_bytes(b"half a checkpoint")
+    r = run("train.py", "--data", photo_dir, "--out", tmp_path, "--resume", *TINY)
+    assert r.returncode == 2 and "not a train.py checkpoint" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_resume_and_init_take_what_they_can_and_refuse_the_rest(photo_dir, tmp_path):
@@ -1226,397 +1698,25 @@ def test_resume_and_init_take_what_they_can_and_refuse_the_rest(photo_dir, tmp_p
     assert torch.load(tmp_path / "tuned" / "ckpt.pt", weights_only=True)["step"] == 2
 
 
-def signal_a_training_run(photo_dir, out_dir, signum):
-    """Start a long train.py with a loader worker, send signum to its whole
-    process group after its first logged step, -> (exit status, stdout, stderr)."""
-    cmd = [sys.executable, "train.py", "--data", str(photo_dir), "--out", str(out_dir), "--max-steps", "100000",
-           "--eval-every", "100000", "--log-every", "1", *TINY, "--workers", "1"]
-    p = subprocess.Popen(cmd, cwd=HERE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                         start_new_session=True)
-    try:
-        for line in p.stdout:
-            if "| loss" in line:
-                break
-        os.killpg(p.pid, signum)
-        out, err = p.communicate(timeout=120)
-    finally:
-        p.kill()
-    return p.returncode, out, err
-
-
-def test_ctrl_c_saves_the_step_in_hand_and_resume_goes_on(photo_dir, tmp_path):
-    """Ctrl-C reaches every process of the terminal (the loader worker too):
-    train.py finishes the step, saves ckpt.pt there and stops in one line."""
-    returncode, out, err = signal_a_training_run(photo_dir, tmp_path, signal.SIGINT)
-    assert returncode == 130 and "Traceback" not in err, err
-    step = int(re.search(r"stopped at step (\d+)/100000", out).group(1))
-    assert step >= 1 and torch.load(tmp_path / "ckpt.pt", weights_only=True)["step"] == step
-    r = run("train.py", "--data", photo_dir, "--out", tmp_path, "--resume", "--max-steps", step + 2)
-    assert r.returncode == 0 and f"at step {step}" in r.stdout, r.stderr
-
-
-def test_init_fine_tunes_the_bundled_demo(photo_dir, tmp_path):
-    r = run("train.py", "--data", photo_dir, "--out", tmp_path, "--init", "demo/colorizer.pt",
-            "--max-steps", 2, "--eval-every", 2, "--size", 32, "--batch-size", 2, "--workers", 0)
+def test_resume_writes_where_it_read_and_odd_run_states_are_one_line(photo_dir, tmp_path):
+    r = run(os.path.join(HERE, "train.py"), "--data", photo_dir, "--out", "runs/a", "--max-steps", 2,
+            "--eval-every", 2, *TINY, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-    tuned = torch.load(tmp_path / "ckpt.pt", weights_only=True)
-    demo = torch.load("demo/colorizer.pt", weights_only=True)
-    assert model.ColorizerConfig.from_dict(tuned["config"]) == model.ColorizerConfig.from_dict(demo["config"])
-    assert tuned["step"] == 2
-    before = tuned["history"][0]  # the demo itself, validated on these photos before the first step
-    assert before["step"] == 0 and "val_mse" in before and "step 0/2 | val mse" in r.stdout
-
-
-# -----------------------------------------------------------------------------
-# train.py: run folders that are not ours, clusters that send SIGTERM
-
-@pytest.mark.parametrize("present", ["log.csv", "samples.png", "best.pt"])
-def test_any_file_train_writes_makes_a_folder_a_run(photo_dir, tmp_path, present):
-    (tmp_path / present).write_bytes(b"the user's own")
-    one_error_line(run("train.py", "--data", photo_dir, "--out", tmp_path, *TINY), "--overwrite", present)
-    assert (tmp_path / present).read_bytes() == b"the user's own"
-
-
-def test_overwrite_removes_the_old_runs_files_before_the_new_run_writes(photo_dir, tmp_path):
-    fake_run(tmp_path, 999)
-    for name in ("loss.png", "samples.png", "log.csv"):
-        (tmp_path / name).write_bytes(b"old")
-    (tmp_path / "notes.txt").write_text("mine")
-    d = tmp_path / "data"  # a validation split that stops the new run before its first save
-    (d / "train").mkdir(parents=True)
-    (d / "val").mkdir()
-    make_photo(d / "train" / "a.jpg")
-    (d / "val" / "broken.jpg").write_bytes(b"\xff\xd8 not really")
-    r = run("train.py", "--data", d, "--out", tmp_path, "--overwrite", *TINY)
-    one_error_line(r, "validation")
-    assert "--overwrite: removed the old run's" in r.stdout
-    assert sorted(p.name for p in tmp_path.iterdir()) == [".lock", "data", "notes.txt"]
-
-
-def test_a_second_train_on_the_same_out_is_refused_and_a_killed_one_leaves_no_stuck_lock(photo_dir, tmp_path):
-    import fcntl
-    out = tmp_path / "run"
-    out.mkdir()
-    with open(out / ".lock", "a+") as held:  # as a running train.py holds it
-        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        (out / "ckpt.pt.tmp4242").write_bytes(b"the other run's save in flight")
-        one_error_line(run("train.py", "--data", photo_dir, "--out", out, "--overwrite", *TINY),
-                       "another train.py", "--out")
-        assert (out / "ckpt.pt.tmp4242").exists()  # its save in flight was not touched
-    cmd = [sys.executable, "train.py", "--data", str(photo_dir), "--out", str(out), "--overwrite", "--max-steps",
-           "100000", "--eval-every", "100000", *TINY]
-    p = subprocess.Popen(cmd, cwd=HERE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    for line in p.stdout:
-        if "| loss" in line:
-            break
-    p.kill()  # kill -9: no clean-up at all
-    p.wait()
-    r = run("train.py", "--data", photo_dir, "--out", out, "--overwrite", "--max-steps", 2, "--eval-every", 2, *TINY)
+    shutil.copytree(tmp_path / "runs" / "a", tmp_path / "out")
+    before = (tmp_path / "runs" / "a" / "ckpt.pt").read_bytes()
+    r = run(os.path.join(HERE, "train.py"), "--data", photo_dir, "--resume", "--max-steps", 4, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-
-
-@pytest.mark.parametrize("signame", ["SIGTERM", "SIGHUP"])
-def test_sigterm_and_sighup_save_like_ctrl_c(photo_dir, tmp_path, signame):
-    # as timeout, Slurm or a closed ssh session do: to the whole process group
-    returncode, out, err = signal_a_training_run(photo_dir, tmp_path, getattr(signal, signame))
-    assert returncode == 130 and "Traceback" not in err, err
-    assert f"{signame}: saving a checkpoint" in out, out
-    step = int(re.search(r"stopped at step (\d+)/100000", out).group(1))
-    assert torch.load(tmp_path / "ckpt.pt", weights_only=True)["step"] == step
-
-
-def test_run_folder_inside_data_and_colorize_outputs_are_not_trained_on(photo_dir, tmp_path):
-    d = tmp_path / "data"
-    d.mkdir()
-    for p in photo_dir.iterdir():
-        (d / p.name).write_bytes(p.read_bytes())
-    make_photo(d / "p0_color.png")  # what colorize.py wrote here (or a photo named like it)
-    args = ["train.py", "--data", d, "--out", d / "run", "--max-steps", 2, "--eval-every", 2, *TINY]
-    r = run(*args)
-    assert r.returncode == 0, r.stderr
-    assert "1 files in" in r.stdout and "p0_color.png" in r.stdout and "rename them" in r.stdout
-    assert "data: 5 training and 1 validation images" in r.stdout, r.stdout  # 6 photos, not 7, nor samples.png
-    r = run(*args[:-len(TINY) - 4], "--resume", "--max-steps", 4)
-    assert r.returncode == 0 and "data: 5 training and 1 validation images" in r.stdout, r.stdout + r.stderr
-
-
-def test_validation_is_never_the_training_set_and_a_broken_held_out_file_is_replaced(photo_dir, tmp_path):
-    d = tmp_path / "data"
-    for sub in ("train", "val"):
-        (d / sub).mkdir(parents=True)
-        for p in list(photo_dir.iterdir())[:3]:
-            (d / sub / p.name).write_bytes(p.read_bytes())
-    one_error_line(run("train.py", "--data", d, "--out", tmp_path / "a", *TINY), "val/", "train/", "never")
-    one_error_line(run("train.py", "--data", photo_dir, "--out", tmp_path / "b", "--val-fraction", 0.999, *TINY),
-                   "--val-fraction", "none to train on")
-    # twelve good photos and one broken file, which the hash split happens to hold out
-    d = tmp_path / "dozen"
-    d.mkdir()
-    good = [n for n in (f"good{i}.jpg" for i in range(100)) if _held_out(n) >= 0.05][:12]
-    for i, name in enumerate(good):
-        make_photo(d / name, seed=i)
-    broken = next(n for n in (f"x{i}.jpg" for i in range(1000)) if _held_out(n) < 0.05)
-    (d / broken).write_bytes(b"\xff\xd8 truncated")
-    r = run("train.py", "--data", d, "--out", tmp_path / "c", "--max-steps", 2, "--eval-every", 2, *TINY)
-    assert r.returncode == 0, r.stdout + r.stderr
-    assert "held out from training instead" in r.stdout and "data: 11 training and 1 validation images" in r.stdout
-
-
-def _held_out(name):
-    import hashlib
-    return int.from_bytes(hashlib.sha1(name.encode()).digest()[:4], "big") / 2**32
-
-
-def test_train_names_files_whose_names_are_not_utf8(photo_dir, tmp_path):
-    d = tmp_path / "data"
-    d.mkdir()
-    for p in photo_dir.iterdir():
-        (d / p.name).write_bytes(p.read_bytes())
-    bad = os.path.join(os.fsencode(d), b"caf\xe9.jpg")  # Latin-1 bytes, as old cameras wrote them
-    with open(bad, "wb") as f:
-        f.write(b"not a jpeg")
-    r = run("train.py", "--data", d, "--out", tmp_path / "run", "--max-steps", 4, "--eval-every", 4,
-            "--val-fraction", 0.5, *TINY)
-    assert r.returncode == 0, r.stderr
-    assert "caf\\xe9.jpg: unreadable" in r.stdout, r.stdout
-
-
-# -----------------------------------------------------------------------------
-# colorize.py, through its command line
-
-import hashlib
-
-
-@pytest.fixture(scope="module")
-def tiny_ckpt(photo_dir, tmp_path_factory):
-    out = tmp_path_factory.mktemp("tiny_run")
-    r = run("train.py", "--data", photo_dir, "--out", out, "--max-steps", 2, "--eval-every", 2, *TINY)
-    assert r.returncode == 0, r.stderr
-    return out / "ckpt.pt"
-
-
-def digest(path):
-    return hashlib.sha256(open(path, "rb").read()).hexdigest()
-
-
-def odd_images(d):
-    """Every Pillow mode colorize.py promises, at an odd size (333 x 517)."""
-    src = Image.open(make_photo(d / "src.png", size=(333, 517)))
-    gray16 = Image.fromarray(np.asarray(src.convert("L"), dtype=np.uint16) * 257)
-    p_alpha = src.convert("P")
-    p_alpha.info["transparency"] = 0
-    made = {"gray.png": src.convert("L"), "gray_alpha.png": src.convert("LA"), "rgb.jpg": src,
-            "rgba.png": src.convert("RGBA"), "palette.png": src.convert("P"),
-            "palette_alpha.png": p_alpha, "cmyk.jpg": src.convert("CMYK"),
-            "gray16.png": gray16, "gray16.tif": gray16}
-    for name, im in made.items():
-        im.save(d / name)
-    os.remove(d / "src.png")
-    return sorted(made)
-
-
-def test_colorize_every_mode_at_full_size_without_touching_inputs(tiny_ckpt, tmp_path):
-    names = odd_images(tmp_path)
-    before = {n: digest(tmp_path / n) for n in names}
-    r = run("colorize.py", *[tmp_path / n for n in names], "--checkpoint", tiny_ckpt)
-    assert r.returncode == 0, r.stderr
-    for n in names:
-        stem, ext = os.path.splitext(n)  # gray16.png and gray16.tif: one output each, named by extension
-        out = tmp_path / (stem + ("_" + ext[1:] if stem == "gray16" else "") + "_color.png")
-        assert str(out) in r.stdout
-        im = Image.open(out)
-        assert im.size == (333, 517), n
-        assert im.mode == ("RGBA" if "alpha" in n or n == "rgba.png" else "RGB"), n
-        assert digest(tmp_path / n) == before[n], n
-    # the full-resolution L is the input's: lightness matches to rounding
-    src_l = lab.rgb_to_lab(torch.from_numpy(np.array(Image.open(tmp_path / "gray.png").convert("RGB")))
-                           .permute(2, 0, 1).float() / 255)[0]
-    out_l = lab.rgb_to_lab(torch.from_numpy(np.array(Image.open(tmp_path / "gray_color.png")))
-                           .permute(2, 0, 1).float() / 255)[0]
-    assert (src_l - out_l).abs().mean() < 1.0
-    # a second run skips what exists, --overwrite redoes it
-    r = run("colorize.py", tmp_path / "rgb.jpg", "--checkpoint", tiny_ckpt)
-    assert r.returncode == 0 and "skip:" in r.stdout and "exists" in r.stdout
-    r = run("colorize.py", tmp_path / "rgb.jpg", "--checkpoint", tiny_ckpt, "--overwrite")
-    assert r.returncode == 0 and "rgb_color.png" in r.stdout
-    # asking for an extra output later makes just that one; the kept output is not rewritten
-    kept = digest(tmp_path / "rgb_color.png")
-    r = run("colorize.py", tmp_path / "rgb.jpg", "--checkpoint", tiny_ckpt, "--compare")
-    assert r.returncode == 0 and "rgb_compare.png" in r.stdout and "rgb_color.png" not in r.stdout, r.stdout
-    assert (tmp_path / "rgb_compare.png").exists() and digest(tmp_path / "rgb_color.png") == kept
-
-
-def test_colorize_reports_bad_files_and_writes_the_good_ones(tiny_ckpt, tmp_path):
-    good = [make_photo(tmp_path / f"good{i}.jpg", seed=i) for i in range(2)]
-    (tmp_path / "empty.jpg").write_bytes(b"")
-    (tmp_path / "text.png").write_text("hello, I am not a picture")
-    (tmp_path / "cut.jpg").write_bytes(good[0].read_bytes()[:400])
-    Image.new("1", (20000, 20000)).save(tmp_path / "bomb.png")  # 400 megapixels, a few kB
-    bad = ["empty.jpg", "text.png", "cut.jpg", "bomb.png", "missing.jpg"]
-    r = run("colorize.py", tmp_path / "empty.jpg", good[0], tmp_path / "text.png", tmp_path / "cut.jpg",
-            tmp_path / "bomb.png", tmp_path / "missing.jpg", good[1], "--checkpoint", tiny_ckpt)
-    assert r.returncode == 1
-    assert "Traceback" not in r.stderr
-    errors = [line for line in r.stderr.splitlines() if not line.startswith("checkpoint: ")]
-    assert len(errors) == len(bad)
-    for name in bad:
-        assert sum(name in line and line.startswith("error: ") for line in errors) == 1, (name, errors)
-    assert "decompression bomb" in r.stderr and "no such file" in r.stderr
-    for g in good:
-        assert (tmp_path / (g.stem + "_color.png")).exists()
-
-
-def test_colorize_folder_into_out_dir_with_compare_attention_and_metrics(tiny_ckpt, tmp_path):
-    src = tmp_path / "in"
-    (src / "sub").mkdir(parents=True)
-    make_photo(src / "color.jpg", size=(120, 80))
-    Image.open(make_photo(src / "sub" / "x.png", size=(64, 96))).convert("L").save(src / "sub" / "old.png")
-    os.remove(src / "sub" / "x.png")
-    out = tmp_path / "out"
-    r = run("colorize.py", src, "-o", out, "--checkpoint", tiny_ckpt, "--compare", "--attention",
-            "--metrics", "--batch-size", 4)
-    assert r.returncode == 0, r.stderr
-    assert sorted(str(p.relative_to(out)) for p in out.rglob("*_*")) == sorted([
-        "color_color.png", "color_compare.png", "color_attention.png", "color_attention.html",
-        os.path.join("sub", "old_color.png"), os.path.join("sub", "old_compare.png"),
-        os.path.join("sub", "old_attention.png"), os.path.join("sub", "old_attention.html")])
-    assert not list(src.rglob("*_color.png"))
-    # compare: gray | colorized | original for a color input, gray | colorized for a gray one
-    assert Image.open(out / "color_compare.png").size == (3 * 120 + 2 * 4, 18 + 80)  # 18: captions
-    assert Image.open(out / "sub" / "old_compare.png").size == (2 * 64 + 4, 18 + 96)
-    # attention: the colorized picture and four heat maps at the network's size (short side 32)
-    att = Image.open(out / "color_attention.png")
-    assert att.size == (5 * 48 + 4 * 4, 18 + 32)
-    # metrics: per color image, then the mean; the gray input is said to have none
-    line = [line for line in r.stdout.splitlines() if "color.jpg: colorized PSNR" in line][0]
-    psnr_value = float(line.split("PSNR ")[1].split(" dB")[0])
-    assert 5 < psnr_value < 60
-    assert "all-gray PSNR" in line and "original colorfulness" in line
-    assert "old.png: grayscale input" in r.stdout and "mean over 1 color images" in r.stdout
-    assert "|rg|, |yb|" in r.stdout
-    # attention: how concentrated the weights printable are, one line per image
-    assert re.search(r"attention: .*color\.jpg: rings 1-4: entropy [\d./]+ of uniform, top 5% of positions hold",
-                     r.stdout), r.stdout
-
-
-def test_attention_statistics_tell_uniform_weights_from_peaked_ones():
-    import attention_maps
-    uniform, peaked = torch.full((3, 400), 1 / 400), torch.eye(400)[:3]
-    entropy, top, _ = attention_maps.attention_stats(uniform)
-    assert torch.allclose(entropy, torch.ones(3)) and torch.allclose(top, torch.full((3,), 0.05))
-    entropy, top, _ = attention_maps.attention_stats(peaked)
-    assert torch.allclose(entropy, torch.zeros(3), atol=1e-6) and torch.allclose(top, torch.ones(3))
-    # the figure: uniform weights draw no heat at all (the panel is the dimmed gray picture)
-    copy = Image.new("RGB", (160, 80), (100, 150, 200))
-    *row, line = attention_maps.attention_figure(copy, copy, torch.full((200, 200), 1 / 200))
-    sheet = outputs.side_by_side(*row)
-    gray_level = np.asarray(copy.convert("L"))[0, 0]
-    panel = np.asarray(sheet)[18:, 164:324]  # ring 1's panel: red is 0.35 gray (the ring is cyan: no red)
-    assert panel[..., 0].max() <= round(0.35 * gray_level) + 1, panel[..., 0].max()
-    assert "entropy 1.00/1.00/1.00/1.00 of uniform" in line and "top 5% of positions hold 5%/5%/5%/5%" in line
-    *row, line = attention_maps.attention_figure(copy, copy, torch.eye(200))
-    sheet = outputs.side_by_side(*row)
-    assert "entropy 0.00" in line and "hold 100%" in line
-    assert np.asarray(sheet)[18:, 164:324, 0].max() > 200  # all the weight on one position: full heat there
-
-
-def explorer_weights(page, n):
-    """The weights an explorer page embeds, as the (Q, N) floats it draws."""
-    import attention_maps
-    codes = torch.frombuffer(bytearray(base64.b64decode(page["weights"])), dtype=torch.uint8)
-    return attention_maps.dequantize(codes.view(-1, n), n)
-
-
-def test_the_attention_explorer_embeds_the_models_own_weights(tiny_ckpt, tmp_path):
-    """NAME_attention.html is one file that needs nothing from outside, and the
-    weights it draws are the model's alpha to within half a quantization step."""
-    import attention_maps
-    import colorize
-    photo = make_photo(tmp_path / "p.jpg", size=(120, 80))
-    r = run("colorize.py", photo, "--checkpoint", tiny_ckpt, "--attention")
-    assert r.returncode == 0, r.stderr
-    text = open(tmp_path / "p_attention.html", encoding="utf-8").read()
-    assert not re.search(r"""(src|href)\s*=\s*["'](?!data:|#)|https?://|@import|url\(""", text)  # self-contained
-    page = attention_maps.read_page_data(text)
-    loaded = colorize.load(tiny_ckpt, device="cpu")
-    (_, alpha, copy), = colorize.predict_all(loaded, [Image.open(photo).convert("RGB")], return_attention=True)
-    assert (page["width"], page["height"]) == copy.size and page["grid"] == [copy.height // 8, copy.width // 8]
-    n = alpha.shape[1]
-    assert page["stride"] == 1 and explorer_weights(page, n).shape == alpha.shape  # every query, at this size
-    step = 2 ** (1 / 32)  # half a step of 1/16 of a doubling
-    ratio = explorer_weights(page, n) / alpha.double()
-    assert ((ratio >= 1 / step - 1e-6) & (ratio <= step + 1e-6)).all(), (ratio.min(), ratio.max())
-    entropy, top, _ = attention_maps.attention_stats(alpha)
-    assert torch.allclose(torch.tensor(page["entropy"]), entropy, atol=6e-4)
-    assert torch.allclose(torch.tensor(page["top5"]), top, atol=6e-4)
-
-
-def test_the_explorer_keeps_peaked_weights_and_its_size_bounded():
-    """Weights far from uniform come back as exactly as near ones (within the
-    stored range of 1/256 to 128 times uniform); a grid too large for every
-    query embeds every stride-th one, and the page stays a few MB."""
-    import attention_maps
-    picture = Image.new("RGB", (64, 48), (90, 120, 60))
-    alpha = torch.softmax(3 * torch.randn(48, 48, generator=torch.Generator().manual_seed(0)), dim=-1)
-    page = attention_maps.read_page_data(attention_maps.attention_page(picture, alpha, "peaked"))
-    back, n = explorer_weights(page, 48), 48
-    kept = (alpha * n > 1 / 250) & (alpha * n < 125)
-    ratio = back[kept] / alpha.double()[kept]
-    assert ratio.min() > 2 ** (-1 / 32) - 1e-6 and ratio.max() < 2 ** (1 / 32) + 1e-6
-    assert (back[alpha * n < 1 / 260] <= 1.01 / 256 / n).all()  # below the range: its floor
-    assert kept.float().mean() > 0.5 and (alpha * n).max() > 16  # a spread of weights, some far above uniform
-    stride, rows, cols, queries = attention_maps.page_queries((64, 256), 64 * 256)
-    assert stride > 1 and rows * cols * 64 * 256 <= attention_maps.PAGE_BYTES and queries[1] == stride
-    with pytest.raises(ValueError, match="needs"):
-        attention_maps.attention_page(picture, alpha[:40, :40])
-
-
-def browser():
-    """Debian's headless Chromium, or None (.ci/run installs it; a bare machine may lack it)."""
-    return shutil.which("chromium-headless-shell") or shutil.which("chromium")
-
-
-@pytest.mark.skipif(not browser() and not os.environ.get("CI"), reason="no headless Chromium here")
-def test_the_explorer_opens_from_disk_and_its_fragment_chooses_the_point(tiny_ckpt, tmp_path):
-    """In a real browser, from a file:// URL: the fragment #x=..,y=.. selects
-    the query (said under the pictures), and two fragments draw two views."""
-    import attention_maps
-    photo = make_photo(tmp_path / "p.jpg", size=(160, 96))
-    assert run("colorize.py", photo, "--checkpoint", tiny_ckpt, "--attention").returncode == 0
-    page = tmp_path / "p_attention.html"
-    data = attention_maps.read_page_data(page.read_text())
-    gh, gw = data["grid"]
-    shots = []
-    for k, (x, y) in enumerate([(0.1, 0.1), (0.9, 0.8)]):
-        url = f"{page.as_uri()}#x={x},y={y}"
-        common = [browser(), "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--virtual-time-budget=3000"]
-        dom = subprocess.run([*common, "--dump-dom", url], capture_output=True, text=True, timeout=120).stdout
-        qx, qy = min(gw - 1, int(x * gw)), min(gh - 1, int(y * gh))
-        stats = re.search(r'<div id="stats">([^<]*)', dom).group(1)
-        assert f"(grid cell {qx}, {qy} of {gw} x {gh})" in stats, stats
-        assert f"entropy {data['entropy'][qy * gw + qx]:.2f} of uniform" in stats, stats
-        shot = tmp_path / f"view{k}.png"
-        subprocess.run([*common, "--window-size=900,600", f"--screenshot={shot}", url], capture_output=True,
-                       timeout=120)
-        shots.append(np.asarray(Image.open(shot).convert("RGB")).astype(int))
-    assert np.abs(shots[0] - shots[1]).sum() > 0  # the ring and the heat moved
-
-
-def test_colorize_compares_several_checkpoints_side_by_side(tiny_ckpt, photo_dir, tmp_path):
-    other = tmp_path / "baseline"
-    r = run("train.py", "--data", photo_dir, "--out", other, "--max-steps", 2, "--eval-every", 2,
-            "--model", "baseline", *TINY)
-    assert r.returncode == 0, r.stderr
-    img, img2 = make_photo(tmp_path / "pic.jpg", size=(72, 48)), make_photo(tmp_path / "pic2.jpg", seed=1)
-    r = run("colorize.py", "--checkpoint", tiny_ckpt, "--checkpoint", other / "ckpt.pt", img, img2, "--compare",
-            "--metrics")
-    assert r.returncode == 0, r.stderr
-    # gray | first model | second model | original
-    assert Image.open(tmp_path / "pic_compare.png").size == (4 * 72 + 3 * 4, 18 + 48)
-    means = [line for line in r.stdout.splitlines() if line.startswith("metrics:   ")]
-    names = [tiny_ckpt.parent.name, "baseline"]
-    assert [line.split()[1] for line in means] == names + ["all-gray", "original"] + names
-    assert all(" against all-gray: PSNR " in line and "90% of resamplings" in line for line in means[4:])
+    assert torch.load(tmp_path / "out" / "ckpt.pt", weights_only=True)["step"] == 4  # the run it read
+    assert (tmp_path / "runs" / "a" / "ckpt.pt").read_bytes() == before  # not the folder its flags named
+    ckpt = torch.load(tmp_path / "out" / "ckpt.pt", weights_only=True)
+    for name, broken in [("rng", {k: v for k, v in ckpt.items() if k != "rng"}), ("step", {**ckpt, "step": -3}),
+                         ("history", {**ckpt, "history": [{"step": "a", "val_mse": "b"}]})]:
+        folder = tmp_path / name
+        folder.mkdir()
+        torch.save(broken, folder / "ckpt.pt")
+        one_error_line(run("train.py", "--data", photo_dir, "--out", folder, "--resume", "--max-steps", 9), "--resume")
+    one_error_line(run("train.py", "--data", photo_dir, "--out", photo_dir, *TINY), "--out", "folder of its own")
+    one_error_line(run("train.py", "--data", photo_dir, "--lr", "abc"), "--lr", "abc")  # argparse's own check
 
 
 def test_colorize_missing_or_incompatible_checkpoint_exits_2(tmp_path, photo_dir):
@@ -1632,70 +1732,90 @@ def test_colorize_missing_or_incompatible_checkpoint_exits_2(tmp_path, photo_dir
         assert r.returncode == 2 and "no CUDA device" in r.stderr and "Traceback" not in r.stderr
 
 
-def test_psnr_and_colorfulness_against_hand_computed_values():
-    a = torch.zeros(1, 3, 4, 4, dtype=torch.uint8)
-    b = a.clone()
-    b[0, 0, 0, 0] = 48  # one error of 48 in 48 values: MSE 48, PSNR = 20 log10(255 / sqrt(48))
-    assert lab.psnr(b, a).item() == pytest.approx(20 * math.log10(255 / math.sqrt(48)))
-    gray = torch.full((1, 3, 8, 8), 128, dtype=torch.uint8)
-    assert lab.colorfulness(gray).item() == 0
-    red = torch.zeros(1, 3, 8, 8, dtype=torch.uint8)
-    red[:, 0] = 255  # rg = 255, yb = 127.5 everywhere: no spread, 0.3 * |mean|
-    assert lab.colorfulness(red).item() == pytest.approx(0.3 * math.hypot(255, 127.5))
+def test_bad_checkpoints_get_a_short_safe_reason(tmp_path):
+    img = make_photo(tmp_path / "p.jpg", size=(40, 32))
+    (tmp_path / "random.pt").write_bytes(np.random.default_rng(0).bytes(3000))
+    good = fake_run(tmp_path / "run", 4, files=("best.pt",)) / "best.pt"
+    (tmp_path / "cut.pt").write_bytes(good.read_bytes()[:2000])
+    ckpt = torch.load(good, weights_only=True)
+    key = next(iter(ckpt["model"]))
+    shape = tuple(ckpt["model"][key].shape)
+    ckpt["model"][key] = torch.zeros(3, 5)
+    torch.save(ckpt, tmp_path / "shape.pt")
+    fake_run(tmp_path / "global", 4, files=("best.pt",), global_branch=True)
+    for bad, said in [("random.pt", "not a checkpoint file (UnpicklingError"),
+                      ("cut.pt", "not a checkpoint file (RuntimeError"),
+                      ("shape.pt", f"{key} has shape (3, 5), the model needs {shape}"),
+                      ("global", "--inception PATH")]:
+        r = colorize_cli(img, "--checkpoint", tmp_path / bad, "--inception", tmp_path / "nope.safetensors")
+        assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+        assert r.stderr.startswith("error: ") and said in r.stderr, r.stderr
+        assert "weights_only" not in r.stderr and "--inception none" not in r.stderr, r.stderr
 
 
-# -----------------------------------------------------------------------------
-# the bundled demo model
-
-DEMO = os.path.join(HERE, "demo", "colorizer.pt")
-# Windmills under a blue sky, one of the photographs held out from the demo's training
-HELD_OUT_PHOTO = os.path.join(HERE, "demo", "photos", "gcompris_categorization_0028.jpg")
-
-
-def test_metrics_say_how_far_a_mean_over_few_images_can_be_trusted():
-    rows = [{"m": (21, 0.01, 5), "all-gray": (20, 0.02, 0)}, {"m": (23, 0.03, 9), "all-gray": (20, 0.04, 0)}]
-    text = outputs.uncertainty(rows, "m")
-    assert text.startswith("against all-gray: PSNR +2.00 dB (standard error 1.00), ab MSE 0.667x"), text
-    low, high = map(float, re.findall(r"([\d.]+)x", text.split("resamplings: ")[1]))
-    assert 0.5 <= low < 0.667 < high <= 0.75  # between the two images' own ratios
-
-
-def test_bundled_demo_checkpoint_is_small_and_loads_with_weights_only():
-    assert os.path.getsize(DEMO) < 15 * 2**20
-    ckpt = torch.load(DEMO, map_location="cpu", weights_only=True)
-    config = model.ColorizerConfig.from_dict(ckpt["config"])
-    assert config.global_branch is False and ckpt["inception"] is None
-    assert all(v.dtype == torch.float16 for v in ckpt["model"].values() if v.is_floating_point())
-    model.Colorizer(config).load_state_dict({k: v.float() for k, v in ckpt["model"].items()})
-
-
-def test_a_fresh_clone_colorizes_with_the_bundled_demo(tmp_path):
-    """No checkpoint given or found (an empty working folder): the demo is used,
-    said once, and on a held-out photo it paints the sky blue."""
-    src = HELD_OUT_PHOTO if os.path.exists(HELD_OUT_PHOTO) else make_photo(tmp_path / "p.jpg", (256, 160))
-    Image.open(src).convert("L").save(tmp_path / "old.jpg")
-    r = run(os.path.join(HERE, "colorize.py"), "old.jpg", cwd=tmp_path)
-    assert r.returncode == 0, r.stderr
-    assert r.stderr.count("bundled demo model") == 1
-    out = np.array(Image.open(tmp_path / "old_color.png"))
-    ab = lab.rgb_to_lab(torch.from_numpy(out).permute(2, 0, 1).float() / 255)[1:]
-    if src == HELD_OUT_PHOTO:
-        chroma = ab.pow(2).sum(0).sqrt().mean().item()
-        sky_b = ab[1, :ab.shape[1] // 5].mean().item()  # the top fifth of the picture is sky
-        assert chroma > 5 and sky_b < -10, (chroma, sky_b)  # all-gray: 0 and 0; blue: b* < 0
+def test_nan_and_malformed_checkpoints_are_one_line(tmp_path, photo_dir):
+    img = make_photo(tmp_path / "p.jpg", size=(40, 32))
+    good = fake_run(tmp_path / "run", 4, files=("best.pt",)) / "best.pt"
+    ckpt = torch.load(good, weights_only=True)
+    nan = {**ckpt, "model": {k: v.fill_(float("nan")) if v.is_floating_point() else v for k, v in ckpt["model"].items()}}
+    torch.save(nan, tmp_path / "nan.pt")
+    r = colorize_cli(img, "--checkpoint", tmp_path / "nan.pt")
+    assert r.returncode == 2 and "NaN or infinite" in r.stderr and not (tmp_path / "p_color.png").exists()
+    one_error_line(run("train.py", "--data", photo_dir, "--out", tmp_path / "t", "--init", tmp_path / "nan.pt",
+                       *TINY[:2]), "--init", "NaN or infinite")
+    ckpt = torch.load(good, weights_only=True)
+    for name, broken in [("width", {**ckpt, "config": {**ckpt["config"], "width": "8"}}),
+                         ("zero", {**ckpt, "config": {**ckpt["config"], "width": 0}}),
+                         ("huge", {**ckpt, "config": {**ckpt["config"], "width": 100000}}),
+                         ("list", {**ckpt, "model": list(ckpt["model"].values())}),
+                         ("args", {**ckpt, "args": [32]}), ("history", {**ckpt, "history": "0.01"})]:
+        torch.save(broken, tmp_path / f"{name}.pt")
+        r = colorize_cli(img, "--checkpoint", tmp_path / f"{name}.pt")
+        assert r.returncode == 2 and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr, (name, r.stderr)
+        assert "not a compatible colorizer checkpoint" in r.stderr, (name, r.stderr)
+        if name in ("width", "zero", "huge", "list"):
+            one_error_line(run("train.py", "--data", photo_dir, "--out", tmp_path / "t", "--init",
+                               tmp_path / f"{name}.pt", *TINY[:2]), "--init", f"{name}.pt")
 
 
-def test_the_demo_paints_the_held_out_faces_warm():
-    """The promise of the demo's fine-tune: on the validation photos with people
-    (docs/faces.txt), every face has a* > 0 (the first demo painted them green)."""
-    import colorize
-    sys.path.insert(0, os.path.join(HERE, "docs"))
-    import faces
-    loaded = colorize.load(DEMO, device="cpu")
-    for name, box in faces.read_boxes(os.path.join(HERE, "docs", "faces.txt")):
-        photo = Image.open(os.path.join(HERE, "demo", "photos", name))
-        a, b = faces.face_ab(colorize.colorize(photo.convert("L"), loaded), box)
-        assert a > 0 and b > 0, (name, box, a, b)
+def test_odd_checkpoint_entries_and_api_inputs_are_one_line(tmp_path):
+    img = make_photo(tmp_path / "p.jpg", size=(40, 32))
+    good = torch.load(fake_run(tmp_path / "run", 4, files=("best.pt",)) / "best.pt", weights_only=True)
+    for name, broken in [("size", {**good, "args": {"size": "big"}}), ("huge", {**good, "args": {"size": 10**9}}),
+                         ("validation", {**good, "validation": {"val_mse": "x"}}),
+                         ("sparse", {**good, "model": {k: v.to_sparse() if v.dim() else v
+                                                       for k, v in good["model"].items()}})]:
+        torch.save(broken, tmp_path / f"{name}.pt")
+        r = colorize_cli(img, "--checkpoint", tmp_path / f"{name}.pt")
+        assert r.returncode == 2 and r.stderr.count("\n") == 1 and "compatible" in r.stderr, (name, r.stderr)
+    r = colorize_cli(img, "--size", "abc")
+    assert r.returncode == 2 and r.stderr.startswith("error: argument --size") and r.stderr.count("\n") == 1
+    with pytest.raises(colorize.ColorizeError, match="cpu or cuda"):
+        colorize.load(DEMO, device="tpu")
+    with pytest.raises(colorize.ColorizeError, match="not an image"):
+        colorize.colorize(None, DEMO)
+
+
+def test_fifo_checkpoints_are_refused_not_waited_on(tmp_path, photo_dir):
+    os.mkfifo(tmp_path / "pipe.pt")
+    img = make_photo(tmp_path / "p.jpg", size=(40, 32))
+    r = colorize_cli(img, "--checkpoint", tmp_path / "pipe.pt", timeout=60)
+    assert r.returncode == 2 and "pipe.pt: not a regular file" in r.stderr, r.stderr
+    one_error_line(run("train.py", "--data", photo_dir, "--out", tmp_path / "run", "--init", tmp_path / "pipe.pt",
+                       *TINY, timeout=60), "--init", "not a regular file")
+    one_error_line(run("train.py", "--data", photo_dir, "--out", tmp_path / "run", "--inception",
+                       tmp_path / "pipe.pt", timeout=60), "--inception", "regular file")
+
+
+def test_export_makes_a_half_precision_inference_copy(tiny_ckpt, tmp_path):
+    runs.export_checkpoint(tiny_ckpt, tmp_path / "small.pt")
+    small = torch.load(tmp_path / "small.pt", weights_only=True)
+    assert "optimizer" not in small and small["args"] == {"size": 32}
+    assert small["validation"]["step"] == 2
+    assert os.path.getsize(tmp_path / "small.pt") < os.path.getsize(tiny_ckpt) / 2
+    img = make_photo(tmp_path / "x.jpg")
+    r = run("colorize.py", img, "--checkpoint", tmp_path / "small.pt")
+    assert r.returncode == 0 and (tmp_path / "x_color.png").exists(), r.stderr
 
 
 def test_export_blends_a_fine_tune_with_its_start_and_sets_the_size(tmp_path):
@@ -1726,85 +1846,277 @@ def test_export_blends_a_fine_tune_with_its_start_and_sets_the_size(tmp_path):
     assert not (tmp_path / "x.pt").exists()
 
 
-def test_export_makes_a_half_precision_inference_copy(tiny_ckpt, tmp_path):
-    runs.export_checkpoint(tiny_ckpt, tmp_path / "small.pt")
-    small = torch.load(tmp_path / "small.pt", weights_only=True)
-    assert "optimizer" not in small and small["args"] == {"size": 32}
-    assert small["validation"]["step"] == 2
-    assert os.path.getsize(tmp_path / "small.pt") < os.path.getsize(tiny_ckpt) / 2
-    img = make_photo(tmp_path / "x.jpg")
-    r = run("colorize.py", img, "--checkpoint", tmp_path / "small.pt")
-    assert r.returncode == 0 and (tmp_path / "x_color.png").exists(), r.stderr
+def test_checkpoint_choice_prefers_best_pt_of_the_newest_run(tmp_path):
+    old, new = fake_run(tmp_path / "out" / "old", 9), fake_run(tmp_path / "out" / "new", 4)
+    for f in old.iterdir():
+        os.utime(f, (1, 1))
+    make_photo(tmp_path / "p.jpg", size=(40, 32))
+    r = colorize_cli("p.jpg", cwd=tmp_path)
+    assert r.returncode == 0 and f"checkpoint: {os.path.join('out', 'new', 'best.pt')} (step 4" in r.stderr, r.stderr
+    assert colorize.load(old).path == str(old / "best.pt")
+    os.remove(old / "best.pt")  # a run from before best.pt: its ckpt.pt, with the averaged ("ema") weights
+    assert colorize.load(old).path == str(old / "ckpt.pt")
+    runs.export_checkpoint(old / "ckpt.pt", tmp_path / "small.pt")
+    runs.export_checkpoint(new / "best.pt", tmp_path / "small_best.pt")
+    for small in ("small.pt", "small_best.pt"):
+        assert colorize.load(tmp_path / small).size == 32
 
 
-def test_colorize_a_24_megapixel_photo_in_bounded_memory(tiny_ckpt, tmp_path):
-    """6000 x 4000: full size out, and the process stays far below this
-    machine's memory (the full-resolution work runs in strips)."""
-    big = tmp_path / "big.jpg"
-    Image.open(make_photo(tmp_path / "src.png", size=(300, 200))).resize((6000, 4000)).save(big, quality=90)
-    code = ("import sys, colorize\n"
-            f"rc = colorize.main([{str(big)!r}, '--checkpoint', {str(tiny_ckpt)!r}])\n"
-            "peak = [line.split()[1] for line in open('/proc/self/status') if line.startswith('VmHWM')][0]\n"
-            "print('PEAK_KB', peak)\nsys.exit(rc)")
-    r = run("-c", code)
-    assert r.returncode == 0, r.stderr
-    assert Image.open(tmp_path / "big_color.png").size == (6000, 4000)
-    peak_mb = int(r.stdout.split("PEAK_KB")[1].split()[0]) / 1024
-    assert peak_mb < 2500, peak_mb  # under 1 GB measured; the whole image in float32 Lab at once: several GB
+def test_the_checkpoint_found_by_search_says_where_and_how_to_choose(tmp_path):
+    (tmp_path / "out" / "other").mkdir(parents=True)
+    torch.save({"config": {"variant": "attention"}, "model": {"w": torch.zeros(1)}},
+               tmp_path / "out" / "other" / "best.pt")  # some other tool's best.pt
+    make_photo(tmp_path / "p.jpg", size=(40, 32))
+    r = colorize_cli("p.jpg", cwd=tmp_path)
+    assert r.returncode == 2 and "newest run under runs/ or out/" in r.stderr and "--checkpoint" in r.stderr, r.stderr
+    fake_run(tmp_path / "out" / "mine", 4)
+    r = colorize_cli("p.jpg", cwd=tmp_path)
+    assert r.returncode == 0 and "newest run under runs/ or out/, --checkpoint PATH chooses another" in r.stderr, r.stderr
+    # runs/, where the README and the course train, is searched too: the newest of both wins
+    fake_run(tmp_path / "runs" / "first", 7)
+    r = colorize_cli("p.jpg", cwd=tmp_path)
+    assert r.returncode == 0 and f"checkpoint: {os.path.join('runs', 'first', 'best.pt')} (step 7" in r.stderr, r.stderr
+
+
+def test_the_newest_run_search_does_not_follow_links_round_in_circles(tmp_path):
+    run_dir = fake_run(tmp_path / "out" / "run", 4)
+    os.symlink("..", run_dir / "up")
+    os.symlink("../..", run_dir / "up2")
+    make_photo(tmp_path / "p.jpg", size=(40, 32))
+    r = colorize_cli("p.jpg", cwd=tmp_path, timeout=60)
+    assert r.returncode == 0 and os.path.join("out", "run", "best.pt") in r.stderr, r.stderr
 
 
 # -----------------------------------------------------------------------------
-# colorize.py: hostile input
+# 8. Run folders are never replaced unasked
+# A finished run, any file train.py writes, --overwrite, the lock, a run inside --data, an unwritable cache.
 
-import dataclasses
-
-
-def colorize_cli(*args, cwd=HERE, timeout=120):
-    return run(os.path.join(HERE, "colorize.py"), *args, cwd=cwd, timeout=timeout)
-
-
-def fake_run(folder, step, files=("best.pt", "ckpt.pt"), **config):
-    """A run folder as train.py writes it, with an untrained tiny model. ckpt.pt's
-    "model" weights are the wrong shape: only its "ema" weights load."""
-    folder.mkdir(parents=True, exist_ok=True)
-    config = model.ColorizerConfig(**{"width": 8, "global_branch": False, **config})
-    weights = model.Colorizer(config).state_dict()
-    common = {"config": dataclasses.asdict(config), "step": step, "inception": None, "args": {"size": 32},
-              "history": [{"step": step, "val_mse": step / 1000}]}
-    if "best.pt" in files:
-        torch.save({**common, "model": weights}, folder / "best.pt")
-    if "ckpt.pt" in files:
-        torch.save({**common, "model": {k: torch.zeros(1) for k in weights}, "ema": weights,
-                    "optimizer": {}, "best_mse": step / 1000}, folder / "ckpt.pt")
-    return folder
+def test_train_never_replaces_a_run_unasked(photo_dir, tmp_path):
+    args = ["train.py", "--data", photo_dir, "--out", tmp_path, "--max-steps", 2, "--eval-every", 2, *TINY]
+    assert run(*args).returncode == 0
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    one_error_line(run(*args), "--resume", "--overwrite", tmp_path)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+    (tmp_path / "ckpt.pt.tmp99999").write_bytes(b"left by a killed save")
+    r = run(*args, "--overwrite", "--seed", 1)
+    assert r.returncode == 0, r.stderr
+    assert not list(tmp_path.glob("*.tmp*"))  # an interrupted save's leftovers are cleaned up
 
 
-def test_inputs_that_share_an_output_name_each_get_their_own(tmp_path):
-    d = tmp_path / "d"
+@pytest.mark.parametrize("present", ["log.csv", "samples.png", "best.pt"])
+def test_any_file_train_writes_makes_a_folder_a_run(photo_dir, tmp_path, present):
+    (tmp_path / present).write_bytes(b"the user's own")
+    one_error_line(run("train.py", "--data", photo_dir, "--out", tmp_path, *TINY), "--overwrite", present)
+    assert (tmp_path / present).read_bytes() == b"the user's own"
+
+
+def test_overwrite_removes_the_old_runs_files_before_the_new_run_writes(photo_dir, tmp_path):
+    fake_run(tmp_path, 999)
+    for name in ("loss.png", "samples.png", "log.csv"):
+        (tmp_path / name).write_bytes(b"old")
+    (tmp_path / "notes.txt").write_text("mine")
+    d = tmp_path / "data"  # a validation split that stops the new run before its first save
+    (d / "train").mkdir(parents=True)
+    (d / "val").mkdir()
+    make_photo(d / "train" / "a.jpg")
+    (d / "val" / "broken.jpg").write_bytes(b"\xff\xd8 not really")
+    r = run("train.py", "--data", d, "--out", tmp_path, "--overwrite", *TINY)
+    one_error_line(r, "validation")
+    assert "--overwrite: removed the old run's" in r.stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".lock", "data", "notes.txt"]
+
+
+def test_a_second_train_on_the_same_out_is_refused_and_a_killed_one_leaves_no_stuck_lock(photo_dir, tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    with open(out / ".lock", "a+") as held:  # as a running train.py holds it
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        (out / "ckpt.pt.tmp4242").write_bytes(b"the other run's save in flight")
+        one_error_line(run("train.py", "--data", photo_dir, "--out", out, "--overwrite", *TINY),
+                       "another train.py", "--out")
+        assert (out / "ckpt.pt.tmp4242").exists()  # its save in flight was not touched
+    cmd = [sys.executable, "train.py", "--data", str(photo_dir), "--out", str(out), "--overwrite", "--max-steps",
+           "100000", "--eval-every", "100000", *TINY]
+    p = subprocess.Popen(cmd, cwd=HERE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in p.stdout:
+        if "| loss" in line:
+            break
+    p.kill()  # kill -9: no clean-up at all
+    p.wait()
+    r = run("train.py", "--data", photo_dir, "--out", out, "--overwrite", "--max-steps", 2, "--eval-every", 2, *TINY)
+    assert r.returncode == 0, r.stderr
+
+
+def test_run_folder_inside_data_and_colorize_outputs_are_not_trained_on(photo_dir, tmp_path):
+    d = tmp_path / "data"
     d.mkdir()
-    for name in ("x.jpg", "x.png"):
-        make_photo(d / name, size=(40, 32))
-    r = colorize_cli(d, "--checkpoint", DEMO)
+    for p in photo_dir.iterdir():
+        (d / p.name).write_bytes(p.read_bytes())
+    make_photo(d / "p0_color.png")  # what colorize.py wrote here (or a photo named like it)
+    args = ["train.py", "--data", d, "--out", d / "run", "--max-steps", 2, "--eval-every", 2, *TINY]
+    r = run(*args)
     assert r.returncode == 0, r.stderr
-    assert sorted(p.name for p in d.glob("*_color.png")) == ["x_jpg_color.png", "x_png_color.png"]
-    assert "[1/2]" in r.stdout and "[2/2]" in r.stdout and "img/s | eta" in r.stdout
-    assert re.search(r"^checkpoint: .*colorizer\.pt \(step \d+", r.stderr, re.M), r.stderr
-    for sub in ("a", "b"):
-        (tmp_path / sub).mkdir()
-        make_photo(tmp_path / sub / "x.jpg", size=(40, 32))
-    r = colorize_cli(tmp_path / "a" / "x.jpg", tmp_path / "b" / "x.jpg", "-o", tmp_path / "out", "--checkpoint", DEMO)
-    assert r.returncode == 0, r.stderr
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["x-2_color.png", "x_color.png"]
+    assert "1 files in" in r.stdout and "p0_color.png" in r.stdout and "rename them" in r.stdout
+    assert "data: 5 training and 1 validation images" in r.stdout, r.stdout  # 6 photos, not 7, nor samples.png
+    r = run(*args[:-len(TINY) - 4], "--resume", "--max-steps", 4)
+    assert r.returncode == 0 and "data: 5 training and 1 validation images" in r.stdout, r.stdout + r.stderr
 
 
-def test_overwrite_never_writes_over_an_input_named_like_an_output(tmp_path):
-    make_photo(tmp_path / "a.jpg", size=(40, 32))
-    make_photo(tmp_path / "a_color.png", size=(40, 32), seed=1)
-    before = digest(tmp_path / "a_color.png")
-    r = colorize_cli(tmp_path / "a.jpg", tmp_path / "a_color.png", "--overwrite", "--checkpoint", DEMO)
+def test_an_unwritable_cache_is_one_line_and_leaves_no_empty_run_folder(photo_dir, tmp_path):
+    (tmp_path / "not-a-folder").write_text("x")
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "not-a-folder"), "HF_HUB_CACHE": str(tmp_path / "hub"),
+           "HF_HUB_OFFLINE": ""}
+    r = run("train.py", "--data", photo_dir, "--out", tmp_path / "run", "--inception", "auto", *TINY[2:],
+            timeout=120, env=env)
+    one_error_line(r, "not-a-folder", "XDG_CACHE_HOME")
+    assert not (tmp_path / "run").exists()  # made for the run, removed again: nothing was written
+
+
+def test_the_lock_is_never_written_through_a_link_nor_over_a_users_file(photo_dir, tmp_path):
+    """--out/.lock: a link to a file elsewhere is refused (the file unchanged),
+    and so is a .lock of the user's own in a folder with no run yet."""
+    target = tmp_path / "precious.txt"
+    target.write_text("mine\n")
+    out = tmp_path / "run"
+    out.mkdir()
+    os.symlink(target, out / ".lock")
+    r = run("train.py", "--data", photo_dir, "--out", out, "--max-steps", 2, *TINY)
+    assert r.returncode == 2 and ".lock is a link" in r.stderr and r.stderr.count("\n") == 1, r.stderr
+    assert target.read_text() == "mine\n" and os.path.islink(out / ".lock")
+    os.remove(out / ".lock")
+    (out / ".lock").write_text("my notes about locks\n")
+    r = run("train.py", "--data", photo_dir, "--out", out, "--max-steps", 2, *TINY)
+    assert r.returncode == 2 and "not train.py's lock" in r.stderr, r.stderr
+    assert (out / ".lock").read_text() == "my notes about locks\n"
+
+
+def test_start_up_removes_only_its_own_temporary_files(photo_dir, tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    mine = ["log.csv.tmpl", "ckpt.pt.tmp-backup", "best.pt.tmp", "notes.tmp123"]
+    for name in mine + ["ckpt.pt.tmp8231", "samples.png.tmp40"]:
+        (out / name).write_text("x")
+    r = run("train.py", "--data", photo_dir, "--out", out, "--max-steps", 2, "--eval-every", 2, *TINY)
     assert r.returncode == 0, r.stderr
-    assert digest(tmp_path / "a_color.png") == before
-    assert (tmp_path / "a-2_color.png").exists() and (tmp_path / "a_color_color.png").exists()
+    left = set(os.listdir(out))
+    assert set(mine) <= left and not {"ckpt.pt.tmp8231", "samples.png.tmp40"} & left, left
+
+
+# -----------------------------------------------------------------------------
+# 9. Signals stop cleanly
+# Ctrl-C, SIGTERM and SIGHUP in train.py and colorize.py, and Ctrl-C while torch loads.
+
+def test_ctrl_c_saves_the_step_in_hand_and_resume_goes_on(photo_dir, tmp_path):
+    """Ctrl-C reaches every process of the terminal (the loader worker too):
+    train.py finishes the step, saves ckpt.pt there and stops in one line. The
+    run cannot finish (100000 steps) and the signal is sent after a logged
+    step: it lands during training, and only 130 is a clean stop."""
+    returncode, out, err, logged = signal_a_training_run(photo_dir, tmp_path, signal.SIGINT)
+    assert returncode == 130 and "Traceback" not in err, (returncode, out[-2000:], err[-2000:])
+    assert "Ctrl-C: saving a checkpoint after this step, then stopping" in out, out
+    stopped = re.search(r"stopped at step (\d+)/100000: (\S+) holds it \(--resume continues the run\)", out)
+    assert stopped and stopped.group(2) == str(tmp_path / "ckpt.pt"), out
+    step = int(stopped.group(1))
+    assert logged <= step < 100000, (logged, step)
+    assert torch.load(tmp_path / "ckpt.pt", weights_only=True)["step"] == step
+    r = run("train.py", "--data", photo_dir, "--out", tmp_path, "--resume", "--max-steps", step + 2)
+    assert r.returncode == 0 and f"at step {step}" in r.stdout, r.stderr
+    assert f"step {step + 1}/{step + 2} | loss" in r.stdout and "step 1/" not in r.stdout, r.stdout
+    assert torch.load(tmp_path / "ckpt.pt", weights_only=True)["step"] == step + 2
+
+
+@pytest.mark.parametrize("signame", ["SIGTERM", "SIGHUP"])
+def test_sigterm_and_sighup_save_like_ctrl_c(photo_dir, tmp_path, signame):
+    # as timeout, Slurm or a closed ssh session do: to the whole process group
+    returncode, out, err, logged = signal_a_training_run(photo_dir, tmp_path, getattr(signal, signame))
+    assert returncode == 130 and "Traceback" not in err, err
+    assert f"{signame}: saving a checkpoint" in out, out
+    step = int(re.search(r"stopped at step (\d+)/100000", out).group(1))
+    assert logged <= step < 100000, (logged, step)
+    assert torch.load(tmp_path / "ckpt.pt", weights_only=True)["step"] == step
+
+
+def test_colorize_stopped_by_sigterm_exits_130_and_leaves_no_temporary_file(tmp_path):
+    for i in range(30):
+        make_photo(tmp_path / f"p{i}.jpg", size=(400, 300), seed=i)
+    p = subprocess.Popen([sys.executable, os.path.join(HERE, "colorize.py"), str(tmp_path), "--checkpoint", DEMO],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in p.stdout:
+        if line.startswith("[2/"):
+            break
+    p.terminate()
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 130 and "Traceback" not in err and "interrupted" in err, err
+    assert not [f for f in os.listdir(tmp_path) if ".tmp" in f]
+
+
+@pytest.mark.parametrize("script", ["train.py", "colorize.py"])
+def test_ctrl_c_while_torch_loads_is_one_line(tmp_path, script):
+    p = subprocess.Popen([sys.executable, script, "--help"], cwd=HERE, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    time.sleep(0.3)  # the script is importing torch (a second or more)
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=60)
+    assert "Traceback" not in err and p.returncode in (0, 130), err
+
+
+# -----------------------------------------------------------------------------
+# 10. Bad input is one line
+# Flags and files of train.py and colorize.py: exit 2 before any work, or one line per bad file, the rest done.
+
+@pytest.mark.parametrize("flag,value", [
+    ("--batch-size", 0), ("--eval-every", 0), ("--log-every", 0), ("--lr", "nan"), ("--lr", "-1"),
+    ("--workers", -1), ("--cache", -1), ("--width", 0), ("--val-images", 0), ("--size", 0), ("--size", -8),
+    ("--size", 100000), ("--size", 30), ("--max-steps", 0), ("--ema", 1), ("--val-fraction", 0)])
+def test_train_checks_every_flag_before_any_work(photo_dir, tmp_path, flag, value):
+    r = run("train.py", "--data", photo_dir, "--out", tmp_path / "run", *TINY, flag, value)
+    one_error_line(r, flag)
+    assert not (tmp_path / "run").exists()
+
+
+def test_train_checks_files_and_folders_before_any_work(photo_dir, tmp_path):
+    one_error_line(run("train.py", "--data", photo_dir, "--inception", tmp_path), "--inception")
+    (tmp_path / "file").write_text("x")
+    for out in (tmp_path / "file", tmp_path / "file" / "sub"):
+        one_error_line(run("train.py", "--data", photo_dir, "--out", out, *TINY), "--out", out)
+    # a validation split with nothing usable in it (old scans, broken files) stops before step 1
+    d = tmp_path / "data"
+    (d / "train").mkdir(parents=True)
+    (d / "val").mkdir()
+    make_photo(d / "train" / "a.jpg")
+    Image.open(d / "train" / "a.jpg").convert("L").save(d / "val" / "scan.png")
+    (d / "val" / "broken.jpg").write_bytes(b"\xff\xd8 not really")
+    r = run("train.py", "--data", d, "--out", tmp_path / "run", *TINY)
+    assert "scan.png: grayscale" in r.stdout and "broken.jpg: unreadable" in r.stdout
+    one_error_line(r, "--data", "validation")
+    assert not (tmp_path / "run" / "ckpt.pt").exists()
+
+
+def test_train_refuses_missing_or_empty_data_in_one_line(tmp_path):
+    for folder in (tmp_path / "missing", tmp_path):
+        r = run("train.py", "--data", folder, "--inception", "none")
+        assert r.returncode == 2 and "Traceback" not in r.stderr
+        assert r.stderr.strip().count("\n") == 0 and str(folder) in r.stderr
+
+
+def test_compile_on_the_cpu_is_refused_in_one_line(photo_dir, tmp_path):
+    one_error_line(run("train.py", "--data", photo_dir, "--out", tmp_path / "run", "--device", "cpu", "--compile",
+                       *TINY), "--compile", "CUDA")
+    assert not (tmp_path / "run").exists()
+
+
+def test_train_names_files_whose_names_are_not_utf8(photo_dir, tmp_path):
+    d = tmp_path / "data"
+    d.mkdir()
+    for p in photo_dir.iterdir():
+        (d / p.name).write_bytes(p.read_bytes())
+    bad = os.path.join(os.fsencode(d), b"caf\xe9.jpg")  # Latin-1 bytes, as old cameras wrote them
+    with open(bad, "wb") as f:
+        f.write(b"not a jpeg")
+    r = run("train.py", "--data", d, "--out", tmp_path / "run", "--max-steps", 4, "--eval-every", 4,
+            "--val-fraction", 0.5, *TINY)
+    assert r.returncode == 0, r.stderr
+    assert "caf\\xe9.jpg: unreadable" in r.stdout, r.stdout
 
 
 @pytest.mark.parametrize("flags, message", [
@@ -1820,6 +2132,32 @@ def test_bad_flags_are_one_line_before_any_work(tmp_path, flags, message):
     assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
     assert r.stderr.startswith("error: " + message.replace("FILE", str(tmp_path / "FILE"))), r.stderr
     assert not (tmp_path / "p_color.png").exists() and (tmp_path / "FILE").read_text() == "a file"
+
+
+def test_attention_at_a_size_that_would_need_gigabytes_is_refused(tmp_path):
+    img = make_photo(tmp_path / "p.jpg", size=(40, 32))
+    r = colorize_cli(img, "--attention", "--size", 2048, "--checkpoint", DEMO)
+    assert r.returncode == 2 and r.stderr.startswith("error: --attention with --size 2048") and "GB" in r.stderr
+
+
+def test_colorize_reports_bad_files_and_writes_the_good_ones(tiny_ckpt, tmp_path):
+    good = [make_photo(tmp_path / f"good{i}.jpg", seed=i) for i in range(2)]
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    (tmp_path / "text.png").write_text("hello, I am not a picture")
+    (tmp_path / "cut.jpg").write_bytes(good[0].read_bytes()[:400])
+    Image.new("1", (20000, 20000)).save(tmp_path / "bomb.png")  # 400 megapixels, a few kB
+    bad = ["empty.jpg", "text.png", "cut.jpg", "bomb.png", "missing.jpg"]
+    r = run("colorize.py", tmp_path / "empty.jpg", good[0], tmp_path / "text.png", tmp_path / "cut.jpg",
+            tmp_path / "bomb.png", tmp_path / "missing.jpg", good[1], "--checkpoint", tiny_ckpt)
+    assert r.returncode == 1
+    assert "Traceback" not in r.stderr
+    errors = [line for line in r.stderr.splitlines() if not line.startswith("checkpoint: ")]
+    assert len(errors) == len(bad)
+    for name in bad:
+        assert sum(name in line and line.startswith("error: ") for line in errors) == 1, (name, errors)
+    assert "decompression bomb" in r.stderr and "no such file" in r.stderr
+    for g in good:
+        assert (tmp_path / (g.stem + "_color.png")).exists()
 
 
 def test_a_fifo_is_passed_over_in_a_folder_and_an_error_when_named(tmp_path):
@@ -1862,19 +2200,6 @@ def test_unreadable_folders_are_reported_not_skipped_silently(tmp_path):
     assert (tmp_path / "ok_color.png").exists()
 
 
-def test_float_and_16_bit_transparent_images_keep_their_tones(tmp_path):
-    ramp = np.linspace(0, 1, 64 * 48).reshape(48, 64)
-    Image.fromarray(ramp.astype(np.float32), "F").save(tmp_path / "float.tif")
-    rgb, alpha = data.load_image(tmp_path / "float.tif")
-    assert alpha is None and abs(np.asarray(rgb)[..., 0].astype(float) - ramp * 255).max() <= 1
-    Image.fromarray((ramp * 65535).astype(np.uint16)).save(tmp_path / "gray16.png", transparency=0)
-    im = Image.open(tmp_path / "gray16.png")
-    assert im.mode.startswith("I") and im.info["transparency"] == 0
-    rgb, alpha = data.load_image(tmp_path / "gray16.png")
-    assert abs(np.asarray(rgb)[..., 0].astype(float) - ramp * 255).max() <= 1  # not washed out to white
-    assert np.asarray(alpha)[0, 0] == 0 and (np.asarray(alpha) == 255).mean() > 0.99
-
-
 def test_names_that_are_not_utf8_are_shown_escaped(tmp_path):
     name = os.fsdecode(b"caf\xff.jpg")
     make_photo(os.path.join(tmp_path, name), size=(40, 32))
@@ -1890,39 +2215,11 @@ def test_names_that_are_not_utf8_are_shown_escaped(tmp_path):
     skipped[0].encode("utf-8")  # printable by train.py
 
 
-def test_folders_of_links_are_followed_and_link_cycles_end(tmp_path):
-    real = tmp_path / "real" / "cat"
-    real.mkdir(parents=True)
-    make_photo(real / "a.jpg", size=(40, 32))
-    tree = tmp_path / "tree" / "train"
-    tree.mkdir(parents=True)
-    os.symlink(real, tree / "cat")
-    os.symlink(tmp_path / "tree", tree / "loop")  # a cycle
-    assert data.find_images(tmp_path / "tree") == [str(tree / "cat" / "a.jpg")]
-    r = colorize_cli(tmp_path / "tree", "-o", tmp_path / "out", "--checkpoint", DEMO, timeout=60)
+def test_a_file_name_with_a_newline_is_printed_on_one_line(tmp_path):
+    make_photo(tmp_path / "two\nlines.jpg", size=(40, 32))
+    r = colorize_cli(tmp_path, "--checkpoint", DEMO)
     assert r.returncode == 0, r.stderr
-    assert (tmp_path / "out" / "train" / "cat" / "a_color.png").exists()
-
-
-def test_bad_checkpoints_get_a_short_safe_reason(tmp_path):
-    img = make_photo(tmp_path / "p.jpg", size=(40, 32))
-    (tmp_path / "random.pt").write_bytes(np.random.default_rng(0).bytes(3000))
-    good = fake_run(tmp_path / "run", 4, files=("best.pt",)) / "best.pt"
-    (tmp_path / "cut.pt").write_bytes(good.read_bytes()[:2000])
-    ckpt = torch.load(good, weights_only=True)
-    key = next(iter(ckpt["model"]))
-    shape = tuple(ckpt["model"][key].shape)
-    ckpt["model"][key] = torch.zeros(3, 5)
-    torch.save(ckpt, tmp_path / "shape.pt")
-    fake_run(tmp_path / "global", 4, files=("best.pt",), global_branch=True)
-    for bad, said in [("random.pt", "not a checkpoint file (UnpicklingError"),
-                      ("cut.pt", "not a checkpoint file (RuntimeError"),
-                      ("shape.pt", f"{key} has shape (3, 5), the model needs {shape}"),
-                      ("global", "--inception PATH")]:
-        r = colorize_cli(img, "--checkpoint", tmp_path / bad, "--inception", tmp_path / "nope.safetensors")
-        assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
-        assert r.stderr.startswith("error: ") and said in r.stderr, r.stderr
-        assert "weights_only" not in r.stderr and "--inception none" not in r.stderr, r.stderr
+    assert "two\\nlines.jpg ->" in r.stdout and len(r.stdout.strip().splitlines()) == 1, r.stdout
 
 
 def test_warnings_name_the_file_they_are_about(tmp_path):
@@ -1935,25 +2232,150 @@ def test_warnings_name_the_file_they_are_about(tmp_path):
     assert f"warning: {img}: Image size (1600 pixels) exceeds limit" in r.stderr, r.stderr
 
 
-def test_checkpoint_choice_prefers_best_pt_of_the_newest_run(tmp_path):
-    import colorize
-    old, new = fake_run(tmp_path / "out" / "old", 9), fake_run(tmp_path / "out" / "new", 4)
-    for f in old.iterdir():
-        os.utime(f, (1, 1))
+def test_attention_is_refused_at_a_checkpoints_own_size_that_would_need_gigabytes(tmp_path):
+    """The guard reads the size the model will see: --size, else the checkpoint's."""
+    fake_run(tmp_path / "big", 3)
+    ckpt = torch.load(tmp_path / "big" / "best.pt", weights_only=True)
+    ckpt["args"]["size"] = 1024
+    torch.save(ckpt, tmp_path / "big.pt")
     make_photo(tmp_path / "p.jpg", size=(40, 32))
-    r = colorize_cli("p.jpg", cwd=tmp_path)
-    assert r.returncode == 0 and f"checkpoint: {os.path.join('out', 'new', 'best.pt')} (step 4" in r.stderr, r.stderr
-    assert colorize.load(old).path == str(old / "best.pt")
-    os.remove(old / "best.pt")  # a run from before best.pt: its ckpt.pt, with the averaged ("ema") weights
-    assert colorize.load(old).path == str(old / "ckpt.pt")
-    runs.export_checkpoint(old / "ckpt.pt", tmp_path / "small.pt")
-    runs.export_checkpoint(new / "best.pt", tmp_path / "small_best.pt")
-    for small in ("small.pt", "small_best.pt"):
-        assert colorize.load(tmp_path / small).size == 32
+    r = colorize_cli(tmp_path / "p.jpg", "--checkpoint", tmp_path / "big.pt", "--attention", timeout=120)
+    assert r.returncode == 2 and "--attention with" in r.stderr and "trained at 1024" in r.stderr, r.stderr[-500:]
+    assert not (tmp_path / "p_color.png").exists()
+    r = colorize_cli(tmp_path / "p.jpg", "--checkpoint", tmp_path / "big.pt", "--attention", "--size", 64)
+    assert r.returncode == 0 and (tmp_path / "p_attention.html").exists(), r.stderr
+
+
+# -----------------------------------------------------------------------------
+# 11. colorize.py gives every input its own outputs
+# Every mode at full size, folders, --compare/--attention/--metrics, colliding names, 24 MP, the Python API.
+
+def test_colorize_every_mode_at_full_size_without_touching_inputs(tiny_ckpt, tmp_path):
+    names = odd_images(tmp_path)
+    before = {n: digest(tmp_path / n) for n in names}
+    r = run("colorize.py", *[tmp_path / n for n in names], "--checkpoint", tiny_ckpt)
+    assert r.returncode == 0, r.stderr
+    for n in names:
+        stem, ext = os.path.splitext(n)  # gray16.png and gray16.tif: one output each, named by extension
+        out = tmp_path / (stem + ("_" + ext[1:] if stem == "gray16" else "") + "_color.png")
+        assert str(out) in r.stdout
+        im = Image.open(out)
+        assert im.size == (333, 517), n
+        assert im.mode == ("RGBA" if "alpha" in n or n == "rgba.png" else "RGB"), n
+        assert digest(tmp_path / n) == before[n], n
+    # the full-resolution L is the input's: lightness matches to rounding
+    src_l = lab.rgb_to_lab(torch.from_numpy(np.array(Image.open(tmp_path / "gray.png").convert("RGB")))
+                           .permute(2, 0, 1).float() / 255)[0]
+    out_l = lab.rgb_to_lab(torch.from_numpy(np.array(Image.open(tmp_path / "gray_color.png")))
+                           .permute(2, 0, 1).float() / 255)[0]
+    assert (src_l - out_l).abs().mean() < 1.0
+    # a second run skips what exists, --overwrite redoes it
+    r = run("colorize.py", tmp_path / "rgb.jpg", "--checkpoint", tiny_ckpt)
+    assert r.returncode == 0 and "skip:" in r.stdout and "exists" in r.stdout
+    r = run("colorize.py", tmp_path / "rgb.jpg", "--checkpoint", tiny_ckpt, "--overwrite")
+    assert r.returncode == 0 and "rgb_color.png" in r.stdout
+    # asking for an extra output later makes just that one; the kept output is not rewritten
+    kept = digest(tmp_path / "rgb_color.png")
+    r = run("colorize.py", tmp_path / "rgb.jpg", "--checkpoint", tiny_ckpt, "--compare")
+    assert r.returncode == 0 and "rgb_compare.png" in r.stdout and "rgb_color.png" not in r.stdout, r.stdout
+    assert (tmp_path / "rgb_compare.png").exists() and digest(tmp_path / "rgb_color.png") == kept
+
+
+def test_colorize_folder_into_out_dir_with_compare_attention_and_metrics(tiny_ckpt, tmp_path):
+    src = tmp_path / "in"
+    (src / "sub").mkdir(parents=True)
+    make_photo(src / "color.jpg", size=(120, 80))
+    Image.open(make_photo(src / "sub" / "x.png", size=(64, 96))).convert("L").save(src / "sub" / "old.png")
+    os.remove(src / "sub" / "x.png")
+    out = tmp_path / "out"
+    r = run("colorize.py", src, "-o", out, "--checkpoint", tiny_ckpt, "--compare", "--attention",
+            "--metrics", "--batch-size", 4)
+    assert r.returncode == 0, r.stderr
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*_*")) == sorted([
+        "color_color.png", "color_compare.png", "color_attention.png", "color_attention.html",
+        os.path.join("sub", "old_color.png"), os.path.join("sub", "old_compare.png"),
+        os.path.join("sub", "old_attention.png"), os.path.join("sub", "old_attention.html")])
+    assert not list(src.rglob("*_color.png"))
+    # compare: gray | colorized | original for a color input, gray | colorized for a gray one
+    assert Image.open(out / "color_compare.png").size == (3 * 120 + 2 * 4, 18 + 80)  # 18: captions
+    assert Image.open(out / "sub" / "old_compare.png").size == (2 * 64 + 4, 18 + 96)
+    # attention: the colorized picture and four heat maps at the network's size (short side 32)
+    att = Image.open(out / "color_attention.png")
+    assert att.size == (5 * 48 + 4 * 4, 18 + 32)
+    # metrics: per color image, then the mean; the gray input is said to have none
+    line = [line for line in r.stdout.splitlines() if "color.jpg: colorized PSNR" in line][0]
+    psnr_value = float(line.split("PSNR ")[1].split(" dB")[0])
+    assert 5 < psnr_value < 60
+    assert "all-gray PSNR" in line and "original colorfulness" in line
+    assert "old.png: grayscale input" in r.stdout and "mean over 1 color images" in r.stdout
+    assert "|rg|, |yb|" in r.stdout
+    # attention: how concentrated the weights printable are, one line per image
+    assert re.search(r"attention: .*color\.jpg: rings 1-4: entropy [\d./]+ of uniform, top 5% of positions hold",
+                     r.stdout), r.stdout
+
+
+def test_colorize_compares_several_checkpoints_side_by_side(tiny_ckpt, photo_dir, tmp_path):
+    other = tmp_path / "baseline"
+    r = run("train.py", "--data", photo_dir, "--out", other, "--max-steps", 2, "--eval-every", 2,
+            "--model", "baseline", *TINY)
+    assert r.returncode == 0, r.stderr
+    img, img2 = make_photo(tmp_path / "pic.jpg", size=(72, 48)), make_photo(tmp_path / "pic2.jpg", seed=1)
+    r = run("colorize.py", "--checkpoint", tiny_ckpt, "--checkpoint", other / "ckpt.pt", img, img2, "--compare",
+            "--metrics")
+    assert r.returncode == 0, r.stderr
+    # gray | first model | second model | original
+    assert Image.open(tmp_path / "pic_compare.png").size == (4 * 72 + 3 * 4, 18 + 48)
+    means = [line for line in r.stdout.splitlines() if line.startswith("metrics:   ")]
+    names = [tiny_ckpt.parent.name, "baseline"]
+    assert [line.split()[1] for line in means] == names + ["all-gray", "original"] + names
+    assert all(" against all-gray: PSNR " in line and "90% of resamplings" in line for line in means[4:])
+
+
+def test_inputs_that_share_an_output_name_each_get_their_own(tmp_path):
+    d = tmp_path / "d"
+    d.mkdir()
+    for name in ("x.jpg", "x.png"):
+        make_photo(d / name, size=(40, 32))
+    r = colorize_cli(d, "--checkpoint", DEMO)
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in d.glob("*_color.png")) == ["x_jpg_color.png", "x_png_color.png"]
+    assert "[1/2]" in r.stdout and "[2/2]" in r.stdout and "img/s | eta" in r.stdout
+    assert re.search(r"^checkpoint: .*colorizer\.pt \(step \d+", r.stderr, re.M), r.stderr
+    for sub in ("a", "b"):
+        (tmp_path / sub).mkdir()
+        make_photo(tmp_path / sub / "x.jpg", size=(40, 32))
+    r = colorize_cli(tmp_path / "a" / "x.jpg", tmp_path / "b" / "x.jpg", "-o", tmp_path / "out", "--checkpoint", DEMO)
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["x-2_color.png", "x_color.png"]
+
+
+def test_overwrite_never_writes_over_an_input_named_like_an_output(tmp_path):
+    make_photo(tmp_path / "a.jpg", size=(40, 32))
+    make_photo(tmp_path / "a_color.png", size=(40, 32), seed=1)
+    before = digest(tmp_path / "a_color.png")
+    r = colorize_cli(tmp_path / "a.jpg", tmp_path / "a_color.png", "--overwrite", "--checkpoint", DEMO)
+    assert r.returncode == 0, r.stderr
+    assert digest(tmp_path / "a_color.png") == before
+    assert (tmp_path / "a-2_color.png").exists() and (tmp_path / "a_color_color.png").exists()
+
+
+def test_colorize_a_24_megapixel_photo_in_bounded_memory(tiny_ckpt, tmp_path):
+    """6000 x 4000: full size out, and the process stays far below this
+    machine's memory (the full-resolution work runs in strips)."""
+    big = tmp_path / "big.jpg"
+    Image.open(make_photo(tmp_path / "src.png", size=(300, 200))).resize((6000, 4000)).save(big, quality=90)
+    code = ("import sys, colorize\n"
+            f"rc = colorize.main([{str(big)!r}, '--checkpoint', {str(tiny_ckpt)!r}])\n"
+            "peak = [line.split()[1] for line in open('/proc/self/status') if line.startswith('VmHWM')][0]\n"
+            "print('PEAK_KB', peak)\nsys.exit(rc)")
+    r = run("-c", code)
+    assert r.returncode == 0, r.stderr
+    assert Image.open(tmp_path / "big_color.png").size == (6000, 4000)
+    peak_mb = int(r.stdout.split("PEAK_KB")[1].split()[0]) / 1024
+    assert peak_mb < 2500, peak_mb  # under 1 GB measured; the whole image in float32 Lab at once: several GB
 
 
 def test_python_api_colorizes_paths_and_images_and_raises_one_line_errors(tmp_path):
-    import colorize
     path = make_photo(tmp_path / "p.png", size=(50, 30))
     colorizer = colorize.load(DEMO, device="cpu")
     out = colorize.colorize(path, colorizer)
@@ -1969,159 +2391,8 @@ def test_python_api_colorizes_paths_and_images_and_raises_one_line_errors(tmp_pa
     with pytest.raises(colorize.CheckpointError, match="bad.pt: not a checkpoint file"):
         colorize.colorize(path, tmp_path / "bad.pt")
 
-# -----------------------------------------------------------------------------
-# hostile input, round two: checkpoints, signals, the notebook API
-
-def test_fifo_checkpoints_are_refused_not_waited_on(tmp_path, photo_dir):
-    os.mkfifo(tmp_path / "pipe.pt")
-    img = make_photo(tmp_path / "p.jpg", size=(40, 32))
-    r = colorize_cli(img, "--checkpoint", tmp_path / "pipe.pt", timeout=60)
-    assert r.returncode == 2 and "pipe.pt: not a regular file" in r.stderr, r.stderr
-    one_error_line(run("train.py", "--data", photo_dir, "--out", tmp_path / "run", "--init", tmp_path / "pipe.pt",
-                       *TINY, timeout=60), "--init", "not a regular file")
-    one_error_line(run("train.py", "--data", photo_dir, "--out", tmp_path / "run", "--inception",
-                       tmp_path / "pipe.pt", timeout=60), "--inception", "regular file")
-
-
-def test_nan_and_malformed_checkpoints_are_one_line(tmp_path, photo_dir):
-    img = make_photo(tmp_path / "p.jpg", size=(40, 32))
-    good = fake_run(tmp_path / "run", 4, files=("best.pt",)) / "best.pt"
-    ckpt = torch.load(good, weights_only=True)
-    nan = {**ckpt, "model": {k: v.fill_(float("nan")) if v.is_floating_point() else v for k, v in ckpt["model"].items()}}
-    torch.save(nan, tmp_path / "nan.pt")
-    r = colorize_cli(img, "--checkpoint", tmp_path / "nan.pt")
-    assert r.returncode == 2 and "NaN or infinite" in r.stderr and not (tmp_path / "p_color.png").exists()
-    one_error_line(run("train.py", "--data", photo_dir, "--out", tmp_path / "t", "--init", tmp_path / "nan.pt",
-                       *TINY[:2]), "--init", "NaN or infinite")
-    ckpt = torch.load(good, weights_only=True)
-    for name, broken in [("width", {**ckpt, "config": {**ckpt["config"], "width": "8"}}),
-                         ("zero", {**ckpt, "config": {**ckpt["config"], "width": 0}}),
-                         ("huge", {**ckpt, "config": {**ckpt["config"], "width": 100000}}),
-                         ("list", {**ckpt, "model": list(ckpt["model"].values())}),
-                         ("args", {**ckpt, "args": [32]}), ("history", {**ckpt, "history": "0.01"})]:
-        torch.save(broken, tmp_path / f"{name}.pt")
-        r = colorize_cli(img, "--checkpoint", tmp_path / f"{name}.pt")
-        assert r.returncode == 2 and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr, (name, r.stderr)
-        assert "not a compatible colorizer checkpoint" in r.stderr, (name, r.stderr)
-        if name in ("width", "zero", "huge", "list"):
-            one_error_line(run("train.py", "--data", photo_dir, "--out", tmp_path / "t", "--init",
-                               tmp_path / f"{name}.pt", *TINY[:2]), "--init", f"{name}.pt")
-
-
-def test_the_checkpoint_found_by_search_says_where_and_how_to_choose(tmp_path):
-    (tmp_path / "out" / "other").mkdir(parents=True)
-    torch.save({"config": {"variant": "attention"}, "model": {"w": torch.zeros(1)}},
-               tmp_path / "out" / "other" / "best.pt")  # some other tool's best.pt
-    make_photo(tmp_path / "p.jpg", size=(40, 32))
-    r = colorize_cli("p.jpg", cwd=tmp_path)
-    assert r.returncode == 2 and "newest run under runs/ or out/" in r.stderr and "--checkpoint" in r.stderr, r.stderr
-    fake_run(tmp_path / "out" / "mine", 4)
-    r = colorize_cli("p.jpg", cwd=tmp_path)
-    assert r.returncode == 0 and "newest run under runs/ or out/, --checkpoint PATH chooses another" in r.stderr, r.stderr
-    # runs/, where the README and the course train, is searched too: the newest of both wins
-    fake_run(tmp_path / "runs" / "first", 7)
-    r = colorize_cli("p.jpg", cwd=tmp_path)
-    assert r.returncode == 0 and f"checkpoint: {os.path.join('runs', 'first', 'best.pt')} (step 7" in r.stderr, r.stderr
-
-
-def test_an_unwritable_cache_is_one_line_and_leaves_no_empty_run_folder(photo_dir, tmp_path):
-    (tmp_path / "not-a-folder").write_text("x")
-    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "not-a-folder"), "HF_HUB_CACHE": str(tmp_path / "hub"),
-           "HF_HUB_OFFLINE": ""}
-    r = run("train.py", "--data", photo_dir, "--out", tmp_path / "run", "--inception", "auto", *TINY[2:],
-            timeout=120, env=env)
-    one_error_line(r, "not-a-folder", "XDG_CACHE_HOME")
-    assert not (tmp_path / "run").exists()  # made for the run, removed again: nothing was written
-
-
-def test_resume_writes_where_it_read_and_odd_run_states_are_one_line(photo_dir, tmp_path):
-    r = run(os.path.join(HERE, "train.py"), "--data", photo_dir, "--out", "runs/a", "--max-steps", 2,
-            "--eval-every", 2, *TINY, cwd=tmp_path)
-    assert r.returncode == 0, r.stderr
-    shutil.copytree(tmp_path / "runs" / "a", tmp_path / "out")
-    before = (tmp_path / "runs" / "a" / "ckpt.pt").read_bytes()
-    r = run(os.path.join(HERE, "train.py"), "--data", photo_dir, "--resume", "--max-steps", 4, cwd=tmp_path)
-    assert r.returncode == 0, r.stderr
-    assert torch.load(tmp_path / "out" / "ckpt.pt", weights_only=True)["step"] == 4  # the run it read
-    assert (tmp_path / "runs" / "a" / "ckpt.pt").read_bytes() == before  # not the folder its flags named
-    ckpt = torch.load(tmp_path / "out" / "ckpt.pt", weights_only=True)
-    for name, broken in [("rng", {k: v for k, v in ckpt.items() if k != "rng"}), ("step", {**ckpt, "step": -3}),
-                         ("history", {**ckpt, "history": [{"step": "a", "val_mse": "b"}]})]:
-        folder = tmp_path / name
-        folder.mkdir()
-        torch.save(broken, folder / "ckpt.pt")
-        one_error_line(run("train.py", "--data", photo_dir, "--out", folder, "--resume", "--max-steps", 9), "--resume")
-    one_error_line(run("train.py", "--data", photo_dir, "--out", photo_dir, *TINY), "--out", "folder of its own")
-    one_error_line(run("train.py", "--data", photo_dir, "--lr", "abc"), "--lr", "abc")  # argparse's own check
-
-
-def test_odd_checkpoint_entries_and_api_inputs_are_one_line(tmp_path):
-    import colorize
-    img = make_photo(tmp_path / "p.jpg", size=(40, 32))
-    good = torch.load(fake_run(tmp_path / "run", 4, files=("best.pt",)) / "best.pt", weights_only=True)
-    for name, broken in [("size", {**good, "args": {"size": "big"}}), ("huge", {**good, "args": {"size": 10**9}}),
-                         ("validation", {**good, "validation": {"val_mse": "x"}}),
-                         ("sparse", {**good, "model": {k: v.to_sparse() if v.dim() else v
-                                                       for k, v in good["model"].items()}})]:
-        torch.save(broken, tmp_path / f"{name}.pt")
-        r = colorize_cli(img, "--checkpoint", tmp_path / f"{name}.pt")
-        assert r.returncode == 2 and r.stderr.count("\n") == 1 and "compatible" in r.stderr, (name, r.stderr)
-    r = colorize_cli(img, "--size", "abc")
-    assert r.returncode == 2 and r.stderr.startswith("error: argument --size") and r.stderr.count("\n") == 1
-    with pytest.raises(colorize.ColorizeError, match="cpu or cuda"):
-        colorize.load(DEMO, device="tpu")
-    with pytest.raises(colorize.ColorizeError, match="not an image"):
-        colorize.colorize(None, DEMO)
-
-
-def test_the_newest_run_search_does_not_follow_links_round_in_circles(tmp_path):
-    run_dir = fake_run(tmp_path / "out" / "run", 4)
-    os.symlink("..", run_dir / "up")
-    os.symlink("../..", run_dir / "up2")
-    make_photo(tmp_path / "p.jpg", size=(40, 32))
-    r = colorize_cli("p.jpg", cwd=tmp_path, timeout=60)
-    assert r.returncode == 0 and os.path.join("out", "run", "best.pt") in r.stderr, r.stderr
-
-
-def test_compile_on_the_cpu_is_refused_in_one_line(photo_dir, tmp_path):
-    one_error_line(run("train.py", "--data", photo_dir, "--out", tmp_path / "run", "--device", "cpu", "--compile",
-                       *TINY), "--compile", "CUDA")
-    assert not (tmp_path / "run").exists()
-
-
-def test_attention_at_a_size_that_would_need_gigabytes_is_refused(tmp_path):
-    img = make_photo(tmp_path / "p.jpg", size=(40, 32))
-    r = colorize_cli(img, "--attention", "--size", 2048, "--checkpoint", DEMO)
-    assert r.returncode == 2 and r.stderr.startswith("error: --attention with --size 2048") and "GB" in r.stderr
-
-
-@pytest.mark.parametrize("script", ["train.py", "colorize.py"])
-def test_ctrl_c_while_torch_loads_is_one_line(tmp_path, script):
-    p = subprocess.Popen([sys.executable, script, "--help"], cwd=HERE, stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True)
-    import time
-    time.sleep(0.3)  # the script is importing torch (a second or more)
-    p.send_signal(signal.SIGINT)
-    out, err = p.communicate(timeout=60)
-    assert "Traceback" not in err and p.returncode in (0, 130), err
-
-
-def test_colorize_stopped_by_sigterm_exits_130_and_leaves_no_temporary_file(tmp_path):
-    for i in range(30):
-        make_photo(tmp_path / f"p{i}.jpg", size=(400, 300), seed=i)
-    p = subprocess.Popen([sys.executable, os.path.join(HERE, "colorize.py"), str(tmp_path), "--checkpoint", DEMO],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    for line in p.stdout:
-        if line.startswith("[2/"):
-            break
-    p.terminate()
-    out, err = p.communicate(timeout=60)
-    assert p.returncode == 130 and "Traceback" not in err and "interrupted" in err, err
-    assert not [f for f in os.listdir(tmp_path) if ".tmp" in f]
-
 
 def test_python_api_takes_arrays_turns_pil_images_upright_and_refuses_the_impossible(tmp_path):
-    import colorize
     colorizer = colorize.load(DEMO, device="cpu")
     path = make_photo(tmp_path / "p.jpg", size=(60, 40))
     rgb = np.asarray(Image.open(path))
@@ -2142,15 +2413,197 @@ def test_python_api_takes_arrays_turns_pil_images_upright_and_refuses_the_imposs
             colorize.load(DEMO, device="cuda")
 
 
-def test_a_file_name_with_a_newline_is_printed_on_one_line(tmp_path):
-    make_photo(tmp_path / "two\nlines.jpg", size=(40, 32))
-    r = colorize_cli(tmp_path, "--checkpoint", DEMO)
+def test_temporary_files_are_never_written_through_links(tmp_path):
+    """Links planted at every name a save's temporary file could have had
+    (the old NAME.tmpPID) are not followed: the file outside stays as it was,
+    and the output is a file of its own, not a link."""
+    photo = make_photo(tmp_path / "p.jpg", size=(40, 32))
+    outside = tmp_path / "outside.txt"
+    outside.write_text("not a PNG")
+    for pid in range(1, 4096):  # where the old code wrote: p_color.png.tmp<pid>
+        os.symlink(outside, tmp_path / f"p_color.png.tmp{pid}")
+    r = colorize_cli(photo, "--checkpoint", DEMO)
     assert r.returncode == 0, r.stderr
-    assert "two\\nlines.jpg ->" in r.stdout and len(r.stdout.strip().splitlines()) == 1, r.stdout
+    assert outside.read_text() == "not a PNG"
+    assert not os.path.islink(tmp_path / "p_color.png") and Image.open(tmp_path / "p_color.png").size == (40, 32)
+    # and a link at the output's own name is replaced by the output, not written through
+    os.remove(tmp_path / "p_color.png")
+    os.symlink(outside, tmp_path / "p_color.png")
+    r = colorize_cli(photo, "--checkpoint", DEMO, "--overwrite")
+    assert r.returncode == 0 and outside.read_text() == "not a PNG" and not os.path.islink(tmp_path / "p_color.png")
+    (tmp_path / "sub").mkdir()
+    got = []
+    runs.save_atomic(lambda f: got.extend(os.listdir(tmp_path / "sub")), tmp_path / "sub" / "x.bin")
+    assert len(got) == 1 and runs.TEMPORARY.fullmatch(got[0]) and got[0].startswith("x.bin.tmp"), got
+    assert os.listdir(tmp_path / "sub") == ["x.bin"]
+
+
+def test_names_up_to_255_bytes_are_written(tmp_path):
+    """The temporary name fits wherever the output's name does."""
+    for length in (246, 250, 255):  # the output's name, in bytes
+        stem = "a" * (length - len("_color.png"))
+        photo = make_photo(tmp_path / f"{stem}.jpg", size=(40, 32))
+        r = colorize_cli(photo, "--checkpoint", DEMO)
+        assert r.returncode == 0, (length, r.stderr)
+        assert (tmp_path / f"{stem}_color.png").exists()
 
 
 # -----------------------------------------------------------------------------
-# the course (docs/course.md)
+# 12. Where attention looks
+# The statistics, the figure, the explorer page: the model's own weights, its size, in a real browser.
+
+def test_attention_statistics_tell_uniform_weights_from_peaked_ones():
+    uniform, peaked = torch.full((3, 400), 1 / 400), torch.eye(400)[:3]
+    entropy, top, _ = attention_maps.attention_stats(uniform)
+    assert torch.allclose(entropy, torch.ones(3)) and torch.allclose(top, torch.full((3,), 0.05))
+    entropy, top, _ = attention_maps.attention_stats(peaked)
+    assert torch.allclose(entropy, torch.zeros(3), atol=1e-6) and torch.allclose(top, torch.ones(3))
+    # the figure: uniform weights draw no heat at all (the panel is the dimmed gray picture)
+    copy = Image.new("RGB", (160, 80), (100, 150, 200))
+    *row, line = attention_maps.attention_figure(copy, copy, torch.full((200, 200), 1 / 200))
+    sheet = outputs.side_by_side(*row)
+    gray_level = np.asarray(copy.convert("L"))[0, 0]
+    panel = np.asarray(sheet)[18:, 164:324]  # ring 1's panel: red is 0.35 gray (the ring is cyan: no red)
+    assert panel[..., 0].max() <= round(0.35 * gray_level) + 1, panel[..., 0].max()
+    assert "entropy 1.00/1.00/1.00/1.00 of uniform" in line and "top 5% of positions hold 5%/5%/5%/5%" in line
+    *row, line = attention_maps.attention_figure(copy, copy, torch.eye(200))
+    sheet = outputs.side_by_side(*row)
+    assert "entropy 0.00" in line and "hold 100%" in line
+    assert np.asarray(sheet)[18:, 164:324, 0].max() > 200  # all the weight on one position: full heat there
+
+
+def test_the_attention_explorer_embeds_the_models_own_weights(tiny_ckpt, tmp_path):
+    """NAME_attention.html is one file that needs nothing from outside, and the
+    weights it draws are the model's alpha to within half a quantization step."""
+    photo = make_photo(tmp_path / "p.jpg", size=(120, 80))
+    r = run("colorize.py", photo, "--checkpoint", tiny_ckpt, "--attention")
+    assert r.returncode == 0, r.stderr
+    text = open(tmp_path / "p_attention.html", encoding="utf-8").read()
+    assert not re.search(r"""(src|href)\s*=\s*["'](?!data:|#)|https?://|@import|url\(""", text)  # self-contained
+    page = attention_maps.read_page_data(text)
+    loaded = colorize.load(tiny_ckpt, device="cpu")
+    (_, alpha, copy), = colorize.predict_all(loaded, [Image.open(photo).convert("RGB")], return_attention=True)
+    assert (page["width"], page["height"]) == copy.size and page["grid"] == [copy.height // 8, copy.width // 8]
+    n = alpha.shape[1]
+    assert page["stride"] == 1 and explorer_weights(page, n).shape == alpha.shape  # every query, at this size
+    step = 2 ** (1 / 32)  # half a step of 1/16 of a doubling
+    ratio = explorer_weights(page, n) / alpha.double()
+    assert ((ratio >= 1 / step - 1e-6) & (ratio <= step + 1e-6)).all(), (ratio.min(), ratio.max())
+    entropy, top, _ = attention_maps.attention_stats(alpha)
+    assert torch.allclose(torch.tensor(page["entropy"]), entropy, atol=6e-4)
+    assert torch.allclose(torch.tensor(page["top5"]), top, atol=6e-4)
+
+
+def test_the_explorer_keeps_peaked_weights_and_its_size_bounded():
+    """Weights far from uniform come back as exactly as near ones (within the
+    stored range of 1/256 to 128 times uniform); a grid too large for every
+    query embeds every stride-th one, and the page stays a few MB."""
+    picture = Image.new("RGB", (64, 48), (90, 120, 60))
+    alpha = torch.softmax(3 * torch.randn(48, 48, generator=torch.Generator().manual_seed(0)), dim=-1)
+    page = attention_maps.read_page_data(attention_maps.attention_page(picture, alpha, "peaked"))
+    back, n = explorer_weights(page, 48), 48
+    kept = (alpha * n > 1 / 250) & (alpha * n < 125)
+    ratio = back[kept] / alpha.double()[kept]
+    assert ratio.min() > 2 ** (-1 / 32) - 1e-6 and ratio.max() < 2 ** (1 / 32) + 1e-6
+    assert (back[alpha * n < 1 / 260] <= 1.01 / 256 / n).all()  # below the range: its floor
+    assert kept.float().mean() > 0.5 and (alpha * n).max() > 16  # a spread of weights, some far above uniform
+    stride, rows, cols, queries = attention_maps.page_queries((64, 256), 64 * 256)
+    assert stride > 1 and rows * cols * 64 * 256 <= attention_maps.PAGE_BYTES and queries[1] == stride
+    with pytest.raises(ValueError, match="needs"):
+        attention_maps.attention_page(picture, alpha[:40, :40])
+
+
+@pytest.mark.skipif(not browser() and not os.environ.get("CI"), reason="no headless Chromium here")
+def test_the_explorer_opens_from_disk_and_its_fragment_chooses_the_point(tiny_ckpt, tmp_path):
+    """In a real browser, from a file:// URL: the fragment #x=..,y=.. selects
+    the query (said under the pictures), and two fragments draw two views."""
+    photo = make_photo(tmp_path / "p.jpg", size=(160, 96))
+    assert run("colorize.py", photo, "--checkpoint", tiny_ckpt, "--attention").returncode == 0
+    page = tmp_path / "p_attention.html"
+    page_data = attention_maps.read_page_data(page.read_text())
+    gh, gw = page_data["grid"]
+    shots = []
+    for k, (x, y) in enumerate([(0.1, 0.1), (0.9, 0.8)]):
+        url = f"{page.as_uri()}#x={x},y={y}"
+        common = [browser(), "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--virtual-time-budget=3000"]
+        dom = subprocess.run([*common, "--dump-dom", url], capture_output=True, text=True, timeout=120).stdout
+        qx, qy = min(gw - 1, int(x * gw)), min(gh - 1, int(y * gh))
+        stats = re.search(r'<div id="stats">([^<]*)', dom).group(1)
+        assert f"(grid cell {qx}, {qy} of {gw} x {gh})" in stats, stats
+        assert f"entropy {page_data['entropy'][qy * gw + qx]:.2f} of uniform" in stats, stats
+        shot = tmp_path / f"view{k}.png"
+        subprocess.run([*common, "--window-size=900,600", f"--screenshot={shot}", url], capture_output=True,
+                       timeout=120)
+        shots.append(np.asarray(Image.open(shot).convert("RGB")).astype(int))
+    assert np.abs(shots[0] - shots[1]).sum() > 0  # the ring and the heat moved
+
+
+# -----------------------------------------------------------------------------
+# 13. The metrics say how far they can be trusted
+# PSNR and colorfulness against values by hand; a mean over few images with its uncertainty.
+
+def test_psnr_and_colorfulness_against_hand_computed_values():
+    a = torch.zeros(1, 3, 4, 4, dtype=torch.uint8)
+    b = a.clone()
+    b[0, 0, 0, 0] = 48  # one error of 48 in 48 values: MSE 48, PSNR = 20 log10(255 / sqrt(48))
+    assert lab.psnr(b, a).item() == pytest.approx(20 * math.log10(255 / math.sqrt(48)))
+    gray = torch.full((1, 3, 8, 8), 128, dtype=torch.uint8)
+    assert lab.colorfulness(gray).item() == 0
+    red = torch.zeros(1, 3, 8, 8, dtype=torch.uint8)
+    red[:, 0] = 255  # rg = 255, yb = 127.5 everywhere: no spread, 0.3 * |mean|
+    assert lab.colorfulness(red).item() == pytest.approx(0.3 * math.hypot(255, 127.5))
+
+
+def test_metrics_say_how_far_a_mean_over_few_images_can_be_trusted():
+    rows = [{"m": (21, 0.01, 5), "all-gray": (20, 0.02, 0)}, {"m": (23, 0.03, 9), "all-gray": (20, 0.04, 0)}]
+    text = outputs.uncertainty(rows, "m")
+    assert text.startswith("against all-gray: PSNR +2.00 dB (standard error 1.00), ab MSE 0.667x"), text
+    low, high = map(float, re.findall(r"([\d.]+)x", text.split("resamplings: ")[1]))
+    assert 0.5 <= low < 0.667 < high <= 0.75  # between the two images' own ratios
+
+
+# -----------------------------------------------------------------------------
+# 14. The bundled demo model
+# Small, loads with weights_only, used by a fresh clone, paints the sky blue and the held-out faces warm.
+
+def test_bundled_demo_checkpoint_is_small_and_loads_with_weights_only():
+    assert os.path.getsize(DEMO) < 15 * 2**20
+    ckpt = torch.load(DEMO, map_location="cpu", weights_only=True)
+    config = model.ColorizerConfig.from_dict(ckpt["config"])
+    assert config.global_branch is False and ckpt["inception"] is None
+    assert all(v.dtype == torch.float16 for v in ckpt["model"].values() if v.is_floating_point())
+    model.Colorizer(config).load_state_dict({k: v.float() for k, v in ckpt["model"].items()})
+
+
+def test_a_fresh_clone_colorizes_with_the_bundled_demo(tmp_path):
+    """No checkpoint given or found (an empty working folder): the demo is used,
+    said once, and on a held-out photo it paints the sky blue."""
+    src = HELD_OUT_PHOTO if os.path.exists(HELD_OUT_PHOTO) else make_photo(tmp_path / "p.jpg", (256, 160))
+    Image.open(src).convert("L").save(tmp_path / "old.jpg")
+    r = run(os.path.join(HERE, "colorize.py"), "old.jpg", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert r.stderr.count("bundled demo model") == 1
+    out = np.array(Image.open(tmp_path / "old_color.png"))
+    ab = lab.rgb_to_lab(torch.from_numpy(out).permute(2, 0, 1).float() / 255)[1:]
+    if src == HELD_OUT_PHOTO:
+        chroma = ab.pow(2).sum(0).sqrt().mean().item()
+        sky_b = ab[1, :ab.shape[1] // 5].mean().item()  # the top fifth of the picture is sky
+        assert chroma > 5 and sky_b < -10, (chroma, sky_b)  # all-gray: 0 and 0; blue: b* < 0
+
+
+def test_the_demo_paints_the_held_out_faces_warm():
+    """The promise of the demo's fine-tune: on the validation photos with people
+    (docs/faces.txt), every face has a* > 0 (the first demo painted them green)."""
+    loaded = colorize.load(DEMO, device="cpu")
+    for name, box in faces.read_boxes(os.path.join(HERE, "docs", "faces.txt")):
+        photo = Image.open(os.path.join(HERE, "demo", "photos", name))
+        a, b = faces.face_ab(colorize.colorize(photo.convert("L"), loaded), box)
+        assert a > 0 and b > 0, (name, box, a, b)
+
+
+# -----------------------------------------------------------------------------
+# 15. The course (docs/)
+# overfit_one_photo.py, faces.py, the commands of course.md, the exercise checker of docs/exercises.
 
 def test_overfit_one_photo_learns_its_photo(tmp_path):
     photo = make_photo(tmp_path / "p.jpg", size=(64, 48))
@@ -2166,9 +2619,9 @@ def test_overfit_one_photo_learns_its_photo(tmp_path):
 def test_faces_reads_warm_skin_in_the_originals_and_green_in_a_green_copy(tmp_path):
     """docs/faces.py: every box of docs/faces.txt lies on warm skin (a* > 0) in
     its original, and a copy painted green reads as green there."""
-    faces = run("docs/faces.py").stdout  # no folders: the originals alone
-    originals = [float(a) for a in re.findall(r"original: a\* *([-+][\d.]+)", faces)]
-    assert len(originals) == 4 and min(originals) > 5, faces
+    said = run("docs/faces.py").stdout  # no folders: the originals alone
+    originals = [float(a) for a in re.findall(r"original: a\* *([-+][\d.]+)", said)]
+    assert len(originals) == 4 and min(originals) > 5, said
     for name in {line.split()[0] for line in open(os.path.join(HERE, "docs", "faces.txt")) if line[0] != "#"}:
         rgb = torch.from_numpy(np.array(Image.open(os.path.join(HERE, "demo", "photos", name)))).permute(2, 0, 1)
         green = lab.rgb_to_lab(rgb)
@@ -2179,11 +2632,6 @@ def test_faces_reads_warm_skin_in_the_originals_and_green_in_a_green_copy(tmp_pa
     painted = [float(a) for a in re.findall(re.escape(str(tmp_path)) + r": a\* *([-+][\d.]+)", r.stdout)]
     assert len(painted) == 4 and all(-12 < a < -8 for a in painted), r.stdout
     assert f"mean a* over 4 faces: {tmp_path}: -" in r.stdout
-
-
-TINY_COURSE = [(r"--max-steps \d+", "--max-steps 2"), (r"--eval-every \d+", "--eval-every 1"),
-               (r"--size 128", "--size 32"), (r"--width 32", "--width 8"), (r"--workers 1", "--workers 0"),
-               (r"(overfit_one_photo\.py \S+)", r"\1 --steps 3 --size 32 --width 4")]
 
 
 def test_course_commands_run(tmp_path):
@@ -2203,34 +2651,86 @@ def test_course_commands_run(tmp_path):
     assert (tmp_path / "runs" / "first" / "best.pt").exists() and (tmp_path / "runs" / "overfit.png").exists()
 
 
-def test_coords_switch_through_train_and_init(photo_dir, tmp_path):
-    r = run("train.py", "--data", photo_dir, "--out", tmp_path / "a", "--max-steps", 2, "--eval-every", 2,
-            "--model", "baseline", "--coords", "on", *TINY)
-    assert r.returncode == 0, r.stderr
-    config = torch.load(tmp_path / "a" / "best.pt", weights_only=True)["config"]
-    assert config["variant"] == "baseline" and config["coords"] is True
-    one_error_line(run("train.py", "--data", photo_dir, "--out", tmp_path / "b", "--init", tmp_path / "a" / "best.pt",
-                       "--coords", "off", *TINY[:2]), "--coords off", "--coords on")
+def test_exercise_checker_says_the_shipped_stubs_are_not_written_yet():
+    r = run("docs/exercises/check.py")
+    assert r.returncode == 1, r.stdout + r.stderr
+    lines = r.stdout.splitlines()
+    assert lines == [f"exercise {i} {name}: not written yet (NotImplementedError)"
+                     for i, name in enumerate(EXERCISE_NAMES, 1)] + ["0 of 4 pass"], r.stdout
+    assert r.stderr == ""
+
+
+def test_exercise_solutions_pass_the_checker_by_flag_and_by_path():
+    for args in (["--solutions"], [os.path.join(HERE, "docs", "exercises", "solutions.py")]):
+        r = run("docs/exercises/check.py", *args)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert r.stdout.splitlines() == [f"exercise {i} {name}: pass"
+                                         for i, name in enumerate(EXERCISE_NAMES, 1)] + ["4 of 4 pass"]
+
+
+def test_exercise_checker_catches_a_subtly_wrong_solution(tmp_path):
+    solutions = open(os.path.join(HERE, "docs", "exercises", "solutions.py")).read()
+    # (the exercise it breaks, the right code, the mistake, what its line must say)
+    mistakes = [
+        ("attention_forward", "torch.softmax(scores, dim=-1)", "torch.softmax(scores, dim=1)",
+         "alpha: largest error"),  # the attention weights are compared themselves, not only the output
+        ("coord_channels", "torch.stack([x_channel, y_channel])", "torch.stack([y_channel, x_channel])",
+         "largest error"),
+    ]
+    for name, right, wrong, says in mistakes:
+        assert solutions.count(right) == 1, right  # else the variant would not be this one mistake
+        path = tmp_path / f"wrong_{name}.py"
+        path.write_text(solutions.replace(right, wrong))
+        r = run("docs/exercises/check.py", path)
+        assert r.returncode == 1, r.stdout + r.stderr
+        lines = r.stdout.splitlines()
+        assert len(lines) == 5 and lines[-1] == "3 of 4 pass", r.stdout
+        failing = [line for line in lines[:-1] if not line.endswith(": pass")]
+        assert len(failing) == 1 and failing[0].startswith(f"exercise {EXERCISE_NAMES.index(name) + 1} {name}: "), \
+            r.stdout
+        assert says in failing[0] and "(tolerance 1e-5)" in failing[0], failing[0]
+
+
+def test_exercise_checker_bad_arguments_are_one_line_errors(tmp_path):
+    (tmp_path / "notes.txt").write_text("not python")
+    for args in ([tmp_path / "missing.py"], [tmp_path / "notes.txt"], [tmp_path],
+                 ["--solutions", tmp_path / "missing.py"], ["--no-such-flag"]):
+        r = run("docs/exercises/check.py", *args)
+        assert r.returncode == 2, (args, r.stdout, r.stderr)
+        assert r.stdout == "" and r.stderr.startswith("error: ") and r.stderr.count("\n") == 1, (args, r.stderr)
+
+
+def test_overfit_one_photo_never_replaces_a_file_unasked_and_says_a_bad_out_in_one_line(tmp_path):
+    photo = make_photo(tmp_path / "p.jpg", size=(64, 48))
+    before = digest(photo)
+    small = ["--steps", 2, "--size", 16, "--width", 4]
+    for out, overwrite, says in [(photo, True, "that is the photo itself"), (photo, False, "that is the photo itself"),
+                                 (tmp_path / "notes.txt", False, "exists (--overwrite replaces it)"),
+                                 (tmp_path, True, "exists and is not a file"),
+                                 (tmp_path / "notes.txt" / "o.png", False, "cannot write there")]:
+        (tmp_path / "notes.txt").write_text("mine")
+        r = run("docs/overfit_one_photo.py", photo, *small, "--out", out, *(["--overwrite"] if overwrite else []))
+        assert r.returncode == 2 and says in r.stderr and r.stderr.count("\n") == 1, (out, r.stderr)
+        assert digest(photo) == before and (tmp_path / "notes.txt").read_text() == "mine"
+    r = run("docs/overfit_one_photo.py", photo, *small, "--out", tmp_path / "notes.txt", "--overwrite")
+    assert r.returncode == 0 and Image.open(tmp_path / "notes.txt").size == (3 * 16, 16), r.stderr
 
 
 # -----------------------------------------------------------------------------
-# bench.py and the GPU check
+# 16. Benchmarks and the GPU check
+# bench.py's flags, and .ci/gpu-check's steps run on the CPU, with what did not run recorded.
 
-
-def test_training_decodes_large_jpegs_in_draft_mode(tmp_path, monkeypatch):
-    """bench.py's decode rows: for a 12-megapixel photo the JPEG decoder's own
-    downscaling is several times faster than a full decode, with or without a
-    reduce() after it. The dataset must ask for it, keeping 2x the crop."""
-    big = tmp_path / "big.jpg"
-    Image.open(make_photo(tmp_path / "src.png")).resize((1024, 768)).save(big, quality=90)
-    assert data.load_image(big, draft=64)[0].size == (128, 96)    # 1/8: both sides still >= 64
-    assert data.load_image(big, draft=150)[0].size == (256, 192)  # 1/4
-    assert data.load_image(big)[0].size == (1024, 768)
-    asked = []
-    load_image = data.load_image
-    monkeypatch.setattr(data, "load_image", lambda path, **kw: asked.append(kw) or load_image(path, **kw))
-    rgb, _ = data.ImageFolder([str(big)], size=48, train=True)[0]
-    assert asked == [{"draft": 96}] and rgb.shape == (3, 48, 48)
+def test_bench_flags_are_one_line_errors_before_any_work(tmp_path):
+    (tmp_path / "file").write_text("not a folder")
+    cases = [(["--batch-size", "-1"], "--batch-size -1"), (["--peak-tflops", "-5"], "--peak-tflops -5"),
+             (["--photos", tmp_path / "missing"], "--photos"), (["--photos", tmp_path / "file"], "--photos"),
+             (["--compile", "--device", "cpu"], "--compile")]
+    if not torch.cuda.is_available():
+        cases.append((["--device", "cuda"], "--device cuda"))
+    for flags, words in cases:
+        r = run("bench.py", "--quick", *flags, timeout=120)
+        one_error_line(r, words)
+        assert "Traceback" not in r.stderr and r.stdout == "", r.stdout  # nothing measured
 
 
 def test_gpu_check_runs_every_step_on_the_cpu(photo_dir, tmp_path):
