@@ -1,0 +1,253 @@
+"""Check the four exercises against the model they were taken from.
+
+    python docs/exercises/check.py              # yours: docs/exercises/exercises.py
+    python docs/exercises/check.py --solutions  # the answers: 4 of 4 pass
+    python docs/exercises/check.py FILE.py      # any file with the four functions
+
+Each function runs on random inputs (fixed seeds; several shapes, batches of
+more than one, maps that are not square) beside its counterpart in model.py:
+model.coord_channels, model.Attention.forward (both of its paths, and the
+attention weights alpha), model.Fusion.forward, and the F.mse_loss of train.py's
+training step. The gradients are compared too, because training goes through
+them. One line per exercise: pass, not written yet, or the first difference;
+then "N of 4 pass". Exit status 0 when all pass, 1 otherwise, 2 for a bad argument.
+"""
+import argparse
+import importlib.util
+import math
+import os
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))  # the repository root, for model.py
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+import model  # noqa: E402
+
+TOLERANCE = 1e-5  # float32 is good to ~1e-7 here; a real mistake is off by far more
+
+
+class Failed(Exception):
+    """The student's function failed a case; the message is the line to print."""
+
+
+def show(shape):
+    return str(tuple(shape))
+
+
+def kind(value):
+    """What a function returned, in words, when it is not what was expected."""
+    if value is None:
+        return "None (a missing return?)"
+    name = type(value).__name__
+    return f"{'an' if name[0].lower() in 'aeiou' else 'a'} {name}"
+
+
+def call(function, *args, **kwargs):
+    """The student's code, with its errors turned into one line (no traceback)."""
+    try:
+        return function(*args, **kwargs)
+    except NotImplementedError:
+        raise Failed("not written yet (NotImplementedError)") from None
+    except Exception as e:  # whatever the student's code raised is the answer to print
+        message = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise Failed(f"raised {type(e).__name__}: {message}"[:300]) from None
+
+
+def compare(what, got, expected, case):
+    """Failed unless `got` is a tensor of expected's shape and dtype, within the
+    tolerance (relative to expected's largest value, for gradients that are large)."""
+    prefix = f"{what}: " if what else ""
+    if not isinstance(got, torch.Tensor):
+        raise Failed(f"{prefix}returned {kind(got)}, expected a tensor of shape {show(expected.shape)} for {case}")
+    if got.shape != expected.shape:
+        raise Failed(f"{prefix}shape {show(got.shape)}, expected {show(expected.shape)} for {case}")
+    if got.dtype != expected.dtype:
+        raise Failed(f"{prefix}dtype {got.dtype}, expected {expected.dtype} (that of the input) for {case}")
+    got, expected = got.detach().double(), expected.detach().double()
+    tolerance = TOLERANCE * max(1.0, expected.abs().max().item())
+    error = (got - expected).abs().nan_to_num(nan=math.inf)  # a NaN is as wrong as can be
+    worst = error.argmax()
+    if error.flatten()[worst] <= tolerance:
+        return
+    shown_tolerance = f"{tolerance:.0e}".replace("e-0", "e-")
+    if expected.dim() == 0:  # the loss: one number
+        raise Failed(f"{prefix}got {got.item():.4g}, expected {expected.item():.4g} "
+                     f"(tolerance {shown_tolerance}) for {case}")
+    where = tuple(int(i) for i in torch.unravel_index(worst, error.shape))
+    if got.flatten()[worst].isnan():
+        raise Failed(f"{prefix}NaN at {where} for {case}")
+    raise Failed(f"{prefix}largest error {error.flatten()[worst].item():.2g} at {where} "
+                 f"(tolerance {shown_tolerance}) for {case}")
+
+
+def compare_gradients(got, expected, inputs, case):
+    """The gradients of one random weighting of the output with respect to each
+    of `inputs` (name -> tensor): the student's graph against the reference's."""
+    if not got.requires_grad:
+        raise Failed(f"the output carries no gradient (a .detach(), .data or NumPy on the way?) for {case}")
+    names, tensors = zip(*inputs.items())
+    weighting = torch.randn(expected.shape, generator=torch.Generator().manual_seed(1))
+    expected_grads = torch.autograd.grad(expected, tensors, weighting)
+    got_grads = call(torch.autograd.grad, got, tensors, weighting, allow_unused=True)
+    for name, grad, expected_grad in zip(names, got_grads, expected_grads):
+        grad = torch.zeros_like(expected_grad) if grad is None else grad  # unused: no gradient at all
+        compare(f"gradient of {name}", grad, expected_grad, case)
+
+
+def unchanged(name, tensor, before, case):
+    if not torch.equal(tensor, before):
+        raise Failed(f"changed its input {name} in place for {case}")
+
+
+def randn(*shape, seed):
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
+
+
+# -----------------------------------------------------------------------------
+# The four exercises, each on its cases
+
+
+def check_coord_channels(coord_channels):
+    for seed, (shape, dtype) in enumerate([((2, 3, 7, 5), torch.float32), ((1, 1, 4, 4), torch.float32),
+                                           ((3, 2, 6, 9), torch.float64)]):
+        x = randn(*shape, seed=seed).to(dtype)
+        case = f"x {show(shape)}" + (f" {dtype}" if dtype != torch.float32 else "")
+        expected = model.coord_channels(x)                        # (B, 2, H, W)
+        before = x.clone()
+        got = call(coord_channels, x)
+        unchanged("x", x, before, case)
+        compare(None, got, expected, case)
+
+
+def row_sums(alpha, expected_alpha):
+    """A wrong alpha whose rows do not sum to 1 (each position's look is a
+    softmax over s): say so, it points at the softmax's dimension."""
+    if not (isinstance(alpha, torch.Tensor) and alpha.shape == expected_alpha.shape):
+        return ""
+    sums = alpha.detach().double().sum(-1)                        # (B, N)
+    if not sums.isfinite().all() or torch.allclose(sums, torch.ones_like(sums), atol=1e-4):
+        return ""
+    return f"; its rows sum to {sums.min():.2g} .. {sums.max():.2g}, not 1"
+
+
+def check_attention_forward(attention_forward):
+    # (B, C, H, W), return_weights: the readable path (with alpha) first, then the fused one
+    cases = [((2, 8, 3, 5), True), ((2, 8, 3, 5), False), ((1, 16, 4, 4), False), ((3, 4, 2, 7), True)]
+    for seed, (shape, return_weights) in enumerate(cases):
+        torch.manual_seed(seed)                                   # the module's weights
+        attention = model.Attention(shape[1])
+        h = randn(*shape, seed=seed).requires_grad_()
+        case = f"h {show(shape)}, return_weights={return_weights}"
+        expected = model.Attention.forward(attention, h, return_weights=return_weights)
+        before = h.detach().clone()
+        got = call(attention_forward, attention, h, return_weights=return_weights)
+        unchanged("h", h, before, case)
+        if return_weights:
+            if not (isinstance(got, (tuple, list)) and len(got) == 2):
+                raise Failed(f"returned {kind(got)}, expected (out, alpha) for {case}")
+            (got, got_alpha), (expected, expected_alpha) = got, expected
+            try:
+                compare("alpha", got_alpha, expected_alpha, case)  # (B, N, N): where each t looks
+            except Failed as failed:
+                raise Failed(f"{failed}{row_sums(got_alpha, expected_alpha)}") from None
+        compare("out", got, expected, case)                       # (B, C, H, W)
+        compare_gradients(got, expected, {"h": h, "W_a.weight": attention.W_a.weight,
+                                          "W_c.weight": attention.W_c.weight}, case)
+
+
+def check_fusion_forward(fusion_forward):
+    # (B, C, h, w), E: E = 0 is a model without the global branch (embedding None)
+    for seed, (shape, embed_dim) in enumerate([((2, 8, 3, 5), 6), ((1, 4, 4, 4), 0), ((3, 6, 2, 7), 10)]):
+        torch.manual_seed(seed)
+        fusion = model.Fusion(shape[1], embed_dim)
+        feats = randn(*shape, seed=seed).requires_grad_()
+        embedding = randn(shape[0], embed_dim, seed=seed + 100).requires_grad_() if embed_dim else None
+        case = f"feats {show(shape)}, embedding " + (show(embedding.shape) if embed_dim else "None")
+        expected = model.Fusion.forward(fusion, feats, embedding)
+        inputs = {"feats": feats, **({"embedding": embedding} if embed_dim else {})}
+        before = {name: t.detach().clone() for name, t in inputs.items()}
+        got = call(fusion_forward, fusion, feats, embedding)
+        for name, t in inputs.items():
+            unchanged(name, t, before[name], case)
+        compare(None, got, expected, case)                        # (B, C, h, w)
+        compare_gradients(got, expected, {**inputs, "conv.weight": fusion.conv.weight,
+                                          "conv.bias": fusion.conv.bias}, case)
+
+
+def check_colorization_loss(colorization_loss):
+    for seed, shape in enumerate([(2, 2, 8, 8), (1, 2, 5, 7), (4, 2, 3, 3)]):
+        pred_ab = randn(*shape, seed=seed).tanh().requires_grad_()  # the network ends in a tanh
+        true_ab = randn(*shape, seed=seed + 100) * 0.3             # a*b*/128 of real photos is small
+        case = f"pred_ab and true_ab {show(shape)}"
+        expected = F.mse_loss(pred_ab, true_ab)                   # as in train.py's training step
+        before = pred_ab.detach().clone(), true_ab.clone()
+        got = call(colorization_loss, pred_ab, true_ab)
+        unchanged("pred_ab", pred_ab, before[0], case)
+        unchanged("true_ab", true_ab, before[1], case)
+        compare(None, got, expected, case)                        # shape (): one number
+        compare_gradients(got, expected, {"pred_ab": pred_ab}, case)
+
+
+EXERCISES = [("coord_channels", check_coord_channels), ("attention_forward", check_attention_forward),
+             ("fusion_forward", check_fusion_forward), ("colorization_loss", check_colorization_loss)]
+
+
+# -----------------------------------------------------------------------------
+# The command
+
+
+def bad_argument(message):
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+class OneLineParser(argparse.ArgumentParser):
+    def error(self, message):  # argparse's usage block would bury the one line that matters
+        bad_argument(message)
+
+
+def main():
+    parser = OneLineParser(description="Check docs/exercises/exercises.py (or FILE) against model.py.")
+    parser.add_argument("file", nargs="?", metavar="FILE.py", help="the file to check (default: exercises.py here)")
+    parser.add_argument("--solutions", action="store_true", help="check solutions.py, the answers")
+    args = parser.parse_args()
+    if args.solutions and args.file:
+        bad_argument("give FILE.py or --solutions, not both")
+    path = args.file or os.path.join(HERE, "solutions.py" if args.solutions else "exercises.py")
+    if not os.path.exists(path):
+        bad_argument(f"{path}: no such file")
+    if not os.path.isfile(path):
+        bad_argument(f"{path}: not a file")
+    if not path.endswith(".py"):
+        bad_argument(f"{path}: not a Python file (.py)")
+
+    spec = importlib.util.spec_from_file_location("checked_exercises", path)
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    except Exception as e:  # a syntax error, a bad import: the student's file, so exit 1, not 2
+        print(f"{path} does not run: {type(e).__name__}: {e}".splitlines()[0])
+        print(f"0 of {len(EXERCISES)} pass")
+        return 1
+
+    passed = 0
+    for number, (name, check) in enumerate(EXERCISES, 1):
+        function = getattr(module, name, None)
+        try:
+            if not callable(function):
+                raise Failed(f"missing (no function {name} in {path})")
+            check(function)
+        except Failed as failed:
+            print(f"exercise {number} {name}: {failed}")
+        else:
+            print(f"exercise {number} {name}: pass")
+            passed += 1
+    print(f"{passed} of {len(EXERCISES)} pass")
+    return 0 if passed == len(EXERCISES) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
