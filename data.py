@@ -261,16 +261,16 @@ def is_grayscale(rgb, tolerance=6):
     return float(np.percentile(spread, 99)) <= tolerance
 
 
-def random_resized_crop(im, size, min_area=0.25):
+def random_resized_crop(im, size, min_area=0.25, rng=random):
     """A random crop of min_area-100% of the area and aspect 3:4 to 4:3, resized
     to size x size. Small crops of a photo upscale to mush, hence 25%, not 8%."""
     W, H = im.size
     for _ in range(10):
-        area = W * H * random.uniform(min_area, 1.0)
-        aspect = math.exp(random.uniform(math.log(3 / 4), math.log(4 / 3)))
+        area = W * H * rng.uniform(min_area, 1.0)
+        aspect = math.exp(rng.uniform(math.log(3 / 4), math.log(4 / 3)))
         w, h = round(math.sqrt(area * aspect)), round(math.sqrt(area / aspect))
         if 0 < w <= W and 0 < h <= H:
-            x, y = random.randint(0, W - w), random.randint(0, H - h)
+            x, y = rng.randint(0, W - w), rng.randint(0, H - h)
             return im.resize((size, size), Image.BILINEAR, box=(x, y, x + w, y + h))
     return center_crop(im, size)
 
@@ -293,8 +293,8 @@ class ImageFolder(torch.utils.data.Dataset):
     share that memory and only crop (a worker that is spawned, not forked,
     gets a copy of its own)."""
 
-    def __init__(self, files, size=256, train=True, min_area=0.25, cache_mb=0):
-        self.files, self.size, self.train, self.min_area = files, size, train, min_area
+    def __init__(self, files, size=256, train=True, min_area=0.25, cache_mb=0, seed=0):
+        self.files, self.size, self.train, self.min_area, self.seed = files, size, train, min_area, seed
         self.cache = {}  # path -> (PIL RGB image, None), or (None, the reason it is passed over)
         self.cached_bytes, started = 0, time.monotonic()
         if cache_mb > 0:
@@ -323,6 +323,9 @@ class ImageFolder(torch.utils.data.Dataset):
         return (None, f"{printable(path)}: grayscale, no color to learn") if is_grayscale(rgb) else (rgb, None)
 
     def __getitem__(self, index):
+        """index: a file's number, or (number, draw) from Draws: the draw number,
+        with the seed, then decides the crop and flip, the same in any worker."""
+        index, rng = (index[0], random.Random(f"{self.seed}/{index[1]}")) if isinstance(index, tuple) else (index, random)
         skipped = []
         for attempt in range(len(self.files)):
             path = self.files[(index + attempt) % len(self.files)]
@@ -331,8 +334,8 @@ class ImageFolder(torch.utils.data.Dataset):
                 skipped.append(reason)
                 continue
             if self.train:  # each step makes a new image: a cached one is shared by every crop and worker
-                rgb = random_resized_crop(rgb, self.size, self.min_area)
-                if random.random() < 0.5:
+                rgb = random_resized_crop(rgb, self.size, self.min_area, rng)
+                if rng.random() < 0.5:
                     rgb = rgb.transpose(Image.FLIP_LEFT_RIGHT)
             else:
                 rgb = center_crop(rgb, self.size)
@@ -369,30 +372,55 @@ def source_shares(files, weights, root, most=8):
     return ", ".join(f"{name(k)} {v:.0%}" for k, v in sorted(largest)) + more
 
 
-def batches(dataset, batch_size, workers, note_skipped, seed=0, distributed=False, world=1, pin_memory=False,
-            weights=None):
-    """Training batches of uint8 crops forever, one epoch after another, a new
-    shuffle each (under torchrun each process takes its share). With weights,
-    an epoch draws len(dataset) photos in proportion to them instead. Files
-    passed over are handed to note_skipped as one-line reasons."""
-    sampler = (torch.utils.data.DistributedSampler(dataset, seed=seed) if distributed else
-               torch.utils.data.WeightedRandomSampler(weights, len(dataset)) if weights else
-               torch.utils.data.RandomSampler(dataset))
+class Draws(torch.utils.data.Sampler):
+    """The training stream, for ever: (file number, draw number), epoch after
+    epoch, a new shuffle each (from the seed and the epoch), or drawn in
+    proportion to `weights`; under torchrun, every world-th draw from `rank`
+    on. It begins at draw `start`: a resumed run takes the photos, and (the
+    draw number seeding each crop) the crops, the uninterrupted run would have."""
+
+    def __init__(self, n, seed=0, weights=None, rank=0, world=1, start=0):
+        self.n, self.seed, self.rank, self.world, self.start = n, seed, rank, world, start
+        self.weights = None if weights is None else torch.as_tensor(weights, dtype=torch.double)
+
+    def __iter__(self):
+        epoch, draw = divmod(self.start, self.n)  # the epochs before the start are skipped whole
+        draw += epoch * self.n
+        skip = self.start - epoch * self.n
+        for epoch in itertools.count(epoch):
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+            order = (torch.multinomial(self.weights, self.n, replacement=True, generator=g)
+                     if self.weights is not None else torch.randperm(self.n, generator=g))
+            for i in order[skip:].tolist():
+                if draw % self.world == self.rank:
+                    yield i, draw
+                draw += 1
+            skip = 0
+
+
+def batches(dataset, batch_size, workers, note_skipped, seed=0, rank=0, world=1, pin_memory=False, weights=None,
+            start=0):
+    """Training batches of uint8 crops for ever (Draws: from draw `start`, this
+    rank's share). Files passed over are handed to note_skipped as one-line
+    reasons. One loader for the whole run, so its workers start once; when a
+    worker fails (every file unreadable), or at the end, they are stopped then
+    and there: they ignore SIGTERM (ignore_ctrl_c), so multiprocessing's
+    SIGTERM at exit would not stop them, and the exit would wait for ever."""
     loader = torch.utils.data.DataLoader(
-        dataset, batch_size=batch_size, sampler=sampler, num_workers=workers, collate_fn=collate,
-        worker_init_fn=ignore_ctrl_c, pin_memory=pin_memory, persistent_workers=workers > 0,
-        prefetch_factor=4 if workers else None, drop_last=len(dataset) >= batch_size * world)
+        dataset, batch_size=batch_size, sampler=Draws(len(dataset), seed, weights, rank, world, start),
+        num_workers=workers, collate_fn=collate, worker_init_fn=ignore_ctrl_c, pin_memory=pin_memory,
+        prefetch_factor=4 if workers else None)
 
     def forever():
-        for epoch in itertools.count():
-            if distributed:
-                sampler.set_epoch(epoch)
-            for rgb, reasons in loader:
+        stream = iter(loader)
+        try:
+            for rgb, reasons in stream:
                 note_skipped(reasons)
                 yield rgb
+        finally:  # the workers stop now, told by the loader itself
+            getattr(stream, "_shutdown_workers", lambda: None)()
+            del stream
     generator = forever()
-    # At exit the workers are told to stop by the loader itself: they ignore SIGTERM
-    # (ignore_ctrl_c), so the SIGTERM that multiprocessing would send them does nothing.
     atexit.register(generator.close)
     return generator
 

@@ -172,7 +172,7 @@ def read_checkpoint(path, missing="no such file", unreadable="not a checkpoint f
 # What each entry of a checkpoint must be, where it is there at all.
 CHECKPOINT_TYPES = {"config": dict, "model": dict, "ema": (dict, type(None)), "args": (dict, type(None)),
                     "history": (list, type(None)), "step": int, "inception": (dict, type(None)),
-                    "validation": (dict, type(None))}
+                    "validation": (dict, type(None)), "draws": int}
 
 
 def malformed(ckpt):
@@ -376,10 +376,12 @@ class Run:
     --resume needs), best.pt (the best validation so far, what colorize.py
     uses), log.csv, loss.png and samples.png. Rank 0 alone writes them."""
 
-    def __init__(self, args, config, inception_record):
+    def __init__(self, args, config, inception_record, stream=(0, 0, 0)):
         self.args, self.config, self.inception_record = args, config, inception_record
         self.path = {name: os.path.join(args.out, name) for name in RUN_FILES}
         self.history, self.best_mse = [], math.inf  # history: one dict per logged step and per evaluation
+        # (step, photos drawn by then, drawn per step): how far the stream of photos is at each step
+        self.stream = stream
 
     def restore(self, ckpt, optimizer):
         """--resume: the optimizer, history, best so far and random state of the run."""
@@ -404,8 +406,10 @@ class Run:
         """ckpt.pt: everything --resume needs; step is the number of optimizer
         steps done. best.pt too, holding best_weights, when train.py gives them
         (its best validation so far), with what colorize.py needs."""
+        first_step, drawn, per_step = self.stream
         common = {"config": dataclasses.asdict(self.config), "step": step, "history": self.history,
-                  "inception": self.inception_record, "args": vars(self.args)}
+                  "inception": self.inception_record, "args": vars(self.args),
+                  "draws": drawn + (step - first_step) * per_step}
         if best_weights is not None:
             self.save(torch_writer({**common, "model": best_weights}), BEST)
         self.save(torch_writer({**common, "model": net.state_dict(), "optimizer": optimizer.state_dict(),

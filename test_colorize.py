@@ -80,6 +80,7 @@ project, in this order, each with the tests that keep it:
         test_torchrun_two_processes_on_cpu_hold_the_same_weights
         test_coords_switch_through_train_and_init
         test_progress_follows_a_clock_that_only_goes_forward
+        test_a_worker_that_fails_ends_the_run_in_seconds
  7. Checkpoints: written atomically, resumed, refused in one line when bad
         test_train_says_why_a_checkpoint_cannot_be_written
         test_train_refuses_a_missing_or_corrupt_checkpoint_to_resume
@@ -95,6 +96,7 @@ project, in this order, each with the tests that keep it:
         test_checkpoint_choice_prefers_best_pt_of_the_newest_run
         test_the_checkpoint_found_by_search_says_where_and_how_to_choose
         test_the_newest_run_search_does_not_follow_links_round_in_circles
+        test_a_resumed_run_draws_the_same_photos_and_reaches_the_same_weights
  8. Run folders are never replaced unasked
         test_train_never_replaces_a_run_unasked
         test_any_file_train_writes_makes_a_folder_a_run
@@ -1440,9 +1442,9 @@ def test_balance_gives_each_source_its_share(tmp_path):
     drawn = []
 
     class Counted(data.ImageFolder):
-        def __getitem__(self, i):
-            drawn.append(os.path.basename(self.files[i]))
-            return super().__getitem__(i)
+        def __getitem__(self, index):  # (file number, draw number), from data.Draws
+            drawn.append(os.path.basename(self.files[index[0]]))
+            return super().__getitem__(index)
     dataset = Counted(folder, size=8, train=True)
     torch.manual_seed(0)
     batches = data.batches(dataset, 13, 0, lambda reasons: None, weights=data.balance_weights(folder, 1))
@@ -1639,6 +1641,23 @@ def test_progress_follows_a_clock_that_only_goes_forward(photo_dir, tmp_path):
     assert len(rates) == 4 and min(rates) > 0 and "eta -" not in r.stdout, r.stdout
     assert all(float(row["img_per_s"]) > 0 for row in csv.DictReader(open(tmp_path / "run" / "log.csv"))
                if row["img_per_s"])
+
+
+def test_a_worker_that_fails_ends_the_run_in_seconds(tmp_path):
+    """Every training photo grayscale, one loader worker: the error line and
+    exit status 2 at once (it used to wait for ever for a worker that
+    ignores SIGTERM, holding --out/.lock)."""
+    (tmp_path / "d" / "train").mkdir(parents=True)
+    (tmp_path / "d" / "val").mkdir()
+    for i in range(6):
+        Image.open(make_photo(tmp_path / "d" / "train" / f"g{i}.jpg", size=(40, 40), seed=i)).convert("L").convert(
+            "RGB").save(tmp_path / "d" / "train" / f"g{i}.jpg")
+    make_photo(tmp_path / "d" / "val" / "c.jpg", size=(40, 40))
+    start = time.monotonic()
+    r = run("train.py", "--data", tmp_path / "d", "--out", tmp_path / "run", "--max-steps", 5, *TINY[:-1], "1",
+            timeout=120)
+    assert r.returncode == 2 and "no usable color image among 6 files" in r.stderr, r.stderr
+    assert time.monotonic() - start < 60
 
 
 # -----------------------------------------------------------------------------
@@ -1885,6 +1904,24 @@ def test_the_newest_run_search_does_not_follow_links_round_in_circles(tmp_path):
     make_photo(tmp_path / "p.jpg", size=(40, 32))
     r = colorize_cli("p.jpg", cwd=tmp_path, timeout=60)
     assert r.returncode == 0 and os.path.join("out", "run", "best.pt") in r.stderr, r.stderr
+
+
+def test_a_resumed_run_draws_the_same_photos_and_reaches_the_same_weights(photo_dir, tmp_path):
+    """6 steps in one go, and 3 + 3 with --resume (one loader worker, and none):
+    the same photos, crops and losses, and the same weights at the end."""
+    for workers in ("0", "1"):
+        flags = [*TINY[:-1], workers, "--eval-every", 3, "--log-every", 1, "--batch-size", 2]
+        whole, half = tmp_path / f"whole{workers}", tmp_path / f"half{workers}"
+        assert run("train.py", "--data", photo_dir, "--out", whole, "--max-steps", 6, *flags).returncode == 0
+        assert run("train.py", "--data", photo_dir, "--out", half, "--max-steps", 3, *flags).returncode == 0
+        r = run("train.py", "--data", photo_dir, "--out", half, "--max-steps", 6, "--resume", *flags)
+        assert r.returncode == 0, r.stderr
+        losses = [{row["step"]: row["loss"] for row in csv.DictReader(open(d / "log.csv")) if row["loss"]}
+                  for d in (whole, half)]
+        assert losses[0] == losses[1] and len(losses[0]) == 6, losses
+        a, b = (torch.load(d / "ckpt.pt", weights_only=True) for d in (whole, half))
+        assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+        assert a["draws"] == b["draws"] == 12
 
 
 # -----------------------------------------------------------------------------

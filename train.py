@@ -173,7 +173,8 @@ memory_format = torch.channels_last if device.type == "cuda" else torch.contiguo
 
 val_set = data.validation_set(val_files, args.size, args.val_images, log,
                              spare=train_files if data.held_out_by_hash(args.data) else None)
-train_set = data.ImageFolder(train_files, args.size, train=True, min_area=args.min_crop, cache_mb=args.cache)
+train_set = data.ImageFolder(train_files, args.size, train=True, min_area=args.min_crop, cache_mb=args.cache,
+                             seed=args.seed)
 if args.cache:
     log(f"data: {train_set.cache_note}{' in each training process' if distributed else ''}")
 if not len(val_set):
@@ -191,8 +192,10 @@ def note_skipped(reasons):
         log(f"warning: skipped {reason}")
 
 
-data_iter = data.batches(train_set, args.batch_size, args.workers, note_skipped, seed=args.seed,
-                         distributed=distributed, world=world, pin_memory=device.type == "cuda", weights=weights)
+# The stream of photos goes on where a resumed run stopped: draws_done draws (all ranks) are behind it.
+draws_done = (ckpt.get("draws", start_step * args.batch_size * world) if args.resume else 0)
+data_iter = data.batches(train_set, args.batch_size, args.workers, note_skipped, seed=args.seed, rank=rank,
+                         world=world, pin_memory=device.type == "cuda", weights=weights, start=draws_done)
 
 
 def to_network(rgb):
@@ -274,7 +277,7 @@ def lr_at(step):
     return args.lr
 
 
-run = runs.Run(args, config, inception_record)
+run = runs.Run(args, config, inception_record, stream=(start_step, draws_done, args.batch_size * world))
 if args.resume:
     run.restore(ckpt, optimizer)
     log(f"resumed from {run.path[runs.CHECKPOINT]} at step {start_step}")
