@@ -138,9 +138,28 @@ def split_images(root, val_fraction=VAL_FRACTION, problems=None, run_folder=None
         elif files and not train:
             raise ValueError(f"{printable(root)}: --val-fraction {val_fraction} holds out all {len(files)} photos, "
                              f"leaving none to train on")
+        copies = copies_of(val, train)  # a folder and its backup: the same photo on both sides of the split
+        if copies:
+            train = [f for f in train if f not in copies]
+            problems.append(f"{len(copies)} training files are byte-identical copies of validation photos (e.g. "
+                            f"{printable(min(copies))}): left out of training, so validation is on photos it never saw")
     if not train:
         raise ValueError(f"{printable(root)}: no images found ({', '.join(IMAGE_EXTENSIONS)})")
     return train, val or train
+
+
+def copies_of(originals, files):
+    """The files whose bytes are those of one of `originals`. Only files of
+    the same size as an original are read (rarely any but true copies)."""
+    def digest(path):
+        with open(path, "rb") as f:
+            return hashlib.sha1(f.read()).digest()
+    sizes = collections.defaultdict(list)
+    for path in originals:
+        sizes[os.path.getsize(path)].append(path)
+    candidates = [f for f in files if os.path.getsize(f) in sizes]
+    known = {digest(p) for f in candidates for p in sizes[os.path.getsize(f)]}
+    return {f for f in candidates if digest(f) in known}
 
 
 def _to_8bit(im):

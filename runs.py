@@ -172,7 +172,7 @@ def read_checkpoint(path, missing="no such file", unreadable="not a checkpoint f
 # What each entry of a checkpoint must be, where it is there at all.
 CHECKPOINT_TYPES = {"config": dict, "model": dict, "ema": (dict, type(None)), "args": (dict, type(None)),
                     "history": (list, type(None)), "step": int, "inception": (dict, type(None)),
-                    "validation": (dict, type(None)), "draws": int}
+                    "validation": (dict, type(None)), "draws": int, "validated_on": (str, type(None))}
 
 
 def malformed(ckpt):
@@ -201,6 +201,26 @@ def malformed(ckpt):
         return f"its training size is {size!r}"
     if not all(isinstance(v, number) for v in (ckpt.get("validation") or {}).values() if v is not None):
         return "'validation' holds something other than numbers"
+    return None
+
+
+def malformed_flags(parser, flags):
+    """What is wrong with the flags a checkpoint recorded (its "args"), judged
+    by the parser that would have read them, in words, or None: a --resume
+    must not train on a learning rate that is a string, nor a schedule that
+    does not exist."""
+    for action in parser._actions:
+        if action.dest not in flags or action.dest == "help":
+            continue
+        value, flag = flags[action.dest], action.option_strings[0]
+        kind = bool if action.nargs == 0 else action.type or str
+        if value is None and action.default is None:
+            continue
+        if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+            if not (kind is float and type(value) is int):
+                return f"its {flag} is {value!r}, not {'an' if kind is int else 'a'} {kind.__name__}"
+        if action.choices and value not in action.choices:
+            return f"its {flag} is {value!r}, not one of {', '.join(map(str, action.choices))}"
     return None
 
 
@@ -382,6 +402,7 @@ class Run:
         self.history, self.best_mse = [], math.inf  # history: one dict per logged step and per evaluation
         # (step, photos drawn by then, drawn per step): how far the stream of photos is at each step
         self.stream = stream
+        self.validated_on = None  # what validation judged: a digest of its photos' names and sizes
 
     def restore(self, ckpt, optimizer):
         """--resume: the optimizer, history, best so far and random state of the run."""
@@ -409,7 +430,7 @@ class Run:
         first_step, drawn, per_step = self.stream
         common = {"config": dataclasses.asdict(self.config), "step": step, "history": self.history,
                   "inception": self.inception_record, "args": vars(self.args),
-                  "draws": drawn + (step - first_step) * per_step}
+                  "draws": drawn + (step - first_step) * per_step, "validated_on": self.validated_on}
         if best_weights is not None:
             self.save(torch_writer({**common, "model": best_weights}), BEST)
         self.save(torch_writer({**common, "model": net.state_dict(), "optimizer": optimizer.state_dict(),

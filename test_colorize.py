@@ -69,6 +69,7 @@ project, in this order, each with the tests that keep it:
         test_training_decodes_large_jpegs_in_draft_mode
         test_balance_gives_each_source_its_share
         test_an_empty_val_folder_is_an_error_not_validation_on_training_photos
+        test_byte_identical_copies_never_land_on_both_sides_of_the_split
  6. Training learns, and is judged against all-gray (train.py)
         test_train_cli_writes_checkpoint_samples_curves_and_resumes
         test_training_drives_the_loss_down
@@ -97,6 +98,8 @@ project, in this order, each with the tests that keep it:
         test_the_checkpoint_found_by_search_says_where_and_how_to_choose
         test_the_newest_run_search_does_not_follow_links_round_in_circles
         test_a_resumed_run_draws_the_same_photos_and_reaches_the_same_weights
+        test_a_resume_after_photos_were_added_starts_the_best_over
+        test_a_checkpoints_flags_of_the_wrong_type_are_one_line_on_resume
  8. Run folders are never replaced unasked
         test_train_never_replaces_a_run_unasked
         test_any_file_train_writes_makes_a_folder_a_run
@@ -1464,6 +1467,21 @@ def test_an_empty_val_folder_is_an_error_not_validation_on_training_photos(photo
     assert not (tmp_path / "run").exists()
 
 
+def test_byte_identical_copies_never_land_on_both_sides_of_the_split(tmp_path):
+    """A photo folder and its backup under one --data: each validation photo's
+    copy is left out of training (said), whatever its name."""
+    (tmp_path / "photos").mkdir()
+    for i in range(40):
+        make_photo(tmp_path / "photos" / f"p{i}.jpg", size=(32, 24), seed=i)
+    shutil.copytree(tmp_path / "photos", tmp_path / "backup")
+    os.rename(tmp_path / "backup" / "p3.jpg", tmp_path / "backup" / "p3 (copy).jpg")
+    problems = []
+    train, val = data.split_images(str(tmp_path), 0.1, problems)
+    digests = lambda files: {open(f, "rb").read() for f in files}  # noqa: E731
+    assert val and not digests(train) & digests(val), (len(train), len(val))
+    assert len(train) + len(val) < 80 and any("byte-identical copies of validation photos" in p for p in problems)
+
+
 # -----------------------------------------------------------------------------
 # 6. Training learns, and is judged against all-gray (train.py)
 # The loss goes down; validation, best.pt, the average, divergence, the Inception, --init, torchrun, --coords.
@@ -1922,6 +1940,32 @@ def test_a_resumed_run_draws_the_same_photos_and_reaches_the_same_weights(photo_
         a, b = (torch.load(d / "ckpt.pt", weights_only=True) for d in (whole, half))
         assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
         assert a["draws"] == b["draws"] == 12
+
+
+def test_a_resume_after_photos_were_added_starts_the_best_over(photo_dir, tmp_path):
+    d = tmp_path / "d"
+    shutil.copytree(photo_dir, d)
+    flags = ["--data", d, "--out", tmp_path / "run", "--eval-every", 2, "--val-fraction", 0.3, *TINY]
+    assert run("train.py", *flags, "--max-steps", 2).returncode == 0
+    r = run("train.py", *flags, "--max-steps", 4, "--resume")
+    assert r.returncode == 0 and "best so far starts over" not in r.stdout, r.stdout  # the same photos: goes on
+    for i in range(12):
+        make_photo(d / f"new{i}.jpg", size=(48, 40), seed=50 + i)
+    r = run("train.py", *flags, "--max-steps", 6, "--resume")
+    assert r.returncode == 0 and "the best so far starts over" in r.stdout, r.stdout
+    assert "step 6/6 | val mse" in r.stdout and "| best so far" in r.stdout.split("step 6/6 | val mse")[1].split("\n")[0]
+
+
+def test_a_checkpoints_flags_of_the_wrong_type_are_one_line_on_resume(photo_dir, tmp_path):
+    flags = ["--data", photo_dir, "--out", tmp_path / "run", "--eval-every", 2, *TINY]
+    assert run("train.py", *flags, "--max-steps", 2).returncode == 0
+    good = torch.load(tmp_path / "run" / "ckpt.pt", weights_only=True)
+    for key, value, says in [("lr", "0.1", "its --lr is '0.1', not a float"), ("ema", None, "its --ema is None"),
+                             ("min_crop", "x", "its --min-crop is 'x'"), ("schedule", "bogus", "not one of"),
+                             ("balance", True, "its --balance is True")]:
+        torch.save({**good, "args": {**good["args"], key: value}}, tmp_path / "run" / "ckpt.pt")
+        r = run("train.py", *flags, "--max-steps", 4, "--resume")
+        assert r.returncode == 2 and says in r.stderr and r.stderr.count("\n") == 1, (key, r.stderr[-800:])
 
 
 # -----------------------------------------------------------------------------

@@ -17,6 +17,7 @@ run's files safe (the run folder, checkpoints, Ctrl-C and SIGTERM) lives in runs
 the Inception and its weights in inception.py.
 """
 import copy
+import hashlib
 import math
 import os
 import random
@@ -99,6 +100,8 @@ ckpt = runs.start_checkpoint(args)  # what --resume continues or --init starts f
 source = f"--resume {os.path.join(args.out, runs.CHECKPOINT)}" if args.resume else f"--init {args.init}"
 start_step = ckpt["step"] if args.resume else 0
 if args.resume:  # the run's own recipe, except the flags typed now (said) and this process's own
+    if runs.malformed_flags(parser, ckpt["args"]):
+        runs.fail(f"{source}: not a run to continue ({runs.malformed_flags(parser, ckpt['args'])})")
     own_flags = ("out", "resume", "overwrite", "init", "device", "workers", "cache", "compile")
     for k, v in ckpt["args"].items():
         if k not in flags_given and k not in own_flags:
@@ -278,9 +281,16 @@ def lr_at(step):
 
 
 run = runs.Run(args, config, inception_record, stream=(start_step, draws_done, args.batch_size * world))
+run.validated_on = hashlib.sha1(repr([(os.path.relpath(f, args.data), os.path.getsize(f))
+                                      for f in val_set.files]).encode()).hexdigest()
 if args.resume:
     run.restore(ckpt, optimizer)
     log(f"resumed from {run.path[runs.CHECKPOINT]} at step {start_step}")
+    if ckpt.get("validated_on") != run.validated_on:  # another set: its numbers do not compare with the old
+        run.best_mse = math.inf
+        log("resume: the validation photos are not the ones the run was judged on (" + (
+            "photos added, removed or changed" if ckpt.get("validated_on") else "the checkpoint does not say which")
+            + "): the best so far starts over")
 del ckpt
 
 # -----------------------------------------------------------------------------
