@@ -24,6 +24,7 @@ import math
 import os
 import random
 import signal
+import struct
 import time
 import warnings
 
@@ -39,8 +40,11 @@ VAL_FRACTION = 0.05
 # What colorize.py writes beside each input: never a training photo.
 OUTPUT_SUFFIXES = ("_color.png", "_compare.png", "_attention.png", "_attention.html")
 # Everything Pillow raises for a file it cannot decode (UnidentifiedImageError
-# and "image file is truncated" are OSErrors; bombs have their own class).
-IMAGE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
+# and "image file is truncated" are OSErrors; bombs have their own class; a
+# corrupt EXIF block, read for the orientation, can raise TypeError,
+# struct.error, KeyError or IndexError).
+IMAGE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError, TypeError, struct.error, KeyError,
+                IndexError)
 
 
 def printable(path):
