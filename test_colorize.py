@@ -195,7 +195,7 @@ import urllib.error
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 
 import attention_maps
 import colorize
@@ -2328,33 +2328,28 @@ def test_attention_is_refused_at_a_checkpoints_own_size_that_would_need_gigabyte
     assert r.returncode == 0 and (tmp_path / "p_attention.html").exists(), r.stderr
 
 
-def test_a_corrupt_exif_is_a_bad_file_like_any_other(tmp_path):
+def test_a_corrupt_exif_is_a_bad_file_like_any_other(tmp_path, monkeypatch):
     """What Pillow raises for a corrupt EXIF block (TypeError for a tag of the
     wrong type, struct.error for a short one) is an unreadable image: one line,
     and the next photo is done; the API raises ColorizeError."""
-    import colorize
     bad, good = make_photo(tmp_path / "broken.jpg", size=(40, 32)), make_photo(tmp_path / "fine.jpg", size=(40, 32))
-    patch = (f"import PIL.ImageOps, runpy, struct, sys\n"
-             f"real = PIL.ImageOps.exif_transpose\n"
-             f"def corrupt(im, **kw):\n"
-             f"    if str(getattr(im, 'filename', '')).endswith('broken.jpg'):\n"
-             f"        raise (TypeError('unsupported operand type(s)') if 'type' in sys.argv[-1] else struct.error('unpack requires a buffer of 4 bytes'))\n"
-             f"    return real(im, **kw)\n"
-             f"PIL.ImageOps.exif_transpose = corrupt\n"
-             f"sys.argv = sys.argv[1:-1]\n"
-             f"runpy.run_path('colorize.py', run_name='__main__')\n")
+    patch = ("import PIL.ImageOps, runpy, struct, sys\n"
+             "real = PIL.ImageOps.exif_transpose\n"
+             "def corrupt(im, **kw):\n"
+             "    if str(getattr(im, 'filename', '')).endswith('broken.jpg'):\n"
+             "        raise (TypeError('unsupported operand type(s)') if 'type' in sys.argv[-1] else\n"
+             "               struct.error('unpack requires a buffer of 4 bytes'))\n"
+             "    return real(im, **kw)\n"
+             "PIL.ImageOps.exif_transpose = corrupt\n"
+             "sys.argv = sys.argv[1:-1]\n"
+             "runpy.run_path('colorize.py', run_name='__main__')\n")
     for kind in ("type", "struct"):
         r = run("-c", patch, "colorize.py", bad, good, "--checkpoint", DEMO, "--overwrite", kind)
         assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr[-1000:]
         assert re.search(r"error: .*broken\.jpg: not a readable image", r.stderr) and (tmp_path / "fine_color.png").exists()
-    import PIL.ImageOps
-    real = PIL.ImageOps.exif_transpose
-    try:
-        PIL.ImageOps.exif_transpose = lambda im, **kw: (_ for _ in ()).throw(TypeError("bad tag"))
-        with pytest.raises(colorize.ColorizeError, match="broken.jpg: not a readable image"):
-            colorize.colorize(bad, colorize.load(DEMO, device="cpu"))
-    finally:
-        PIL.ImageOps.exif_transpose = real
+    monkeypatch.setattr(ImageOps, "exif_transpose", lambda im, **kw: (_ for _ in ()).throw(TypeError("bad tag")))
+    with pytest.raises(colorize.ColorizeError, match="broken.jpg: not a readable image"):
+        colorize.colorize(bad, colorize.load(DEMO, device="cpu"))
 
 
 # -----------------------------------------------------------------------------
