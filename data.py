@@ -295,7 +295,11 @@ def random_resized_crop(im, size, min_area=0.25, rng=random):
         if 0 < w <= W and 0 < h <= H:
             x, y = rng.randint(0, W - w), rng.randint(0, H - h)
             return im.resize((size, size), Image.BILINEAR, box=(x, y, x + w, y + h))
-    return center_crop(im, size)
+    # A panorama (wider than about 5:1) fits no such crop: a square of its short
+    # side, anywhere along it, so every part of it is trained on (not only the centre).
+    s = min(W, H)
+    x, y = rng.randint(0, W - s), rng.randint(0, H - s)
+    return im.resize((size, size), Image.BILINEAR, box=(x, y, x + s, y + s))
 
 
 def center_crop(im, size):

@@ -70,6 +70,7 @@ project, in this order, each with the tests that keep it:
         test_balance_gives_each_source_its_share
         test_an_empty_val_folder_is_an_error_not_validation_on_training_photos
         test_byte_identical_copies_never_land_on_both_sides_of_the_split
+        test_every_part_of_a_panorama_is_trained_on
  6. Training learns, and is judged against all-gray (train.py)
         test_train_cli_writes_checkpoint_samples_curves_and_resumes
         test_training_drives_the_loss_down
@@ -1481,6 +1482,21 @@ def test_byte_identical_copies_never_land_on_both_sides_of_the_split(tmp_path):
     digests = lambda files: {open(f, "rb").read() for f in files}  # noqa: E731
     assert val and not digests(train) & digests(val), (len(train), len(val))
     assert len(train) + len(val) < 80 and any("byte-identical copies of validation photos" in p for p in problems)
+
+
+def test_every_part_of_a_panorama_is_trained_on(tmp_path):
+    """A 10:1 panorama, red on its left fifth, blue on its right fifth: the
+    training crops come from all along it, not only from its centre."""
+    pano = np.full((60, 600, 3), 128, np.uint8)
+    pano[:, :120] = (200, 30, 30)
+    pano[:, -120:] = (30, 30, 200)
+    Image.fromarray(pano).save(tmp_path / "pano.png")
+    dataset = data.ImageFolder([str(tmp_path / "pano.png")], size=16, train=True)
+    crops = []
+    for k in range(60):
+        random.seed(k)
+        crops.append(dataset[0][0].float().mean(dim=(1, 2)))  # (R, G, B) means
+    assert any(c[0] > c[2] + 40 for c in crops) and any(c[2] > c[0] + 40 for c in crops)
 
 
 # -----------------------------------------------------------------------------
