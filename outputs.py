@@ -9,6 +9,7 @@
      against all-gray, and how far a mean over few photos can be trusted.
 """
 import functools
+import math
 import os
 import sys
 import time
@@ -208,12 +209,25 @@ def side_by_side(images, labels=None, gap=4, header=18):
     return sheet
 
 
-def image_metrics(result, original):
+def image_metrics(result, original, rows=256):
     """(PSNR dB, a*b* MSE in the network's ab/128 units, colorfulness) of a
-    uint8 RGB result (H, W, 3) against the original."""
-    pred, true = (data.to_tensor(x)[None] for x in (result, original))
-    ab_pred, ab_true = (lab.rgb_to_lab(x)[:, 1:] / lab.AB_SCALE for x in (pred, true))
-    return lab.psnr(pred, true).item(), (ab_pred - ab_true).pow(2).mean().item(), lab.colorfulness(pred).item()
+    uint8 RGB result (H, W, 3) against the original, in strips of rows, so
+    memory stays bounded at any size: sums of squared errors, and of the
+    opponent channels and their squares, which lab.colorfulness's formula
+    needs (its mean and standard deviation)."""
+    result, original = np.asarray(result), np.asarray(original)
+    sums = np.zeros(6)  # RGB squared error, a*b* squared error, rg, rg^2, yb, yb^2
+    for y in range(0, result.shape[0], rows):
+        pred, true = (data.to_tensor(x[y:y + rows])[None] for x in (result, original))  # (1, 3, rows, W) uint8
+        ab_pred, ab_true = (lab.rgb_to_lab(x)[:, 1:] / lab.AB_SCALE for x in (pred, true))
+        r, g, b = pred.double().unbind(1)
+        rg, yb = (r - g).abs(), ((r + g) / 2 - b).abs()
+        sums += [(pred.double() - true.double()).pow(2).sum().item(), (ab_pred - ab_true).double().pow(2).sum().item(),
+                 rg.sum().item(), rg.pow(2).sum().item(), yb.sum().item(), yb.pow(2).sum().item()]
+    n = result.shape[0] * result.shape[1]
+    mse, ab_mse, rg, rg2, yb, yb2 = sums / [3 * n, 2 * n, n, n, n, n]
+    colorfulness = math.sqrt(max(0.0, rg2 - rg ** 2 + yb2 - yb ** 2)) + 0.3 * math.sqrt(rg ** 2 + yb ** 2)
+    return 20 * math.log10(255 / math.sqrt(mse)) if mse else math.inf, float(ab_mse), colorfulness
 
 
 def metrics_line(path, scores):

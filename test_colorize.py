@@ -2482,17 +2482,18 @@ def test_overwrite_never_writes_over_an_input_named_like_an_output(tmp_path):
 
 
 def test_colorize_a_24_megapixel_photo_in_bounded_memory(tiny_ckpt, tmp_path):
-    """6000 x 4000: full size out, and the process stays far below this
-    machine's memory (the full-resolution work runs in strips)."""
+    """6000 x 4000, with --metrics: full size out, and the process stays far
+    below this machine's memory (the full-resolution work and the metrics run
+    in strips; the metrics over the whole image at once took 136 bytes a pixel)."""
     big = tmp_path / "big.jpg"
     Image.open(make_photo(tmp_path / "src.png", size=(300, 200))).resize((6000, 4000)).save(big, quality=90)
     code = ("import sys, colorize\n"
-            f"rc = colorize.main([{str(big)!r}, '--checkpoint', {str(tiny_ckpt)!r}])\n"
+            f"rc = colorize.main([{str(big)!r}, '--checkpoint', {str(tiny_ckpt)!r}, '--metrics'])\n"
             "peak = [line.split()[1] for line in open('/proc/self/status') if line.startswith('VmHWM')][0]\n"
             "print('PEAK_KB', peak)\nsys.exit(rc)")
     r = run("-c", code)
     assert r.returncode == 0, r.stderr
-    assert Image.open(tmp_path / "big_color.png").size == (6000, 4000)
+    assert Image.open(tmp_path / "big_color.png").size == (6000, 4000) and "big.jpg: colorized PSNR" in r.stdout
     peak_mb = int(r.stdout.split("PEAK_KB")[1].split()[0]) / 1024
     assert peak_mb < 2500, peak_mb  # under 1 GB measured; the whole image in float32 Lab at once: several GB
 
