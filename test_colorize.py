@@ -158,12 +158,15 @@ project, in this order, each with the tests that keep it:
 15. The course (docs/)
         test_overfit_one_photo_learns_its_photo
         test_faces_reads_warm_skin_in_the_originals_and_green_in_a_green_copy
-        test_course_commands_run
+        test_course_commands_keep_their_promises
         test_exercise_checker_says_the_shipped_stubs_are_not_written_yet
         test_exercise_solutions_pass_the_checker_by_flag_and_by_path
         test_exercise_checker_catches_a_subtly_wrong_solution
         test_exercise_checker_bad_arguments_are_one_line_errors
         test_overfit_one_photo_never_replaces_a_file_unasked_and_says_a_bad_out_in_one_line
+        test_attention_task_runs_and_keeps_its_outputs
+        test_attention_task_bad_flags_are_one_line
+        test_attention_task_mine_says_which_exercise_is_missing
 16. Benchmarks and the GPU check
         test_bench_flags_are_one_line_errors_before_any_work
         test_gpu_check_runs_every_step_on_the_cpu
@@ -676,9 +679,34 @@ def browser():
 
 # Helpers: the course
 
+TINY_TASK = ("--steps", "5", "--width", "4")  # docs/attention_task.py: two models of width 4, five steps each
 TINY_COURSE = [(r"--max-steps \d+", "--max-steps 2"), (r"--eval-every \d+", "--eval-every 1"),
                (r"--size 128", "--size 32"), (r"--width 32", "--width 8"), (r"--workers 1", "--workers 0"),
-               (r"(overfit_one_photo\.py \S+)", r"\1 --steps 3 --size 32 --width 4")]
+               (r"(overfit_one_photo\.py \S+)", r"\1 --steps 3 --size 32 --width 4"),
+               (r"(attention_task\.py)", r"\1 --steps 3 --width 4")]
+# What each command block of docs/course.md promises, in the page's order: a
+# pattern that finds the block, its exit status, the files it writes (under
+# the repository's runs/), and what the last line of its output says.
+DONE = r"done: \d+ steps, checkpoint runs/\S+/ckpt\.pt, best runs/\S+/best\.pt \(validation MSE [\d.]+\)\..*"
+COURSE_PROMISES = [
+    (r"-o runs/lab1 ", 0, [f"lab1/{p}_{s}" for p in ("gcompris_categorization_0028", "kphotoalbum_bar55")
+                          for s in ("color.png", "compare.png", "attention.png", "attention.html")],
+     r"metrics:   colorized +against all-gray: PSNR [-+][\d.]+ dB \(standard error [\d.]+\), ab MSE [\d.]+x .*"),
+    (r"overfit_one_photo", 0, ["overfit.png"], r"wrote runs/overfit\.png: gray \| prediction \| original"),
+    (r"--out runs/first", 0, [f"first/{f}" for f in ("ckpt.pt", "best.pt", "log.csv", "loss.png", "samples.png")],
+     DONE),
+    (r"-o runs/lab4 ", 0, ["lab4/kphotoalbum_bar55_attention.html", "lab4-first/gcompris_categorization_0028_attention.png"],
+     r"attention: demo/photos/gcompris_categorization_0028\.jpg: rings 1-4: entropy [\d./]+ of uniform, .*"),
+    (r"exercises/check\.py", 1, [], r"0 of 4 pass"),  # the stubs as shipped: the students' to write
+    (r"attention_task\.py\n.*--near", 0, [f"attention-{d}/attention_task.{e}" for d in ("task", "near")
+                                          for e in ("png", "html")],
+     r"baseline \d+\.\d\dx all-gray, attention \d+\.\d\dx all-gray"),
+    (r"--mine", 2, [], None),  # as shipped: "error: --mine: ... is not written yet", on stderr
+    (r"--out runs/baseline", 0, ["baseline/best.pt", "no-coords/best.pt"], DONE),
+    (r"--balance 1", 0, ["plain/ckpt.pt", "balanced/ckpt.pt", "lab8-balanced/kphotoalbum_bar55_compare.png"],
+     r"mean a\* over \d faces: runs/lab8-balanced: [-+][\d.]+"),
+    (r"--padding zeros", 0, ["zeros/best.pt"],
+     r"runs/no-coords chroma on the outer 4 pixels: [-\d.]+ in the middle: [-\d.]+")]
 
 
 EXERCISE_NAMES = ["coord_channels", "attention_forward", "fusion_forward", "colorization_loss"]
@@ -2757,21 +2785,28 @@ def test_faces_reads_warm_skin_in_the_originals_and_green_in_a_green_copy(tmp_pa
     assert f"mean a* over 4 faces: {tmp_path}: -" in r.stdout
 
 
-def test_course_commands_run(tmp_path):
+def test_course_commands_keep_their_promises(tmp_path):
     """Every command block of docs/course.md, in order, as a student runs them
-    from the repository, at a tiny size: the guide cannot drift from the code."""
+    from the repository, at a tiny size: each exits as the page says, writes
+    the files it names, and ends with the line the page shows the form of."""
     text = open(os.path.join(HERE, "docs", "course.md")).read()
     blocks = re.findall(r"```sh\n(.*?)```", text, re.S)
-    assert len(blocks) >= 7, len(blocks)
+    assert len(blocks) == len(COURSE_PROMISES), len(blocks)
     for name in os.listdir(HERE):  # the repository, as cloned (runs/ starts empty)
         if name.endswith(".py") or name in ("demo", "docs"):
             os.symlink(os.path.join(HERE, name), tmp_path / name)
-    for block in blocks:
+    for block, (finds, status, files, last_line) in zip(blocks, COURSE_PROMISES):
+        assert re.search(finds, block), (finds, block)  # the page's order is the table's
         for pattern, tiny in TINY_COURSE:
             block = re.sub(pattern, tiny, block)
         r = subprocess.run(["bash", "-euc", block], cwd=tmp_path, capture_output=True, text=True, timeout=600)
-        assert r.returncode == 0 and "Traceback" not in r.stderr, (block, r.stdout[-2000:], r.stderr[-2000:])
-    assert (tmp_path / "runs" / "first" / "best.pt").exists() and (tmp_path / "runs" / "overfit.png").exists()
+        assert r.returncode == status and "Traceback" not in r.stderr, (block, r.stdout[-2000:], r.stderr[-2000:])
+        missing = [f for f in files if not (tmp_path / "runs" / f).exists()]
+        assert not missing, (block, missing)
+        if last_line:
+            assert re.fullmatch(last_line, r.stdout.splitlines()[-1]), (block, r.stdout[-1000:])
+        else:
+            assert re.fullmatch(r"error: .*\n", r.stderr), (block, r.stderr)
 
 
 def test_exercise_checker_says_the_shipped_stubs_are_not_written_yet():
@@ -2837,6 +2872,62 @@ def test_overfit_one_photo_never_replaces_a_file_unasked_and_says_a_bad_out_in_o
         assert digest(photo) == before and (tmp_path / "notes.txt").read_text() == "mine"
     r = run("docs/overfit_one_photo.py", photo, *small, "--out", tmp_path / "notes.txt", "--overwrite")
     assert r.returncode == 0 and Image.open(tmp_path / "notes.txt").size == (3 * 16, 16), r.stderr
+
+
+def test_attention_task_runs_and_keeps_its_outputs(tmp_path):
+    out = tmp_path / "task"
+    r = run("docs/attention_task.py", *TINY_TASK, "--out", out)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    # The receptive field is computed, not quoted: a number, square, and smaller than the
+    # 114 px between cue and disk on both sides of a pixel (else the task would not need attention).
+    field = [re.fullmatch(r"receptive field: (\d+) x (\d+) px \(computed: gradient of one output pixel\)", line)
+             for line in lines]
+    field = [m for m in field if m]
+    assert len(field) == 1, r.stdout
+    height, width = map(int, field[0].groups())
+    assert height == width and 64 <= width < 2 * 114
+    assert re.fullmatch(r"baseline \d+\.\d\dx all-gray, attention \d+\.\d\dx all-gray", lines[-1]), lines[-1]
+    # Four held-out examples, each a row of five 256 x 64 panels (4 px apart) under an 18 px caption strip.
+    with Image.open(out / "attention_task.png") as figure:
+        assert figure.format == "PNG" and figure.size == (5 * 256 + 4 * 4, 4 * (18 + 64) + 3 * 6)
+    page = (out / "attention_task.html").read_text(encoding="utf-8")
+    assert page.startswith("<!DOCTYPE html>") and attention_maps.read_page_data(page)["grid"] == [8, 32]
+    assert sorted(p.name for p in out.iterdir()) == ["attention_task.html", "attention_task.png"]  # no temporary left
+
+    # Run again: refused in one line naming the file, before any training, and the files stay as they were.
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    r = run("docs/attention_task.py", *TINY_TASK, "--out", out)
+    assert r.returncode == 2 and r.stdout == ""
+    assert r.stderr.count("\n") == 1 and r.stderr.startswith("error: ") and "attention_task.png" in r.stderr
+    assert "--overwrite" in r.stderr
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    r = run("docs/attention_task.py", *TINY_TASK, "--out", out, "--overwrite")
+    assert r.returncode == 0, r.stderr
+
+
+def test_attention_task_bad_flags_are_one_line(tmp_path):
+    for flags, flag in [(("--steps", "0"), "--steps"), (("--width", "x"), "--width"), (("--coords", "maybe"), "--coords"),
+                        (("--seed", "-1"), "--seed"), (("--out", __file__), "--out")]:
+        r = run("docs/attention_task.py", *flags, "--out", tmp_path / "never") if flag != "--out" else run("docs/attention_task.py", *flags)
+        assert r.returncode == 2, (flags, r.stderr)
+        assert r.stderr.count("\n") == 1 and re.match(f"error: (argument )?{flag}", r.stderr), (flags, r.stderr)
+        assert "Traceback" not in r.stderr and r.stdout == ""
+    assert not (tmp_path / "never").exists()
+    r = run("docs/attention_task.py", "--no-such-flag")
+    assert r.returncode == 2 and r.stderr.startswith("error: unrecognized arguments: --no-such-flag")
+
+
+def test_attention_task_mine_says_which_exercise_is_missing(tmp_path):
+    """With the exercises as they ship (every body a NotImplementedError), --mine stops at once
+    and names the first one it needs, pointing to check.py; a student's finished file passes."""
+    exercises = open(os.path.join(HERE, "docs/exercises/exercises.py"), encoding="utf-8").read()
+    if exercises.count("raise NotImplementedError") < 4:
+        pytest.skip("docs/exercises/exercises.py has been written")
+    r = run("docs/attention_task.py", *TINY_TASK, "--out", tmp_path / "mine", "--mine")
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert re.fullmatch(r"error: --mine: \w+ of docs/exercises/exercises.py is not written yet; "
+                        r"run python docs/exercises/check.py\n", r.stderr), r.stderr
 
 
 # -----------------------------------------------------------------------------
