@@ -237,7 +237,7 @@ for k, row in enumerate(rows):
 save(files[0], lambda f: sheet.save(f, format="PNG"))
 i = examples[0]
 page = attention_maps.attention_page(picture(lightness[i], preds["attention"][i]), alpha[i],
-                                     "The attention task: where each position of the attention model looks")
+                                     "The attention task (the attention model)")
 save(files[1], lambda f: f.write(page.encode("utf-8")))
 print(f"wrote {files[0]} and {files[1]} in {time.monotonic() - start:.0f} s")
 print(f"baseline {ratio['baseline']:.2f}x all-gray, attention {ratio['attention']:.2f}x all-gray")
