@@ -153,14 +153,16 @@ def split_images(root, val_fraction=VAL_FRACTION, problems=None, run_folder=None
 
 
 def copies_of(originals, files):
-    """The files whose bytes are those of one of `originals`. Only files of
-    the same size as an original are read (rarely any but true copies)."""
+    """The files whose bytes are those of one of `originals` (empty ones
+    aside). Only files of the same size as an original are read (rarely any
+    but true copies)."""
     def digest(path):
         with open(path, "rb") as f:
             return hashlib.sha1(f.read()).digest()
     sizes = collections.defaultdict(list)
     for path in originals:
-        sizes[os.path.getsize(path)].append(path)
+        if os.path.getsize(path):  # empty files are alike, but no photos (and unreadable anyway)
+            sizes[os.path.getsize(path)].append(path)
     candidates = [f for f in files if os.path.getsize(f) in sizes]
     known = {digest(p) for f in candidates for p in sizes[os.path.getsize(f)]}
     return {f for f in candidates if digest(f) in known}
