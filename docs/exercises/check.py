@@ -12,7 +12,6 @@ training step. The gradients are compared too, because training goes through
 them. One line per exercise: pass, not written yet, or the first difference;
 then "N of 4 pass". Exit status 0 when all pass, 1 otherwise, 2 for a bad argument.
 """
-import argparse
 import importlib.util
 import math
 import os
@@ -25,6 +24,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 import model  # noqa: E402
+import runs  # noqa: E402  (one-line errors, as every command of the repository)
 
 TOLERANCE = 1e-5  # float32 is good to ~1e-7 here; a real mistake is off by far more
 
@@ -199,30 +199,20 @@ EXERCISES = [("coord_channels", check_coord_channels), ("attention_forward", che
 # The command
 
 
-def bad_argument(message):
-    print(f"error: {message}", file=sys.stderr)
-    sys.exit(2)
-
-
-class OneLineParser(argparse.ArgumentParser):
-    def error(self, message):  # argparse's usage block would bury the one line that matters
-        bad_argument(message)
-
-
 def main():
-    parser = OneLineParser(description="Check docs/exercises/exercises.py (or FILE) against model.py.")
+    parser = runs.ArgumentParser(description="Check docs/exercises/exercises.py (or FILE) against model.py.")
     parser.add_argument("file", nargs="?", metavar="FILE.py", help="the file to check (default: exercises.py here)")
     parser.add_argument("--solutions", action="store_true", help="check solutions.py, the answers")
     args = parser.parse_args()
     if args.solutions and args.file:
-        bad_argument("give FILE.py or --solutions, not both")
+        runs.fail("give FILE.py or --solutions, not both")
     path = args.file or os.path.join(HERE, "solutions.py" if args.solutions else "exercises.py")
     if not os.path.exists(path):
-        bad_argument(f"{path}: no such file")
+        runs.fail(f"{path}: no such file")
     if not os.path.isfile(path):
-        bad_argument(f"{path}: not a file")
+        runs.fail(f"{path}: not a file")
     if not path.endswith(".py"):
-        bad_argument(f"{path}: not a Python file (.py)")
+        runs.fail(f"{path}: not a Python file (.py)")
 
     spec = importlib.util.spec_from_file_location("checked_exercises", path)
     module = importlib.util.module_from_spec(spec)
