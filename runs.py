@@ -534,6 +534,20 @@ def on_stop_signals(handler):
         signal.signal(signum, handler)
 
 
+def stop_every_rank(run, log):
+    """Under torchrun, a stop signal (torchrun passes Ctrl-C on as SIGTERM)
+    ends every rank at once, each at whatever step it is in: none saves, as
+    they would save different steps, and the last checkpoint, written
+    atomically, stays whole for --resume. os._exit, so that no exit handler
+    half-run by the signal prints a traceback."""
+    def on_signal(signum, frame):
+        name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+        log(f"{name}: stopped; " + (f"{run.last_good()}, --resume continues from it" if run.last_good()
+                                    else "no checkpoint was written yet"))
+        os._exit(130)
+    on_stop_signals(on_signal)
+
+
 class StopRequest:
     """A stop signal during training: finish the step in hand, save ckpt.pt at
     that step and stop, so --resume continues from there; a second one stops

@@ -115,6 +115,7 @@ project, in this order, each with the tests that keep it:
         test_sigterm_and_sighup_save_like_ctrl_c
         test_colorize_stopped_by_sigterm_exits_130_and_leaves_no_temporary_file
         test_ctrl_c_while_torch_loads_is_one_line
+        test_ctrl_c_under_torchrun_stops_every_rank_in_one_line_each
 10. Bad input is one line
         test_train_checks_every_flag_before_any_work
         test_train_checks_files_and_folders_before_any_work
@@ -2184,6 +2185,28 @@ def test_ctrl_c_while_torch_loads_is_one_line(tmp_path, script):
     p.send_signal(signal.SIGINT)
     out, err = p.communicate(timeout=60)
     assert "Traceback" not in err and p.returncode in (0, 130), err
+
+
+def test_ctrl_c_under_torchrun_stops_every_rank_in_one_line_each(photo_dir, tmp_path):
+    """Ctrl-C during training under torchrun: no rank says "before training
+    began", none prints a traceback (SystemExit from half-run exit handlers),
+    rank 0 says in one line where the last checkpoint is, and it stays whole."""
+    out = tmp_path / "run"
+    p = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                          os.path.join(HERE, "train.py"), "--data", str(photo_dir), "--out", str(out),
+                          "--max-steps", "100000", "--eval-every", "2", "--log-every", "1", *map(str, TINY)],
+                         cwd=HERE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.monotonic() + 240
+    while not (out / "ckpt.pt").exists() and time.monotonic() < deadline and p.poll() is None:
+        time.sleep(0.2)
+    time.sleep(1)
+    os.killpg(p.pid, signal.SIGINT)  # as a terminal's Ctrl-C: the whole group
+    stdout, stderr = p.communicate(timeout=120)
+    # (torchrun's own launcher prints a traceback of its SignalException: not ours)
+    ours = [line for line in stderr.splitlines() if "train.py" in line or "SystemExit" in line]
+    assert "before training began" not in stdout + stderr and not ours, (stdout[-1500:], ours)
+    assert re.search(r"stopped; .*ckpt\.pt is the last good checkpoint, --resume continues from it", stdout), stdout
+    assert torch.load(out / "ckpt.pt", weights_only=True)["step"] >= 2
 
 
 # -----------------------------------------------------------------------------

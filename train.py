@@ -331,6 +331,8 @@ def evaluate(colorizer, n_samples=6):
 
 
 stop = runs.StopRequest(run, log) if not distributed else None  # Ctrl-C: save the step in hand, then stop
+if distributed:
+    runs.stop_every_rank(run, log)  # every rank stops at once; the last checkpoint stands
 # The loss is summed on the device, so the GPU never waits for a per-step .item();
 # it is read, and checked for NaN/inf, before anything is logged or saved.
 loss_sum, loss_count, images = torch.zeros((), device=device), 0, 0
