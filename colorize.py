@@ -191,13 +191,6 @@ def parse(argv):
     return parser.parse_args(argv)
 
 
-def too_large_for_attention(size, what="--size"):
-    """The one-line refusal of --attention at a size whose N x N weights take gigabytes."""
-    gb = 4 * size ** 4 / 8 ** 4 * 4 / 2**30  # N x N float32 weights of a 4:1 copy
-    return (f"--attention with {what} {size}: its N x N attention weights would take up to {gb:.0f} GB; "
-            f"--size {MAX_ATTENTION_SIZE} or less with --attention")
-
-
 def check_flags(args):
     """The flags and --out, before any work: the first problem, one line, exit
     status 2. Sets args.device and args.batch_size."""
@@ -206,7 +199,6 @@ def check_flags(args):
              f"--size {args.size}: must be 8 to {runs.MAX_SIZE} (the short side, in pixels, the network sees)"),
             (args.batch_size is None or args.batch_size >= 1, f"--batch-size {args.batch_size}: must be 1 or more"),
             (args.device != "cuda" or torch.cuda.is_available(), "--device cuda, but no CUDA device is available"),
-            (not (args.attention and (args.size or 0) > MAX_ATTENTION_SIZE), too_large_for_attention(args.size or 0)),
             (not (args.out and os.path.exists(args.out) and not os.path.isdir(args.out)),
              f"--out {printable(args.out or '')}: a file, not a folder")]:
         if not ok:
@@ -230,6 +222,11 @@ def load_models(args):
             loaded = load(checkpoint, args.device, args.inception)
         except ColorizeError as e:
             runs.fail(e)
+        size = args.size or loaded.size  # what the network will see: --size, else the checkpoint's own
+        if args.attention and size > MAX_ATTENTION_SIZE:  # N x N float32 weights of a 4:1 copy: size^4 / 256 bytes
+            runs.fail(f"--attention with {'--size' if args.size else printable(loaded.path) + ', trained at'} {size}: "
+                      f"its N x N attention weights would take up to {size ** 4 / 256 / 2**30:.0f} GB; "
+                      f"--size {MAX_ATTENTION_SIZE} or less with --attention")
         if loaded.path == DEMO_CHECKPOINT and not args.checkpoint:
             print("using the bundled demo model demo/colorizer.pt (trained on 229 photos on a GPU, then on 262 "
                   f"on a CPU; a run of train.py into {runs.SEARCHED} here is used instead)", file=sys.stderr)
@@ -237,9 +234,7 @@ def load_models(args):
             f"; the newest run under {runs.SEARCHED}, --checkpoint PATH chooses another"
         print(f"checkpoint: {printable(loaded.path)} ({loaded.summary}{found})", file=sys.stderr)
         names.append(outputs.model_name(loaded.path, names, len(args.checkpoint or []) > 1))
-        models.append(loaded._replace(size=args.size or loaded.size))
-        if args.attention and models[-1].size > MAX_ATTENTION_SIZE:  # the checkpoint's own size, if no --size
-            runs.fail(too_large_for_attention(models[-1].size, f"{printable(loaded.path)}, trained at"))
+        models.append(loaded._replace(size=size))
     if args.attention and models[0].net.attention is None:
         print(f"note: {printable(models[0].path)} is a baseline model without attention; no attention maps",
               file=sys.stderr)

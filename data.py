@@ -159,12 +159,10 @@ def copies_of(originals, files):
     def digest(path):
         with open(path, "rb") as f:
             return hashlib.sha1(f.read()).digest()
-    sizes = collections.defaultdict(list)
-    for path in originals:
-        if os.path.getsize(path):  # empty files are alike, but no photos (and unreadable anyway)
-            sizes[os.path.getsize(path)].append(path)
+    sizes = {os.path.getsize(p) for p in originals} - {0}  # empty files are alike, but no photos
     candidates = [f for f in files if os.path.getsize(f) in sizes]
-    known = {digest(p) for f in candidates for p in sizes[os.path.getsize(f)]}
+    wanted = {os.path.getsize(f) for f in candidates}
+    known = {digest(p) for p in originals if os.path.getsize(p) in wanted}  # each file read once at most
     return {f for f in candidates if digest(f) in known}
 
 
@@ -413,9 +411,8 @@ class Draws(torch.utils.data.Sampler):
         self.weights = None if weights is None else torch.as_tensor(weights, dtype=torch.double)
 
     def __iter__(self):
-        epoch, draw = divmod(self.start, self.n)  # the epochs before the start are skipped whole
-        draw += epoch * self.n
-        skip = self.start - epoch * self.n
+        epoch, skip = divmod(self.start, self.n)  # the epochs before the start are skipped whole
+        draw = self.start
         for epoch in itertools.count(epoch):
             g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
             order = (torch.multinomial(self.weights, self.n, replacement=True, generator=g)

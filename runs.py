@@ -17,6 +17,7 @@ import argparse
 import atexit
 import csv
 import dataclasses
+import hashlib
 import io
 import math
 import os
@@ -224,6 +225,22 @@ def malformed_flags(parser, flags):
     return None
 
 
+def resume_recipe(parser, args, ckpt, flags_given, source, log):
+    """--resume goes on with the run's own recipe, its checkpoint's flags,
+    except the flags typed now (said in the log) and this process's own;
+    flags of the wrong type or an unknown choice stop it in one line."""
+    wrong = malformed_flags(parser, ckpt["args"])
+    if wrong:
+        fail(f"{source}: not a run to continue ({wrong})")
+    own = ("out", "resume", "overwrite", "init", "device", "workers", "cache", "compile")
+    for k, v in ckpt["args"].items():
+        if k not in flags_given and k not in own:
+            setattr(args, k, v)
+    changed = [f"--{k.replace('_', '-')} {getattr(args, k)} (was {ckpt['args'].get(k)})" for k in sorted(flags_given)
+               if k not in ("resume", "out") and ckpt["args"].get(k, getattr(args, k)) != getattr(args, k)]
+    log("resume: " + (", ".join(changed) or "with the run's own settings"))
+
+
 def resumable(ckpt):
     """What keeps a checkpoint from being a run to continue, in words, or None."""
     if not (isinstance(ckpt.get("optimizer"), dict) and "param_groups" in ckpt["optimizer"]):
@@ -396,20 +413,29 @@ class Run:
     --resume needs), best.pt (the best validation so far, what colorize.py
     uses), log.csv, loss.png and samples.png. Rank 0 alone writes them."""
 
-    def __init__(self, args, config, inception_record, stream=(0, 0, 0)):
+    def __init__(self, args, config, inception_record, stream=(0, 0, 0), validation=()):
         self.args, self.config, self.inception_record = args, config, inception_record
         self.path = {name: os.path.join(args.out, name) for name in RUN_FILES}
         self.history, self.best_mse = [], math.inf  # history: one dict per logged step and per evaluation
         # (step, photos drawn by then, drawn per step): how far the stream of photos is at each step
         self.stream = stream
-        self.validated_on = None  # what validation judged: a digest of its photos' names and sizes
+        # What validation judges: a digest of its photos' names and sizes, kept in checkpoints.
+        self.validated_on = hashlib.sha1(repr([(os.path.relpath(f, args.data), os.path.getsize(f))
+                                               for f in validation]).encode()).hexdigest()
 
-    def restore(self, ckpt, optimizer):
-        """--resume: the optimizer, history, best so far and random state of the run."""
+    def restore(self, ckpt, optimizer, log):
+        """--resume: the optimizer, history, best so far and random state of the
+        run. Validation on other photos than the checkpoint's (photos added or
+        removed) gives numbers that do not compare: the best starts over, said."""
         optimizer.load_state_dict(ckpt["optimizer"])
         self.history, self.best_mse = ckpt["history"], ckpt.get("best_mse", math.inf)
         torch.set_rng_state(ckpt["rng"]["torch"])
         random.setstate(ckpt["rng"]["python"])
+        if ckpt.get("validated_on") != self.validated_on:
+            self.best_mse = math.inf
+            log("resume: the validation photos are not the ones the run was judged on (" + (
+                "photos added, removed or changed" if ckpt.get("validated_on") else "the checkpoint does not say which")
+                + "): the best so far starts over")
 
     def last_good(self):
         return f"{self.path[CHECKPOINT]} is the last good checkpoint" if os.path.exists(self.path[CHECKPOINT]) else ""

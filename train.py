@@ -17,7 +17,6 @@ run's files safe (the run folder, checkpoints, Ctrl-C and SIGTERM) lives in runs
 the Inception and its weights in inception.py.
 """
 import copy
-import hashlib
 import math
 import os
 import random
@@ -100,15 +99,7 @@ ckpt = runs.start_checkpoint(args)  # what --resume continues or --init starts f
 source = f"--resume {os.path.join(args.out, runs.CHECKPOINT)}" if args.resume else f"--init {args.init}"
 start_step = ckpt["step"] if args.resume else 0
 if args.resume:  # the run's own recipe, except the flags typed now (said) and this process's own
-    if runs.malformed_flags(parser, ckpt["args"]):
-        runs.fail(f"{source}: not a run to continue ({runs.malformed_flags(parser, ckpt['args'])})")
-    own_flags = ("out", "resume", "overwrite", "init", "device", "workers", "cache", "compile")
-    for k, v in ckpt["args"].items():
-        if k not in flags_given and k not in own_flags:
-            setattr(args, k, v)
-    changed = [f"--{k.replace('_', '-')} {getattr(args, k)} (was {ckpt['args'].get(k)})" for k in sorted(flags_given)
-               if k not in ("resume", "out") and ckpt["args"].get(k, getattr(args, k)) != getattr(args, k)]
-    log("resume: " + (", ".join(changed) or "with the run's own settings"))
+    runs.resume_recipe(parser, args, ckpt, flags_given, source, log)
 fine_tune = bool(args.init or (ckpt or {}).get("args", {}).get("init"))  # also when --resume continues one
 for flag, ok, must in [
         ("--size", 8 <= args.size <= 2048 and args.size % 8 == 0, "a multiple of 8 from 8 to 2048"),
@@ -137,8 +128,8 @@ for flag, ok, must in [
     if not ok:
         runs.fail(f"{flag} must be {must}, got {getattr(args, flag[2:].replace('-', '_'))}")
 config = runs.checked(model.config_from_flags, args, ckpt, source)  # a checkpoint's own: flags may restate it
-if args.init:  # its weights must fit and be finite: said now, before any work
-    runs.checked(model.from_checkpoint, ckpt, said=source)
+# --init: the averaged weights it was judged by, which must fit and be finite: said now, before any work
+init_net = runs.checked(model.from_checkpoint, ckpt, said=source) if args.init else None
 problems = []  # unreadable folders, FIFOs: passed over, said once
 try:
     train_files, val_files = data.split_images(args.data, args.val_fraction, problems, run_folder=args.out)
@@ -221,9 +212,9 @@ if config.global_branch:  # the frozen Inception: the one the checkpoint was tra
     inception_net, inception_record, _ = runs.checked(inception.open_inception, args.inception, inception_record)
     inception_net = inception_net.to(device, memory_format=memory_format)
     log(f"inception: {inception_record['file']} (sha256 {inception_record['sha256'][:12]}...)")
-net = model.Colorizer(config)
-if ckpt:  # --init: the averaged weights it was judged by; --resume: the last step's
-    runs.checked(model.load_weights, net, model.averaged_weights(ckpt) if args.init else ckpt["model"], said=source)
+net = init_net or model.Colorizer(config)
+if args.resume:  # the last step's weights
+    runs.checked(model.load_weights, net, ckpt["model"], said=source)
 if args.init:
     log(f"initialized from {args.init} (step {ckpt.get('step', '?')} of its run)")
 net = net.to(device, memory_format=memory_format)
@@ -280,17 +271,11 @@ def lr_at(step):
     return args.lr
 
 
-run = runs.Run(args, config, inception_record, stream=(start_step, draws_done, args.batch_size * world))
-run.validated_on = hashlib.sha1(repr([(os.path.relpath(f, args.data), os.path.getsize(f))
-                                      for f in val_set.files]).encode()).hexdigest()
-if args.resume:
-    run.restore(ckpt, optimizer)
+run = runs.Run(args, config, inception_record, stream=(start_step, draws_done, args.batch_size * world),
+               validation=val_set.files)
+if args.resume:  # the optimizer, history and best so far (over again if validation is on other photos)
+    run.restore(ckpt, optimizer, log)
     log(f"resumed from {run.path[runs.CHECKPOINT]} at step {start_step}")
-    if ckpt.get("validated_on") != run.validated_on:  # another set: its numbers do not compare with the old
-        run.best_mse = math.inf
-        log("resume: the validation photos are not the ones the run was judged on (" + (
-            "photos added, removed or changed" if ckpt.get("validated_on") else "the checkpoint does not say which")
-            + "): the best so far starts over")
 del ckpt
 
 # -----------------------------------------------------------------------------
