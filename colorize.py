@@ -259,7 +259,10 @@ def main(argv=None):
             predictions = [predict_all(m, [item[3] for item in batch], args.attention) for m in models]
             for i, (number, path, stem, rgb, alpha) in enumerate(batch):
                 colored = [Image.fromarray(full_resolution(rgb, p[i][0], args.device)) for p in predictions]
-                images, scores, attention_line = outputs.outputs_for(args, names, path, rgb, alpha, colored,
+                # all-gray, for --compare and --metrics: the input's own L with a*b* = 0, what every model keeps
+                gray = Image.fromarray(full_resolution(rgb, torch.zeros(2, 1, 1), args.device)) \
+                    if args.compare or args.metrics else None
+                images, scores, attention_line = outputs.outputs_for(args, names, path, rgb, alpha, colored, gray,
                                                                      predictions[0][i])
                 if not jobs.write(number, path, stem, images):
                     continue

@@ -165,17 +165,18 @@ class OutputPlan:
 # -----------------------------------------------------------------------------
 # 2. The extras of one input: --compare, --attention, --metrics
 
-def outputs_for(args, names, path, rgb, alpha, colored, prediction):
+def outputs_for(args, names, path, rgb, alpha, colored, gray, prediction):
     """{suffix: PIL image, or the text of a page} for one input: NAME_color.png
     from the first model's colorized image (colored: one per model, at full
     size), and the extras asked for; its metrics (None without --metrics, {}
     for a gray input, else {name: (PSNR, ab MSE, colorfulness)}); and with
     --attention, a line of statistics of the attention weights (else None).
+    gray: all-gray, the input's L with a*b* = 0 (for --compare and --metrics);
     prediction: the first model's (a*b*, attention or None, network's copy)."""
     result = colored[0].copy()  # the RGB one is still needed for --compare and --metrics
     if alpha is not None:
         result.putalpha(alpha)
-    images, has_color, gray = {"_color.png": result}, not data.is_grayscale(rgb), rgb.convert("L").convert("RGB")
+    images, has_color = {"_color.png": result}, not data.is_grayscale(rgb)
     if args.compare:  # copies: thumbnail() shrinks in place, and --metrics needs the full size
         panels = [p.copy() for p in [gray] + colored + ([rgb] if has_color else [])]
         for p in panels:
