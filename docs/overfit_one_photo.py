@@ -78,7 +78,7 @@ with torch.no_grad():
     pred = net(lightness)
     print(f"final, in eval mode: mse {F.mse_loss(pred, ab).item():.5f} (all-gray {gray_mse:.5f})")
     colored = (lab.lab_to_rgb(lab.net_to_lab(lightness, pred))[0] * 255).round().byte().permute(1, 2, 0).numpy()
-gray = rgb.convert("L").convert("RGB")
+gray = Image.fromarray((lab.gray_rgb(lightness)[0] * 255).round().byte().permute(1, 2, 0).numpy())  # its own L
 sheet = Image.new("RGB", (3 * args.size, args.size))
 for k, im in enumerate([gray, Image.fromarray(colored), rgb]):
     sheet.paste(im, (k * args.size, 0))
