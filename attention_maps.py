@@ -20,11 +20,14 @@ import html
 import io
 import json
 import math
+import re
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw
+
+from data import printable
 
 
 PEAK = 16  # the heat is full at 16 times the uniform weight
@@ -166,8 +169,12 @@ def attention_page(picture, alpha, title="", peak=PEAK):
     map over the gray picture, on the scale of heat_panel, with its statistics.
     The fragment #x=0.25,y=0.60 (fractions of width and height) selects a
     point, so notes can link to a view. -> the page's text."""
-    data = json.dumps(page_data(picture, alpha, title, peak)).replace("</", "<\\/")
-    return PAGE.replace("TITLE", html.escape(title or "attention")).replace("DATA", DATA_OPEN + data + "</script>")
+    title = printable(title or "attention")  # a file name: any bytes, shown escaped
+    # <, > and & as JSON escapes, so that no name can close the script element or open a comment in it
+    data = json.dumps(page_data(picture, alpha, title, peak))
+    data = data.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+    fill = {"TITLE": html.escape(title), "DATA": DATA_OPEN + data + "</script>"}
+    return re.sub("TITLE|DATA", lambda m: fill[m.group()], PAGE)  # one pass: a name holding DATA stays a name
 
 
 PAGE = """<!DOCTYPE html>

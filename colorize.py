@@ -38,6 +38,7 @@ DEMO_CHECKPOINT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "demo
 PAD = 8  # pixels of border added around the network's copy (predict_ab), a multiple of 8
 STRIP_ROWS = 256  # full-resolution work runs in strips of rows: bounded memory for any size
 MAX_ATTENTION_SIZE = 512  # --attention: a 4:1 panorama at 512 px is 16384 positions, 1 GB of weights
+SLOW_ATTENTION_SIZE = 1024  # above it, attention's N^2 work takes minutes a photo on a CPU: said
 # A checkpoint loaded for use: the network, its frozen Inception (or None), the
 # short side of the network's copy, the device, the file, and "step N, ...".
 LoadedModel = namedtuple("LoadedModel", "net inception size device path summary")
@@ -200,7 +201,9 @@ def check_flags(args):
             (args.batch_size is None or args.batch_size >= 1, f"--batch-size {args.batch_size}: must be 1 or more"),
             (args.device != "cuda" or torch.cuda.is_available(), "--device cuda, but no CUDA device is available"),
             (not (args.out and os.path.exists(args.out) and not os.path.isdir(args.out)),
-             f"--out {printable(args.out or '')}: a file, not a folder")]:
+             f"--out {printable(args.out or '')}: a file, not a folder"),
+            ("" not in [args.out, args.inception, *(args.checkpoint or [])],
+             "--out, --checkpoint and --inception take a path: an empty one was given")]:
         if not ok:
             runs.fail(problem)
     if args.out:
@@ -227,6 +230,10 @@ def load_models(args):
             runs.fail(f"--attention with {'--size' if args.size else printable(loaded.path) + ', trained at'} {size}: "
                       f"its N x N attention weights would take up to {size ** 4 / 256 / 2**30:.0f} GB; "
                       f"--size {MAX_ATTENTION_SIZE} or less with --attention")
+        if loaded.net.attention is not None and args.device == "cpu" and size > SLOW_ATTENTION_SIZE:
+            print(f"note: {printable(loaded.path)} at a short side of {size}: its attention compares each of "
+                  f"{(size // 8) ** 2}+ positions with every other, minutes a photo on the CPU; --size "
+                  f"{SLOW_ATTENTION_SIZE // 2} is 16 times less work", file=sys.stderr)
         if loaded.path == DEMO_CHECKPOINT and not args.checkpoint:
             print("using the bundled demo model demo/colorizer.pt (trained on 229 photos on a GPU, then on 262 "
                   f"on a CPU; a run of train.py into {runs.SEARCHED} here is used instead)", file=sys.stderr)
@@ -245,7 +252,8 @@ def main(argv=None):
     """colorize.py: 0 when every input was colorized, 1 when one failed (said,
     and the others done), 2 for a bad flag or checkpoint (one line), 130 after
     Ctrl-C, SIGTERM or SIGHUP, which stop it as KeyboardInterrupt does, so that
-    a save in flight removes its temporary file and every output is whole."""
+    a save in flight removes its temporary file and every output is whole;
+    141 when its standard output is a pipe whose reader left."""
     def interrupt(signum, frame):
         raise KeyboardInterrupt
     runs.on_stop_signals(interrupt)
@@ -278,6 +286,10 @@ def main(argv=None):
         print("interrupted: the outputs written so far are whole; run it again and they are skipped",
               file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `colorize.py DIR | head`: the reader left; nothing is written while printing
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so that exit's flush is quiet too
+        print("stopped: standard output was closed; the outputs written so far are whole", file=sys.stderr)
+        return 141
 
 
 if __name__ == "__main__":

@@ -254,19 +254,28 @@ def open_image(path):
 def image_input(image):
     """(PIL RGB, alpha or None) for the notebook API: a path (as the command
     opens it; warnings come back as Python warnings), a PIL image of any mode,
-    turned upright by its EXIF orientation as a path is, or a numpy array
-    (H, W), (H, W, 3) or (H, W, 4) of uint8, or floats in [0, 1]."""
+    turned upright by its EXIF orientation and taken to sRGB as a path is, or
+    a numpy array (H, W), (H, W, 3) or (H, W, 4) of uint8, or floats in [0, 1]."""
     if isinstance(image, np.ndarray):
+        kind = image.dtype.kind
+        if kind == "f" and image.size and not 0 <= np.nanmin(image) <= np.nanmax(image) <= 1:
+            raise ValueError(f"a float array must hold values from 0 to 1, this one {np.nanmin(image):g} to "
+                             f"{np.nanmax(image):g}: divide by 255 (or 65535), or give uint8")
+        if image.dtype != np.uint8 and kind != "f":  # 0-255 in int64 would read as white, 16 bits clip
+            raise ValueError(f"an array of dtype {image.dtype} is not an image: give uint8 (0-255) or "
+                             f"floats in [0, 1]")
         try:
-            image = Image.fromarray(image if image.dtype == np.uint8 else
-                                    (np.clip(image, 0, 1) * 255).round().astype(np.uint8))
+            image = Image.fromarray(image if kind != "f" else (np.nan_to_num(image) * 255).round().astype(np.uint8))
         except (TypeError, ValueError):
             raise ValueError(f"an array of shape {image.shape} and dtype {image.dtype} is not an image "
-                           f"((H, W), (H, W, 3) or (H, W, 4))") from None
+                             f"((H, W), (H, W, 3) or (H, W, 4))") from None
     if not isinstance(image, (str, os.PathLike, Image.Image)):
         raise ValueError(f"a {type(image).__name__} is not an image: give a path, a PIL image or a numpy array")
     if isinstance(image, Image.Image):
-        rgb, alpha = to_rgb(ImageOps.exif_transpose(image))
+        try:  # a lazily opened image is decoded only now: a truncated file fails here
+            rgb, alpha = to_rgb(to_srgb(ImageOps.exif_transpose(image)))
+        except IMAGE_ERRORS as e:
+            raise ValueError(f"the PIL image is not a readable image ({e})") from None
     else:
         rgb, alpha, caught = open_image(image)
         for message in caught:

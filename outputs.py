@@ -95,7 +95,7 @@ def save_output(output, path):
 def model_name(path, names, several):
     """A model's name in --compare strips and --metrics: its run folder's, when
     several are compared (numbered when two folders share a name)."""
-    name = os.path.basename(os.path.dirname(os.path.abspath(path))) if several else "colorized"
+    name = printable(os.path.basename(os.path.dirname(os.path.abspath(path)))) if several else "colorized"
     return f"{name}-{len(names) + 1}" if name in names else name
 
 

@@ -195,7 +195,7 @@ def malformed(ckpt):
     if not all(isinstance(row, dict) and isinstance(row.get("step"), int) and all(
             isinstance(v, number) for k, v in row.items() if k != "step") for row in ckpt.get("history") or []):
         return "'history' holds something other than rows of numbers"
-    if not (ckpt.get("step", 0) if isinstance(ckpt.get("step", 0), int) else -1) >= 0:
+    if not (ckpt.get("step", 0) if type(ckpt.get("step", 0)) is int else -1) >= 0:  # True is an int too
         return f"'step' is {ckpt.get('step')!r}"
     size = (ckpt.get("args") or {}).get("size", 256)
     if not (isinstance(size, int) and 8 <= size <= MAX_SIZE):
@@ -255,8 +255,9 @@ def resumable(ckpt):
 
 def describe(ckpt):
     """"step N, validation MSE X": what a checkpoint is, for the log."""
-    val = ckpt.get("validation") or next((r for r in reversed(ckpt.get("history") or []) if "val_mse" in r), None)
-    return f"step {ckpt.get('step', '?')}" + (f", validation MSE {val['val_mse']:.5f}" if val else "")
+    val = ckpt.get("validation") or next((r for r in reversed(ckpt.get("history") or []) if "val_mse" in r), {})
+    mse = val.get("val_mse")  # a hand-made checkpoint may leave it out, or None
+    return f"step {ckpt.get('step', '?')}" + (f", validation MSE {mse:.5f}" if isinstance(mse, (int, float)) else "")
 
 
 def export_checkpoint(src, dst, start=None, share=1.0, size=None):
@@ -297,7 +298,7 @@ def run_checkpoint(folder):
 def find_checkpoint(roots=RUN_ROOTS):
     """The checkpoint of the newest train.py run under any of the folders roots, or None."""
     found = [os.path.join(folder, n) for root in roots for folder, _, names in os.walk(root)  # links not followed
-             for n in (BEST, CHECKPOINT) if n in names]
+             for n in (BEST, CHECKPOINT) if n in names and os.path.isfile(os.path.join(folder, n))]
     return run_checkpoint(os.path.dirname(max(found, key=os.path.getmtime))) if found else None
 
 # -----------------------------------------------------------------------------

@@ -114,6 +114,7 @@ project, in this order, each with the tests that keep it:
         test_ctrl_c_saves_the_step_in_hand_and_resume_goes_on
         test_sigterm_and_sighup_save_like_ctrl_c
         test_colorize_stopped_by_sigterm_exits_130_and_leaves_no_temporary_file
+        test_colorize_whose_reader_left_stops_in_one_line
         test_ctrl_c_while_torch_loads_is_one_line
         test_ctrl_c_under_torchrun_stops_every_rank_in_one_line_each
 10. Bad input is one line
@@ -123,6 +124,7 @@ project, in this order, each with the tests that keep it:
         test_compile_on_the_cpu_is_refused_in_one_line
         test_train_names_files_whose_names_are_not_utf8
         test_bad_flags_are_one_line_before_any_work
+        test_an_attention_model_too_slow_at_its_size_on_the_cpu_says_so_before_work
         test_attention_at_a_size_that_would_need_gigabytes_is_refused
         test_colorize_reports_bad_files_and_writes_the_good_ones
         test_a_fifo_is_passed_over_in_a_folder_and_an_error_when_named
@@ -148,6 +150,7 @@ project, in this order, each with the tests that keep it:
         test_attention_statistics_tell_uniform_weights_from_peaked_ones
         test_the_attention_explorer_embeds_the_models_own_weights
         test_the_explorer_keeps_peaked_weights_and_its_size_bounded
+        test_the_explorer_page_holds_any_file_name_as_text
         test_the_explorer_opens_from_disk_and_its_fragment_chooses_the_point
 13. The metrics say how far they can be trusted
         test_psnr_and_colorfulness_against_hand_computed_values
@@ -1867,11 +1870,17 @@ def test_odd_checkpoint_entries_and_api_inputs_are_one_line(tmp_path):
     good = torch.load(fake_run(tmp_path / "run", 4, files=("best.pt",)) / "best.pt", weights_only=True)
     for name, broken in [("size", {**good, "args": {"size": "big"}}), ("huge", {**good, "args": {"size": 10**9}}),
                          ("validation", {**good, "validation": {"val_mse": "x"}}),
+                         ("step", {**good, "step": True}),
                          ("sparse", {**good, "model": {k: v.to_sparse() if v.dim() else v
                                                        for k, v in good["model"].items()}})]:
         torch.save(broken, tmp_path / f"{name}.pt")
         r = colorize_cli(img, "--checkpoint", tmp_path / f"{name}.pt")
         assert r.returncode == 2 and r.stderr.count("\n") == 1 and "compatible" in r.stderr, (name, r.stderr)
+    # validation numbers left out or None (a hand-made file): it is said without them
+    for name, odd in [("none", {**good, "validation": {"val_mse": None}}), ("other", {**good, "validation": {"psnr": 2.0}})]:
+        torch.save(odd, tmp_path / f"{name}.pt")
+        r = colorize_cli(img, "--checkpoint", tmp_path / f"{name}.pt", "--overwrite")
+        assert r.returncode == 0 and f"{name}.pt (step 4)" in r.stderr, (name, r.stderr)
     r = colorize_cli(img, "--size", "abc")
     assert r.returncode == 2 and r.stderr.startswith("error: argument --size") and r.stderr.count("\n") == 1
     with pytest.raises(colorize.ColorizeError, match="cpu or cuda"):
@@ -1968,6 +1977,11 @@ def test_the_newest_run_search_does_not_follow_links_round_in_circles(tmp_path):
     os.symlink("../..", run_dir / "up2")
     make_photo(tmp_path / "p.jpg", size=(40, 32))
     r = colorize_cli("p.jpg", cwd=tmp_path, timeout=60)
+    assert r.returncode == 0 and os.path.join("out", "run", "best.pt") in r.stderr, r.stderr
+    # a link to nothing where a checkpoint would be is no run (and no traceback)
+    (tmp_path / "runs" / "gone").mkdir(parents=True)
+    os.symlink(tmp_path / "nothing", tmp_path / "runs" / "gone" / "best.pt")
+    r = colorize_cli("p.jpg", "--overwrite", cwd=tmp_path, timeout=60)
     assert r.returncode == 0 and os.path.join("out", "run", "best.pt") in r.stderr, r.stderr
 
 
@@ -2178,6 +2192,20 @@ def test_colorize_stopped_by_sigterm_exits_130_and_leaves_no_temporary_file(tmp_
     assert not [f for f in os.listdir(tmp_path) if ".tmp" in f]
 
 
+def test_colorize_whose_reader_left_stops_in_one_line(tiny_ckpt, tmp_path):
+    """colorize.py DIR | head: when the pipe closes, one line on stderr, exit
+    141 as a killed pipeline's, no traceback, and every output written is whole."""
+    photos = [make_photo(tmp_path / f"p{i}.jpg", size=(40, 32), seed=i) for i in range(3)]
+    p = subprocess.Popen([sys.executable, os.path.join(HERE, "colorize.py"), *map(str, photos), "--checkpoint",
+                          str(tiny_ckpt)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    p.stdout.close()  # the reader leaves before the first line
+    err = p.stderr.read()
+    assert p.wait(timeout=120) == 141 and "Traceback" not in err, err
+    assert err.strip().splitlines()[-1] == "stopped: standard output was closed; the outputs written so far are whole"
+    assert not [f for f in os.listdir(tmp_path) if ".tmp" in f]
+    assert all(Image.open(f).size == (40, 32) for f in tmp_path.glob("*_color.png"))
+
+
 @pytest.mark.parametrize("script", ["train.py", "colorize.py"])
 def test_ctrl_c_while_torch_loads_is_one_line(tmp_path, script):
     p = subprocess.Popen([sys.executable, script, "--help"], cwd=HERE, stdout=subprocess.PIPE,
@@ -2274,7 +2302,9 @@ def test_train_names_files_whose_names_are_not_utf8(photo_dir, tmp_path):
     (["-o", "FILE/sub"], "--out FILE/sub: cannot write there"),
     (["--size", "0"], "--size 0: must be 8 to 4096"),
     (["--size", "100000"], "--size 100000: must be 8 to 4096"),
-    (["--batch-size", "0"], "--batch-size 0: must be 1 or more")])
+    (["--batch-size", "0"], "--batch-size 0: must be 1 or more"),
+    (["-o", ""], "--out, --checkpoint and --inception take a path: an empty one"),
+    (["--checkpoint", ""], "--out, --checkpoint and --inception take a path: an empty one")])
 def test_bad_flags_are_one_line_before_any_work(tmp_path, flags, message):
     img = make_photo(tmp_path / "p.jpg", size=(40, 32))
     (tmp_path / "FILE").write_text("a file")
@@ -2282,6 +2312,23 @@ def test_bad_flags_are_one_line_before_any_work(tmp_path, flags, message):
     assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
     assert r.stderr.startswith("error: " + message.replace("FILE", str(tmp_path / "FILE"))), r.stderr
     assert not (tmp_path / "p_color.png").exists() and (tmp_path / "FILE").read_text() == "a file"
+
+
+def test_an_attention_model_too_slow_at_its_size_on_the_cpu_says_so_before_work(tiny_ckpt, tmp_path):
+    """At a short side of 2048 attention compares 65536+ positions with each
+    other: minutes a photo on a CPU. Said before the first photo, with what
+    to do, and it stops cleanly when the user takes the advice."""
+    photo = make_photo(tmp_path / "p.jpg", size=(40, 32))
+    p = subprocess.Popen([sys.executable, os.path.join(HERE, "colorize.py"), str(photo), "--checkpoint",
+                          str(tiny_ckpt), "--size", "2048", "--device", "cpu"], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    for line in p.stderr:
+        if line.startswith(("note:", "error:", "Traceback")):
+            break
+    p.terminate()
+    out, err = p.communicate(timeout=60)
+    assert line.startswith("note: ") and "65536+ positions" in line and "--size 512" in line, line + err
+    assert p.returncode == 130 and not (tmp_path / "p_color.png").exists(), err
 
 
 def test_attention_at_a_size_that_would_need_gigabytes_is_refused(tmp_path):
@@ -2583,6 +2630,16 @@ def test_python_api_takes_arrays_turns_pil_images_upright_and_refuses_the_imposs
         colorize.colorize(Image.new("RGB", (0, 0)), colorizer)
     with pytest.raises(colorize.ColorizeError, match="not an image"):
         colorize.colorize(np.zeros((2, 3, 4, 5)), colorizer)
+    # 0-255 in another dtype would read as almost white: refused, with what to give instead
+    with pytest.raises(colorize.ColorizeError, match="dtype int64 is not an image: give uint8"):
+        colorize.colorize(rgb.astype(np.int64), colorizer)
+    with pytest.raises(colorize.ColorizeError, match="must hold values from 0 to 1, this one [0-9.]+ to 1.8"):
+        colorize.colorize(rgb.astype(np.float64) / 127, colorizer)
+    # a lazily opened image is decoded by colorize(): a truncated file is an image error, not an OSError
+    whole = make_photo(tmp_path / "whole.jpg", size=(200, 150)).read_bytes()
+    (tmp_path / "cut.jpg").write_bytes(whole[:len(whole) // 2])  # its header whole, half its pixels
+    with pytest.raises(colorize.ColorizeError, match="the PIL image is not a readable image"):
+        colorize.colorize(Image.open(tmp_path / "cut.jpg"), colorizer)
     if not torch.cuda.is_available():
         with pytest.raises(colorize.ColorizeError, match="no CUDA device"):
             colorize.load(DEMO, device="cuda")
@@ -2686,6 +2743,20 @@ def test_the_explorer_keeps_peaked_weights_and_its_size_bounded():
     assert stride > 1 and rows * cols * 64 * 256 <= attention_maps.PAGE_BYTES and queries[1] == stride
     with pytest.raises(ValueError, match="needs"):
         attention_maps.attention_page(picture, alpha[:40, :40])
+
+
+def test_the_explorer_page_holds_any_file_name_as_text():
+    """A name is data: not UTF-8, holding the page's own placeholders, or
+    what would open a comment in the script element, the page stays one page
+    with one data block, and the name comes back as it is shown."""
+    picture = Image.new("RGB", (32, 16), (90, 120, 60))
+    alpha = torch.full((8, 8), 1 / 8)
+    for name in ("caf\udce9.png", "DATA_001 TITLE.png", "b<!--<script>.png", "x</script><b>&amp;.png"):
+        page = attention_maps.attention_page(picture, alpha, name)
+        page.encode("utf-8")  # writable as the file it is saved to
+        assert page.count('id="data"') == 1 and page.count("<script") == 2, name
+        assert page.count("</script>") == 2 and "<!--" not in page
+        assert attention_maps.read_page_data(page)["title"] == data.printable(name)
 
 
 @pytest.mark.skipif(not browser() and not os.environ.get("CI"), reason="no headless Chromium here")
