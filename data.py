@@ -119,11 +119,10 @@ def split_images(root, val_fraction=VAL_FRACTION, problems=None, run_folder=None
         if train and not val:  # else validation would silently be on the training photos
             raise ValueError(f"{printable(os.path.join(root, 'val'))} holds no image ({', '.join(IMAGE_EXTENSIONS)}): "
                              f"put validation photos there, or remove it to hold out photos of train/ by a hash")
-        in_both = {(os.path.basename(f), os.path.getsize(f)) for f in train} & \
-            {(os.path.basename(f), os.path.getsize(f)) for f in val}
+        in_both = copies_of(train, val)  # whatever their names: a copy, a link
         if in_both:
             raise ValueError(f"{printable(root)}: {len(in_both)} of the {len(val)} photos in val/ are in train/ too "
-                             f"(same name and size, e.g. {printable(min(in_both)[0])}): validation must be on "
+                             f"(byte-identical, e.g. {printable(min(in_both))}): validation must be on "
                              f"photos the model never trained on")
     else:
         files = photos(root)
@@ -142,7 +141,10 @@ def split_images(root, val_fraction=VAL_FRACTION, problems=None, run_folder=None
         elif files and not train:
             raise ValueError(f"{printable(root)}: --val-fraction {val_fraction} holds out all {len(files)} photos, "
                              f"leaving none to train on")
-        copies = copies_of(val, train)  # a folder and its backup: the same photo on both sides of the split
+        copies = copies_of(val, train) if len(files) > 1 else set()  # a folder and its backup: both sides
+        if copies and len(copies) == len(train):
+            raise ValueError(f"{printable(root)}: all {len(train)} training photos are byte-identical copies of "
+                             f"validation photos (e.g. {printable(min(copies))}): nothing is left to train on")
         if copies:
             train = [f for f in train if f not in copies]
             problems.append(f"{len(copies)} training files are byte-identical copies of validation photos (e.g. "

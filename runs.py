@@ -334,12 +334,14 @@ def start_checkpoint(args):
     return ckpt
 
 
-def prepare_folder(args, log):
+def prepare_folder(args, log, ckpt=None):
     """Make --out and write to it now, not after the first 500 steps; lock it
-    against a second train.py; with --overwrite, remove the old run's files
-    (so an early stop cannot leave its best.pt behind); remove what an
-    interrupted save left behind. A folder made here and left empty by a
-    failed start is removed again. -> the lock, held while the process lives."""
+    against a second train.py; look again, under the lock, at what
+    start_checkpoint saw (another train.py may have written a run there, or
+    gone on with the one --resume read: ckpt); with --overwrite, remove the
+    old run's files (so an early stop cannot leave its best.pt behind); remove
+    what an interrupted save left behind. A folder made here and left empty by
+    a failed start is removed again. -> the lock, held while the process lives."""
     out = args.out
     made = not os.path.isdir(out)
     try:
@@ -351,6 +353,18 @@ def prepare_folder(args, log):
     if made:
         atexit.register(remove_if_empty, out)
     lock = take_lock(out)
+    held = [name for name in RUN_FILES if os.path.lexists(os.path.join(out, name))]
+    if held and not args.resume and not args.overwrite:
+        fail(f"--out {out}: another train.py wrote a run there ({', '.join(held)}) while this one started: "
+             f"--resume to continue it, --overwrite to start over, or another --out")
+    if args.resume:
+        try:  # mmap: the step without reading the weights
+            step = torch.load(os.path.join(out, CHECKPOINT), map_location="cpu", weights_only=True, mmap=True)["step"]
+        except Exception:
+            step = None
+        if step != ckpt["step"]:
+            fail(f"--resume: {os.path.join(out, CHECKPOINT)} changed while this run started (step {ckpt['step']}, "
+                 f"now {step}): another train.py went on with it; --resume again")
     if args.overwrite and not args.resume:
         old = [name for name in RUN_FILES if os.path.lexists(os.path.join(out, name))]
         for name in old:

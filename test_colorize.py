@@ -103,6 +103,7 @@ project, in this order, each with the tests that keep it:
         test_a_checkpoints_flags_of_the_wrong_type_are_one_line_on_resume
  8. Run folders are never replaced unasked
         test_train_never_replaces_a_run_unasked
+        test_a_run_written_while_another_started_is_seen_under_the_lock
         test_any_file_train_writes_makes_a_folder_a_run
         test_overwrite_removes_the_old_runs_files_before_the_new_run_writes
         test_a_second_train_on_the_same_out_is_refused_and_a_killed_one_leaves_no_stuck_lock
@@ -179,6 +180,7 @@ project, in this order, each with the tests that keep it:
 """
 
 
+import argparse
 import base64
 import csv
 import dataclasses
@@ -1515,6 +1517,27 @@ def test_byte_identical_copies_never_land_on_both_sides_of_the_split(tmp_path):
     digests = lambda files: {open(f, "rb").read() for f in files}  # noqa: E731
     assert val and not digests(train) & digests(val), (len(train), len(val))
     assert len(train) + len(val) < 80 and any("byte-identical copies of validation photos" in p for p in problems)
+    # one photo is both sets, as said; copies of one photo only are nothing to train on
+    (tmp_path / "one").mkdir()
+    shutil.copy(tmp_path / "photos" / "p0.jpg", tmp_path / "one")
+    problems = []
+    assert data.split_images(str(tmp_path / "one"), 0.1, problems) == ([str(tmp_path / "one" / "p0.jpg")],) * 2
+    assert any("is the only photo" in p for p in problems)
+    for i in range(1, 12):
+        shutil.copy(tmp_path / "photos" / "p0.jpg", tmp_path / "one" / f"p0 ({i}).jpg")
+    with pytest.raises(ValueError, match=r"all \d+ training photos are byte-identical copies of validation photos"):
+        data.split_images(str(tmp_path / "one"), 0.1)
+    # DIR/train + DIR/val: a copy under another name, or a link, is no validation photo
+    for side in ("train", "val"):
+        (tmp_path / "tv" / side).mkdir(parents=True)
+    for i in range(4):
+        shutil.copy(tmp_path / "photos" / f"p{i}.jpg", tmp_path / "tv" / "train")
+    make_photo(tmp_path / "tv" / "val" / "new.jpg", size=(32, 24), seed=99)
+    assert len(data.split_images(str(tmp_path / "tv"))[1]) == 1
+    shutil.copy(tmp_path / "photos" / "p1.jpg", tmp_path / "tv" / "val" / "holdout.jpg")
+    os.symlink(tmp_path / "tv" / "train" / "p2.jpg", tmp_path / "tv" / "val" / "link.jpg")
+    with pytest.raises(ValueError, match="2 of the 3 photos in val/ are in train/ too"):
+        data.split_images(str(tmp_path / "tv"))
 
 
 def test_every_part_of_a_panorama_is_trained_on(tmp_path):
@@ -2045,6 +2068,25 @@ def test_train_never_replaces_a_run_unasked(photo_dir, tmp_path):
     assert not list(tmp_path.glob("*.tmp*"))  # an interrupted save's leftovers are cleaned up
 
 
+def test_a_run_written_while_another_started_is_seen_under_the_lock(tmp_path):
+    """What start_checkpoint saw is looked at again once the lock is held: a
+    run another train.py wrote meanwhile is not replaced, and a --resume whose
+    ckpt.pt another train.py went on with does not continue a stale copy."""
+    fake_run(tmp_path / "new", 4, files=("ckpt.pt",))  # written after the first look, before the lock
+    new = argparse.Namespace(out=str(tmp_path / "new"), resume=False, overwrite=False)
+    with pytest.raises(SystemExit) as stop:
+        runs.prepare_folder(new, print)
+    assert stop.value.code == 2 and (tmp_path / "new" / "ckpt.pt").exists()
+    fake_run(tmp_path / "old", 9, files=("ckpt.pt",))  # read at step 4; step 9 now
+    old = argparse.Namespace(out=str(tmp_path / "old"), resume=True, overwrite=False)
+    with pytest.raises(SystemExit) as stop:
+        runs.prepare_folder(old, print, {"step": 4})
+    assert stop.value.code == 2
+    fake_run(tmp_path / "same", 9, files=("ckpt.pt",))
+    same = argparse.Namespace(out=str(tmp_path / "same"), resume=True, overwrite=False)
+    runs.prepare_folder(same, print, {"step": 9}).close()  # unchanged: it goes on
+
+
 @pytest.mark.parametrize("present", ["log.csv", "samples.png", "best.pt"])
 def test_any_file_train_writes_makes_a_folder_a_run(photo_dir, tmp_path, present):
     (tmp_path / present).write_bytes(b"the user's own")
@@ -2245,7 +2287,8 @@ def test_ctrl_c_under_torchrun_stops_every_rank_in_one_line_each(photo_dir, tmp_
 @pytest.mark.parametrize("flag,value", [
     ("--batch-size", 0), ("--eval-every", 0), ("--log-every", 0), ("--lr", "nan"), ("--lr", "-1"),
     ("--workers", -1), ("--cache", -1), ("--width", 0), ("--val-images", 0), ("--size", 0), ("--size", -8),
-    ("--size", 100000), ("--size", 30), ("--max-steps", 0), ("--ema", 1), ("--val-fraction", 0)])
+    ("--size", 100000), ("--size", 30), ("--max-steps", 0), ("--ema", 1), ("--val-fraction", 0),
+    ("--seed", -1), ("--seed", 2**63 - 1)])
 def test_train_checks_every_flag_before_any_work(photo_dir, tmp_path, flag, value):
     r = run("train.py", "--data", photo_dir, "--out", tmp_path / "run", *TINY, flag, value)
     one_error_line(r, flag)

@@ -120,6 +120,7 @@ for flag, ok, must in [
         ("--val-images", args.val_images >= 1, "at least 1"),
         ("--log-every", args.log_every >= 1, "at least 1"),
         ("--eval-every", args.eval_every >= 1, "at least 1"),
+        ("--seed", 0 <= args.seed < 2**32, "from 0 to 2^32 - 1"),
         ("--inception", args.inception in (None, "auto", "none") or os.path.isfile(args.inception),
          "auto, none or a weights file (a regular file that exists)"),
         ("--device", args.device != "cuda" or torch.cuda.is_available(), "auto or cpu: no CUDA device is available"),
@@ -137,7 +138,7 @@ except ValueError as e:
     runs.fail(f"--data {e}")
 for problem in problems:
     log(f"warning: {problem}")
-lock = runs.prepare_folder(args, log) if is_main else None  # held until the process ends
+lock = runs.prepare_folder(args, log, ckpt) if is_main else None  # held until the process ends
 
 # -----------------------------------------------------------------------------
 # device, seed, precision, distributed
