@@ -248,8 +248,15 @@ def resumable(ckpt):
     if not (isinstance(ckpt.get("rng"), dict) and {"torch", "python"} <= set(ckpt["rng"])):
         return "no random state"
     if not (isinstance(ckpt.get("args"), dict) and isinstance(ckpt.get("history"), list) and "step" in ckpt
-            and isinstance(ckpt.get("best_mse", 0.0), float)):
+            and isinstance(ckpt.get("best_mse", 0.0), float) and not math.isnan(ckpt.get("best_mse", 0.0))):
         return "no flags, history, step or best validation"
+    if not (type(ckpt.get("draws", 0)) is int and 0 <= ckpt.get("draws", 0) < 2**62):
+        return f"'draws' is {ckpt.get('draws')!r}, not a count of photos drawn"
+    try:  # set on generators of their own: nothing of this process's changes
+        random.Random().setstate(ckpt["rng"]["python"])
+        torch.Generator().set_state(ckpt["rng"]["torch"])
+    except (TypeError, ValueError, RuntimeError):
+        return "its random state is not one Python and PyTorch can take"
     return None
 
 
@@ -442,7 +449,14 @@ class Run:
         """--resume: the optimizer, history, best so far and random state of the
         run. Validation on other photos than the checkpoint's (photos added or
         removed) gives numbers that do not compare: the best starts over, said."""
-        optimizer.load_state_dict(ckpt["optimizer"])
+        try:  # a hand-edited or damaged state fails here, in one line, not at the first step
+            optimizer.load_state_dict(ckpt["optimizer"])
+            for group in optimizer.param_groups:
+                for p in group["params"]:
+                    if any(torch.is_tensor(v) and v.dim() and v.shape != p.shape for v in optimizer.state[p].values()):
+                        raise ValueError(f"its state for a parameter of shape {tuple(p.shape)} has another shape")
+        except (ValueError, KeyError, TypeError, RuntimeError) as e:
+            fail(f"--resume {self.path[CHECKPOINT]}: its optimizer state does not fit the model ({short_reason(e)})")
         self.history, self.best_mse = ckpt["history"], ckpt.get("best_mse", math.inf)
         torch.set_rng_state(ckpt["rng"]["torch"])
         random.setstate(ckpt["rng"]["python"])

@@ -100,7 +100,7 @@ project, in this order, each with the tests that keep it:
         test_the_newest_run_search_does_not_follow_links_round_in_circles
         test_a_resumed_run_draws_the_same_photos_and_reaches_the_same_weights
         test_a_resume_after_photos_were_added_starts_the_best_over
-        test_a_checkpoints_flags_of_the_wrong_type_are_one_line_on_resume
+        test_a_checkpoints_flags_and_state_of_the_wrong_kind_are_one_line_on_resume
  8. Run folders are never replaced unasked
         test_train_never_replaces_a_run_unasked
         test_a_run_written_while_another_started_is_seen_under_the_lock
@@ -2040,7 +2040,7 @@ def test_a_resume_after_photos_were_added_starts_the_best_over(photo_dir, tmp_pa
     assert "step 6/6 | val mse" in r.stdout and "| best so far" in r.stdout.split("step 6/6 | val mse")[1].split("\n")[0]
 
 
-def test_a_checkpoints_flags_of_the_wrong_type_are_one_line_on_resume(photo_dir, tmp_path):
+def test_a_checkpoints_flags_and_state_of_the_wrong_kind_are_one_line_on_resume(photo_dir, tmp_path):
     flags = ["--data", photo_dir, "--out", tmp_path / "run", "--eval-every", 2, *TINY]
     assert run("train.py", *flags, "--max-steps", 2).returncode == 0
     good = torch.load(tmp_path / "run" / "ckpt.pt", weights_only=True)
@@ -2050,6 +2050,20 @@ def test_a_checkpoints_flags_of_the_wrong_type_are_one_line_on_resume(photo_dir,
         torch.save({**good, "args": {**good["args"], key: value}}, tmp_path / "run" / "ckpt.pt")
         r = run("train.py", *flags, "--max-steps", 4, "--resume")
         assert r.returncode == 2 and says in r.stderr and r.stderr.count("\n") == 1, (key, r.stderr[-800:])
+    # the state it continues: random generators, the optimizer's moments, the count of photos drawn
+    adam = good["optimizer"]
+    first = min(adam["state"])
+    for name, edit, says in [
+            ("rng torch", {"rng": {**good["rng"], "torch": torch.zeros(3)}}, "random state"),
+            ("rng python", {"rng": {**good["rng"], "python": (1, 2)}}, "random state"),
+            ("draws", {"draws": 10**30}, "'draws' is 1000000000000000000000000000000"),
+            ("best_mse", {"best_mse": math.nan}, "best validation"),
+            ("param groups", {"optimizer": {**adam, "param_groups": []}}, "optimizer state does not fit"),
+            ("moments", {"optimizer": {**adam, "state": {**adam["state"], first: {
+                **adam["state"][first], "exp_avg": torch.zeros(1)}}}}, "optimizer state does not fit")]:
+        torch.save({**good, **edit}, tmp_path / "run" / "ckpt.pt")
+        r = run("train.py", *flags, "--max-steps", 4, "--resume")
+        assert r.returncode == 2 and says in r.stderr and r.stderr.count("\n") == 1, (name, r.stderr[-800:])
 
 
 # -----------------------------------------------------------------------------
