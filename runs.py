@@ -439,6 +439,7 @@ class Run:
         self.args, self.config, self.inception_record = args, config, inception_record
         self.path = {name: os.path.join(args.out, name) for name in RUN_FILES}
         self.history, self.best_mse = [], math.inf  # history: one dict per logged step and per evaluation
+        self.finished = False  # True once the last save is done and the process is on its way out
         # (step, photos drawn by then, drawn per step): how far the stream of photos is at each step
         self.stream = stream
         # What validation judges: a digest of its photos' names and sizes, kept in checkpoints.
@@ -527,6 +528,7 @@ class Run:
             f"{self.path[CHECKPOINT]} holds it (--resume continues the run)" if step > start_step else
             "nothing to save") + (f"; {self.path[BEST]} is the best validation so far"
                                   if os.path.exists(self.path[BEST]) else ""))
+        self.finished = True
         sys.exit(130)
 
     def stop_if_diverged(self, step, what, value, log):
@@ -615,6 +617,9 @@ class StopRequest:
         on_stop_signals(self.on_signal)
 
     def on_signal(self, signum, frame):
+        if self.run.finished:  # saved, and exiting (loader workers shutting down): nothing left to lose
+            self.log("stopped while exiting: every file was already written")
+            os._exit(130)  # not sys.exit, which an exit handler in flight would print as a traceback
         if self.requested:
             self.log("error: interrupted again: stopped without saving" +
                      (f"; {self.run.last_good()}" if self.run.last_good() else ""))

@@ -114,6 +114,7 @@ project, in this order, each with the tests that keep it:
  9. Signals stop cleanly
         test_ctrl_c_saves_the_step_in_hand_and_resume_goes_on
         test_sigterm_and_sighup_save_like_ctrl_c
+        test_a_second_ctrl_c_while_train_exits_is_one_line
         test_colorize_stopped_by_sigterm_exits_130_and_leaves_no_temporary_file
         test_colorize_whose_reader_left_stops_in_one_line
         test_ctrl_c_while_torch_loads_is_one_line
@@ -2232,6 +2233,36 @@ def test_sigterm_and_sighup_save_like_ctrl_c(photo_dir, tmp_path, signame):
     step = int(re.search(r"stopped at step (\d+)/100000", out).group(1))
     assert logged <= step < 100000, (logged, step)
     assert torch.load(tmp_path / "ckpt.pt", weights_only=True)["step"] == step
+
+
+STOP_WHILE_EXITING = """
+import atexit, os, signal, sys, time
+import runs
+class Run:  # what StopRequest asks of train.py's run
+    finished = False
+    def last_good(self):
+        return "run/ckpt.pt is the last good checkpoint"
+run = Run()
+runs.StopRequest(run, lambda *a: print(*a, flush=True))
+os.kill(os.getpid(), signal.SIGINT)  # the first Ctrl-C: train.py saves the step in hand
+run.finished = True  # ... and has saved it; now its loader workers shut down, in an exit handler
+atexit.register(lambda: (print("exiting", flush=True), time.sleep(30)))
+"""
+
+
+def test_a_second_ctrl_c_while_train_exits_is_one_line(tmp_path):
+    """Once everything is saved, a Ctrl-C during the exit (loader workers
+    shutting down) stops at once, says nothing was lost, and prints no
+    traceback from the exit handler it interrupts."""
+    p = subprocess.Popen([sys.executable, "-c", STOP_WHILE_EXITING], cwd=HERE, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    for line in p.stdout:
+        if line.startswith("exiting"):
+            break
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=20)
+    assert p.returncode == 130 and "Traceback" not in err and not err.strip(), err
+    assert out.strip().splitlines()[-1] == "stopped while exiting: every file was already written", out
 
 
 def test_colorize_stopped_by_sigterm_exits_130_and_leaves_no_temporary_file(tmp_path):

@@ -379,6 +379,7 @@ for step in range(start_step, args.max_steps + 1):
 # -----------------------------------------------------------------------------
 # done (the last evaluation above wrote the checkpoint, log and plots)
 
+run.finished = True  # a Ctrl-C from here on has nothing to save
 gray_count = sum("grayscale" in s for s in skipped)
 log(f"done: {args.max_steps} steps, checkpoint {run.path[runs.CHECKPOINT]}, best {run.path[runs.BEST]} "
     f"(validation MSE {run.best_mse:.5f}). Skipped {len(skipped) - gray_count} "
