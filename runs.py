@@ -321,6 +321,10 @@ def start_checkpoint(args):
     path = os.path.join(args.out, CHECKPOINT) if args.resume else args.init
     flag = "--resume" if args.resume else "--init"
     held = [name for name in RUN_FILES if os.path.lexists(os.path.join(args.out, name))]
+    folders = [name for name in held if os.path.isdir(os.path.join(args.out, name))]
+    if folders:  # no file of train.py's: neither replaced nor continued
+        fail(f"--out {args.out}: {', '.join(folders)} is a folder, not train.py's file; move it away or give "
+             f"another --out")
     if held and not args.resume and not args.overwrite:  # whoever wrote them, train.py would replace them
         fail(f"--out {args.out} holds a run already ({', '.join(held)}): --resume to continue it, "
              f"--overwrite to start over, or another --out")
@@ -379,8 +383,10 @@ def prepare_folder(args, log, ckpt=None):
         if old:
             log(f"--overwrite: removed the old run's {', '.join(old)}")
     for name in os.listdir(out):  # after the lock: no other run's save is in flight
-        if TEMPORARY.fullmatch(name) and name.rpartition(".tmp")[0] in RUN_FILES:  # ours, exactly
-            os.remove(os.path.join(out, name))
+        path = os.path.join(out, name)
+        if TEMPORARY.fullmatch(name) and name.rpartition(".tmp")[0] in RUN_FILES and not (  # ours, exactly:
+                os.path.isdir(path) and not os.path.islink(path)):                          # a file or a link
+            os.remove(path)
     return lock
 
 
