@@ -25,6 +25,7 @@ import os
 import random
 import signal
 import struct
+import sys
 import time
 import warnings
 
@@ -334,6 +335,7 @@ class ImageFolder(torch.utils.data.Dataset):
     def __init__(self, files, size=256, train=True, min_area=0.25, cache_mb=0, seed=0):
         self.files, self.size, self.train, self.min_area, self.seed = files, size, train, min_area, seed
         self.cache = {}  # path -> (PIL RGB image, None), or (None, the reason it is passed over)
+        self.warned = set()  # files whose decoder warnings were said (once a process)
         self.cached_bytes, started = 0, time.monotonic()
         if cache_mb > 0:
             for path in files:
@@ -353,11 +355,18 @@ class ImageFolder(torch.utils.data.Dataset):
         return len(self.files)
 
     def load(self, path):
-        """(PIL RGB image, None), or (None, a one-line reason to pass the file over)."""
-        try:
-            rgb, _ = load_image(path, draft=2 * self.size)
-        except IMAGE_ERRORS as e:
-            return None, f"{printable(path)}: unreadable ({e.__class__.__name__}: {e})"
+        """(PIL RGB image, None), or (None, a one-line reason to pass the file over).
+        What the decoder warns of (a corrupt EXIF) does not name the file: said
+        here, once, with its name."""
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                rgb, _ = load_image(path, draft=2 * self.size)
+            except IMAGE_ERRORS as e:
+                return None, f"{printable(path)}: unreadable ({e.__class__.__name__}: {e})"
+        for message in sorted({str(w.message) for w in caught}) if path not in self.warned else []:
+            print(f"warning: {printable(path)}: {message}", file=sys.stderr, flush=True)
+        self.warned.add(path)
         return (None, f"{printable(path)}: grayscale, no color to learn") if is_grayscale(rgb) else (rgb, None)
 
     def __getitem__(self, index):

@@ -137,6 +137,7 @@ project, in this order, each with the tests that keep it:
         test_warnings_name_the_file_they_are_about
         test_attention_is_refused_at_a_checkpoints_own_size_that_would_need_gigabytes
         test_a_corrupt_exif_is_a_bad_file_like_any_other
+        test_a_decoder_warning_in_training_names_its_file_once
 11. colorize.py gives every input its own outputs
         test_colorize_every_mode_at_full_size_without_touching_inputs
         test_colorize_folder_into_out_dir_with_compare_attention_and_metrics
@@ -203,6 +204,7 @@ import tempfile
 import threading
 import time
 import urllib.error
+import warnings
 
 import numpy as np
 import pytest
@@ -2559,6 +2561,24 @@ def test_a_corrupt_exif_is_a_bad_file_like_any_other(tmp_path, monkeypatch):
     monkeypatch.setattr(ImageOps, "exif_transpose", lambda im, **kw: (_ for _ in ()).throw(TypeError("bad tag")))
     with pytest.raises(colorize.ColorizeError, match="broken.jpg: not a readable image"):
         colorize.colorize(bad, colorize.load(DEMO, device="cpu"))
+
+
+def test_a_decoder_warning_in_training_names_its_file_once(tmp_path, monkeypatch, capsys, recwarn):
+    """Pillow's "Corrupt EXIF data" names no file: train.py's loader says it
+    once, with the file, instead of two raw lines for every crop."""
+    path = make_photo(tmp_path / "exif.jpg", size=(40, 32))
+    real = data.load_image
+
+    def warning_load(p, draft=None):
+        warnings.warn("Corrupt EXIF data.  Expecting to read 12 bytes but only got 2.", UserWarning)
+        return real(p, draft)
+    monkeypatch.setattr(data, "load_image", warning_load)
+    dataset = data.ImageFolder([str(path)], size=16, train=True)
+    for _ in range(3):
+        assert dataset[0][0].shape == (3, 16, 16)
+    err = capsys.readouterr().err
+    assert err == f"warning: {path}: Corrupt EXIF data.  Expecting to read 12 bytes but only got 2.\n", err
+    assert not [w for w in recwarn if "EXIF" in str(w.message)]
 
 
 # -----------------------------------------------------------------------------
