@@ -2350,6 +2350,11 @@ def test_train_checks_every_flag_before_any_work(photo_dir, tmp_path, flag, valu
 
 def test_train_checks_files_and_folders_before_any_work(photo_dir, tmp_path):
     one_error_line(run("train.py", "--data", photo_dir, "--inception", tmp_path), "--inception")
+    (tmp_path / "junk.safetensors").write_bytes(b"\x08" + bytes(71))  # a weights file in name only
+    r = run("train.py", "--data", photo_dir, "--out", tmp_path / "junk", "--inception", tmp_path / "junk.safetensors",
+            *TINY[2:])
+    one_error_line(r, "--inception", "junk.safetensors")
+    assert not (tmp_path / "junk").exists() and "data:" not in r.stdout  # before the photos are read
     (tmp_path / "file").write_text("x")
     for out in (tmp_path / "file", tmp_path / "file" / "sub"):
         one_error_line(run("train.py", "--data", photo_dir, "--out", out, *TINY), "--out", out)

@@ -131,6 +131,10 @@ for flag, ok, must in [
 config = runs.checked(model.config_from_flags, args, ckpt, source)  # a checkpoint's own: flags may restate it
 # --init: the averaged weights it was judged by, which must fit and be finite: said now, before any work
 init_net = runs.checked(model.from_checkpoint, ckpt, said=source) if args.init else None
+# --inception PATH: read and judged now too (auto, which may download, waits for the model section)
+given_inception = runs.checked(inception.open_inception, args.inception, (ckpt or {}).get("inception"),
+                               said=f"--inception {args.inception}") \
+    if config.global_branch and args.inception not in (None, "auto", "none") else None
 problems = []  # unreadable folders, FIFOs: passed over, said once
 try:
     train_files, val_files = data.split_images(args.data, args.val_fraction, problems, run_folder=args.out)
@@ -210,7 +214,8 @@ if config.global_branch:  # the frozen Inception: the one the checkpoint was tra
         if is_main:
             runs.checked(inception.default_inception_path)
         dist.barrier()
-    inception_net, inception_record, _ = runs.checked(inception.open_inception, args.inception, inception_record)
+    inception_net, inception_record, _ = given_inception or runs.checked(inception.open_inception, args.inception,
+                                                                         inception_record)
     inception_net = inception_net.to(device, memory_format=memory_format)
     log(f"inception: {inception_record['file']} (sha256 {inception_record['sha256'][:12]}...)")
 net = init_net or model.Colorizer(config)
