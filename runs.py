@@ -173,7 +173,8 @@ def read_checkpoint(path, missing="no such file", unreadable="not a checkpoint f
 # What each entry of a checkpoint must be, where it is there at all.
 CHECKPOINT_TYPES = {"config": dict, "model": dict, "ema": (dict, type(None)), "args": (dict, type(None)),
                     "history": (list, type(None)), "step": int, "inception": (dict, type(None)),
-                    "validation": (dict, type(None)), "draws": int, "validated_on": (str, type(None))}
+                    "validation": (dict, type(None)), "draws": int, "validated_on": (str, type(None)),
+                    "trained_on": (str, type(None))}
 
 
 def malformed(ckpt):
@@ -441,16 +442,18 @@ class Run:
     --resume needs), best.pt (the best validation so far, what colorize.py
     uses), log.csv, loss.png and samples.png. Rank 0 alone writes them."""
 
-    def __init__(self, args, config, inception_record, stream=(0, 0, 0), validation=()):
+    def __init__(self, args, config, inception_record, stream=(0, 0, 0), validation=(), training=()):
         self.args, self.config, self.inception_record = args, config, inception_record
         self.path = {name: os.path.join(args.out, name) for name in RUN_FILES}
         self.history, self.best_mse = [], math.inf  # history: one dict per logged step and per evaluation
         self.finished = False  # True once the last save is done and the process is on its way out
         # (step, photos drawn by then, drawn per step): how far the stream of photos is at each step
         self.stream = stream
-        # What validation judges: a digest of its photos' names and sizes, kept in checkpoints.
-        self.validated_on = hashlib.sha1(repr([(os.path.relpath(f, args.data), os.path.getsize(f))
-                                               for f in validation]).encode()).hexdigest()
+        # What validation judges and what the stream of photos draws from: digests of the photos'
+        # names and sizes, kept in checkpoints, so that a --resume can tell when they changed.
+        digest = lambda files: hashlib.sha1(repr([(os.path.relpath(f, args.data), os.path.getsize(f))  # noqa: E731
+                                                  for f in files]).encode()).hexdigest()
+        self.validated_on, self.trained_on = digest(validation), digest(training)
 
     def restore(self, ckpt, optimizer, log):
         """--resume: the optimizer, history, best so far and random state of the
@@ -472,6 +475,9 @@ class Run:
             log("resume: the validation photos are not the ones the run was judged on (" + (
                 "photos added, removed or changed" if ckpt.get("validated_on") else "the checkpoint does not say which")
                 + "): the best so far starts over")
+        if ckpt.get("trained_on", self.trained_on) != self.trained_on:
+            log("resume: the training photos are not the ones the run drew from (photos added, removed or "
+                "changed): from here on it draws other photos than an uninterrupted run would")
 
     def last_good(self):
         return f"{self.path[CHECKPOINT]} is the last good checkpoint" if os.path.exists(self.path[CHECKPOINT]) else ""
@@ -492,7 +498,8 @@ class Run:
         first_step, drawn, per_step = self.stream
         common = {"config": dataclasses.asdict(self.config), "step": step, "history": self.history,
                   "inception": self.inception_record, "args": vars(self.args),
-                  "draws": drawn + (step - first_step) * per_step, "validated_on": self.validated_on}
+                  "draws": drawn + (step - first_step) * per_step, "validated_on": self.validated_on,
+                  "trained_on": self.trained_on}
         if best_weights is not None:
             self.save(torch_writer({**common, "model": best_weights}), BEST)
         self.save(torch_writer({**common, "model": net.state_dict(), "optimizer": optimizer.state_dict(),

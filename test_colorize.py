@@ -99,7 +99,7 @@ project, in this order, each with the tests that keep it:
         test_the_checkpoint_found_by_search_says_where_and_how_to_choose
         test_the_newest_run_search_does_not_follow_links_round_in_circles
         test_a_resumed_run_draws_the_same_photos_and_reaches_the_same_weights
-        test_a_resume_after_photos_were_added_starts_the_best_over
+        test_a_resume_after_photos_were_added_starts_the_best_over_and_says_so
         test_a_checkpoints_flags_and_state_of_the_wrong_kind_are_one_line_on_resume
  8. Run folders are never replaced unasked
         test_train_never_replaces_a_run_unasked
@@ -2029,17 +2029,19 @@ def test_a_resumed_run_draws_the_same_photos_and_reaches_the_same_weights(photo_
         assert a["draws"] == b["draws"] == 12
 
 
-def test_a_resume_after_photos_were_added_starts_the_best_over(photo_dir, tmp_path):
+def test_a_resume_after_photos_were_added_starts_the_best_over_and_says_so(photo_dir, tmp_path):
     d = tmp_path / "d"
     shutil.copytree(photo_dir, d)
     flags = ["--data", d, "--out", tmp_path / "run", "--eval-every", 2, "--val-fraction", 0.3, *TINY]
     assert run("train.py", *flags, "--max-steps", 2).returncode == 0
     r = run("train.py", *flags, "--max-steps", 4, "--resume")
     assert r.returncode == 0 and "best so far starts over" not in r.stdout, r.stdout  # the same photos: goes on
+    assert "training photos are not the ones" not in r.stdout
     for i in range(12):
         make_photo(d / f"new{i}.jpg", size=(48, 40), seed=50 + i)
     r = run("train.py", *flags, "--max-steps", 6, "--resume")
     assert r.returncode == 0 and "the best so far starts over" in r.stdout, r.stdout
+    assert "the training photos are not the ones the run drew from" in r.stdout, r.stdout  # its draws: said too
     assert "step 6/6 | val mse" in r.stdout and "| best so far" in r.stdout.split("step 6/6 | val mse")[1].split("\n")[0]
 
 

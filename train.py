@@ -278,7 +278,7 @@ def lr_at(step):
 
 
 run = runs.Run(args, config, inception_record, stream=(start_step, draws_done, args.batch_size * world),
-               validation=val_set.files)
+               validation=val_set.files, training=train_files)
 if args.resume:  # the optimizer, history and best so far (over again if validation is on other photos)
     run.restore(ckpt, optimizer, log)
     log(f"resumed from {run.path[runs.CHECKPOINT]} at step {start_step}")
