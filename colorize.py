@@ -200,8 +200,8 @@ def check_flags(args):
              f"--size {args.size}: must be 8 to {runs.MAX_SIZE} (the short side, in pixels, the network sees)"),
             (args.batch_size is None or args.batch_size >= 1, f"--batch-size {args.batch_size}: must be 1 or more"),
             (args.device != "cuda" or torch.cuda.is_available(), "--device cuda, but no CUDA device is available"),
-            (not (args.out and os.path.exists(args.out) and not os.path.isdir(args.out)),
-             f"--out {printable(args.out or '')}: a file, not a folder"),
+            (not (args.out and runs.not_a_folder(args.out)),
+             f"--out {printable(args.out or '')}: {runs.not_a_folder(args.out or '.')}"),
             ("" not in [args.out, args.inception, *(args.checkpoint or [])],
              "--out, --checkpoint and --inception take a path: an empty one was given")]:
         if not ok:

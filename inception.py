@@ -255,8 +255,11 @@ def read_state_dict(path):
         with open(path, "rb") as f:
             obj = torch.load(f, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many kinds here; all mean "not a usable checkpoint"
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        if "weights only" in first.lower().replace("_", " "):  # not torch's advice to unpickle anything
+            first = "it holds objects other than tensors, which are not loaded"
         raise ValueError(f"{path}: cannot be read as a PyTorch weights file ({e.__class__.__name__}: "
-                         f"{str(e).splitlines()[0] if str(e) else ''})") from None
+                         f"{first})") from None
     for key in ("state_dict", "model"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]

@@ -86,6 +86,14 @@ def flags_given(parser, args):
     return given
 
 
+def not_a_folder(path):
+    """Why an --out that exists cannot be a folder to write in, or None."""
+    if os.path.isdir(path) or not os.path.lexists(path):
+        return None
+    return ("a link to nothing (or a loop of links)" if not os.path.exists(path) else "a file, not a folder"
+            if os.path.isfile(path) else "not a folder (a device or a FIFO)")
+
+
 def checked(call, *args, said=None):
     """call(*args), or stop in one line (exit 2) when it raises ValueError or
     RuntimeError, which the modules below the scripts raise for input they
@@ -360,8 +368,7 @@ def prepare_folder(args, log, ckpt=None):
         os.makedirs(out, exist_ok=True)
         tempfile.TemporaryFile(dir=out).close()  # a file of no name: nothing to plant a link at
     except OSError as e:
-        fail(f"--out {out}: " + ("a file, not a folder" if os.path.isfile(out) else
-                                f"cannot write there ({e.strerror})"))
+        fail(f"--out {out}: {not_a_folder(out) or f'cannot write there ({e.strerror})'}")
     if made:
         atexit.register(remove_if_empty, out)
     lock = take_lock(out)

@@ -1126,6 +1126,11 @@ def test_a_file_that_is_not_weights_is_refused_clearly(tmp_path):
     torch.save({"lr": 0.1}, tmp_path / "config.pt")
     with pytest.raises(ValueError, match="no state dict"):
         inception.read_state_dict(tmp_path / "config.pt")
+    # a pickle of objects: refused, without torch's advice to load it unsafely
+    torch.save({"state_dict": {}, "args": argparse.Namespace(lr=0.1)}, tmp_path / "objects.pt")
+    with pytest.raises(ValueError, match="objects other than tensors, which are not loaded") as refused:
+        inception.read_state_dict(tmp_path / "objects.pt")
+    assert "weights_only" not in str(refused.value)
 
 
 def test_a_weights_path_that_is_not_a_regular_file_is_refused_before_it_is_opened(tmp_path):
@@ -2360,6 +2365,9 @@ def test_train_checks_files_and_folders_before_any_work(photo_dir, tmp_path):
     (tmp_path / "file").write_text("x")
     for out in (tmp_path / "file", tmp_path / "file" / "sub"):
         one_error_line(run("train.py", "--data", photo_dir, "--out", out, *TINY), "--out", out)
+    one_error_line(run("train.py", "--data", photo_dir, "--out", "/dev/null", *TINY), "--out /dev/null: not a folder")
+    os.symlink(tmp_path / "nowhere", tmp_path / "dangling")
+    one_error_line(run("train.py", "--data", photo_dir, "--out", tmp_path / "dangling", *TINY), "a link to nothing")
     # a validation split with nothing usable in it (old scans, broken files) stops before step 1
     d = tmp_path / "data"
     (d / "train").mkdir(parents=True)
@@ -2407,6 +2415,7 @@ def test_train_names_files_whose_names_are_not_utf8(photo_dir, tmp_path):
     (["--size", "100000"], "--size 100000: must be 8 to 4096"),
     (["--batch-size", "0"], "--batch-size 0: must be 1 or more"),
     (["-o", ""], "--out, --checkpoint and --inception take a path: an empty one"),
+    (["-o", "/dev/null"], "--out /dev/null: not a folder (a device or a FIFO)"),
     (["--checkpoint", ""], "--out, --checkpoint and --inception take a path: an empty one")])
 def test_bad_flags_are_one_line_before_any_work(tmp_path, flags, message):
     img = make_photo(tmp_path / "p.jpg", size=(40, 32))
