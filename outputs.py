@@ -123,6 +123,12 @@ class OutputPlan:
         for start in range(0, len(self.jobs), batch_size):
             batch = []
             for number, (path, stem) in enumerate(self.jobs[start:start + batch_size], start + 1):
+                folders = [stem + s for s in asked if os.path.isdir(stem + s)]
+                if folders:  # neither skipped as done nor replaced, --overwrite or not
+                    print(f"error: {printable(path)}: {printable(folders[0])} is a folder, where its output goes",
+                          file=sys.stderr)
+                    self.failed += 1
+                    continue
                 if all(os.path.exists(stem + s) for s in asked) and not self.args.overwrite:
                     print(f"skip: {', '.join(printable(stem + s) for s in asked)} exist{'s' if len(asked) == 1 else ''} "
                           f"(use --overwrite)")

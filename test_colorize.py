@@ -148,6 +148,7 @@ project, in this order, each with the tests that keep it:
         test_python_api_colorizes_paths_and_images_and_raises_one_line_errors
         test_python_api_takes_arrays_turns_pil_images_upright_and_refuses_the_impossible
         test_temporary_files_are_never_written_through_links
+        test_a_folder_at_an_output_name_is_an_error_for_that_input
         test_names_up_to_255_bytes_are_written
 12. Where attention looks
         test_attention_statistics_tell_uniform_weights_from_peaked_ones
@@ -2798,6 +2799,15 @@ def test_temporary_files_are_never_written_through_links(tmp_path):
     runs.save_atomic(lambda f: got.extend(os.listdir(tmp_path / "sub")), tmp_path / "sub" / "x.bin")
     assert len(got) == 1 and runs.TEMPORARY.fullmatch(got[0]) and got[0].startswith("x.bin.tmp"), got
     assert os.listdir(tmp_path / "sub") == ["x.bin"]
+
+
+def test_a_folder_at_an_output_name_is_an_error_for_that_input(tmp_path):
+    photos = [make_photo(tmp_path / f"{n}.jpg", size=(40, 32)) for n in ("a", "b")]
+    (tmp_path / "a_color.png").mkdir()
+    for more in ([], ["--overwrite"]):
+        r = colorize_cli(*photos, "--checkpoint", DEMO, *more)
+        assert r.returncode == 1 and "a.jpg: " in r.stderr and "a_color.png is a folder" in r.stderr, r.stderr
+        assert "Traceback" not in r.stderr and (tmp_path / "a_color.png").is_dir() and (tmp_path / "b_color.png").is_file()
 
 
 def test_names_up_to_255_bytes_are_written(tmp_path):
