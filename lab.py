@@ -52,7 +52,7 @@ def _in_strips(per_pixel, x, elements=1 << 20):
     The conversion makes a dozen temporaries; on a large image each would
     stream through main memory, on a strip they stay in cache: 2-3x faster,
     same numbers, still differentiable (torch.cat)."""
-    rows = max(1, elements // x[..., :1, :].numel())
+    rows = max(1, elements // max(1, x[..., :1, :].numel()))  # max: an empty image is converted too
     if x.shape[-2] <= rows:
         return per_pixel(x)
     return torch.cat([per_pixel(strip) for strip in x.split(rows, dim=-2)], dim=-2)

@@ -750,6 +750,8 @@ def test_lab_round_trip_batched_and_unbatched():
     assert L.min() >= 0 and L.max() <= 100
     # float32 agrees with float64 closely enough for 8-bit images
     assert torch.allclose(lab.rgb_to_lab(rgb.float()).double(), batched, atol=2e-3)
+    for empty in ((0, 3, 4, 4), (1, 3, 0, 4), (1, 3, 4, 0)):  # no pixels: no error either
+        assert lab.lab_to_rgb(lab.rgb_to_lab(torch.zeros(empty, dtype=torch.uint8))).shape == empty
 
 
 def test_lab_in_strips_gives_the_same_numbers_as_one_pass():
