@@ -64,7 +64,8 @@ def plan_outputs(jobs):
     extensions = {}
     for path, stem in jobs:
         extensions.setdefault(entry(stem), []).append(os.path.splitext(path)[1].lower())
-    taken = {entry(path) for path, _ in jobs}  # no output may replace an input
+    taken = {entry(path) for path, _ in jobs} | {os.path.realpath(path) for path, _ in jobs}  # no output may
+    # replace an input, nor the file behind an input that is a link
     inputs, planned = set(), []
     for path, stem in jobs:
         if entry(path) in inputs:

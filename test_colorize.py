@@ -2711,6 +2711,15 @@ def test_overwrite_never_writes_over_an_input_named_like_an_output(tmp_path):
     assert r.returncode == 0, r.stderr
     assert digest(tmp_path / "a_color.png") == before
     assert (tmp_path / "a-2_color.png").exists() and (tmp_path / "a_color_color.png").exists()
+    # an input that is a link to what would be another input's output: the file behind it is kept too
+    (tmp_path / "l").mkdir()
+    make_photo(tmp_path / "l" / "x.jpg", size=(40, 32))
+    make_photo(tmp_path / "l" / "x_color.png", size=(40, 32), seed=2)
+    os.symlink("x_color.png", tmp_path / "l" / "pic.png")
+    before = digest(tmp_path / "l" / "x_color.png")
+    r = colorize_cli(tmp_path / "l" / "x.jpg", tmp_path / "l" / "pic.png", "--overwrite", "--checkpoint", DEMO)
+    assert r.returncode == 0 and digest(tmp_path / "l" / "pic.png") == before, r.stderr
+    assert (tmp_path / "l" / "x-2_color.png").exists()
 
 
 def test_colorize_a_24_megapixel_photo_in_bounded_memory(tiny_ckpt, tmp_path):
