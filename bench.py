@@ -58,29 +58,52 @@ args = parser.parse_args()
 def flag_problem(args):
     """What is wrong with the flags, as 'error: --flag ...', or None: checked
     before any work, so a typo costs a second, not a run that dies half-way."""
-    if args.batch_size < 0:
-        return f"--batch-size {args.batch_size}: must be 0 (the device's default) or more"
-    if not (math.isfinite(args.peak_tflops) and args.peak_tflops >= 0):
-        return f"--peak-tflops {args.peak_tflops:g}: must be 0 (from the card's name) or more"
-    if args.device == "cuda" and not torch.cuda.is_available():
-        return f"--device cuda: torch {torch.__version__} sees no CUDA GPU here (--device cpu runs on the CPU)"
-    if args.compile and (args.device == "cpu" or not torch.cuda.is_available()):
-        return "--compile: CUDA only (PyTorch's CPU compiler fails on the colorizer's replicate padding)"
     # A folder without JPEGs skips the rows that need photos, with a note; so does
     # the default photos/, which a fresh clone lacks. A folder named but not there is a typo.
-    if not os.path.isdir(args.photos) and args.photos != parser.get_default("photos"):
-        what = "not a folder" if os.path.exists(args.photos) else "no such folder"
-        return f"--photos {args.photos}: {what}"
+    folder = "not a folder" if os.path.exists(args.photos) else "no such folder"
+    for ok, problem in [
+            (0 <= args.batch_size <= 1024,  # 16x the CUDA default; beyond it a batch's own tensors need gigabytes
+             f"--batch-size {args.batch_size}: must be 0 (the device's default) to 1024"),
+            (math.isfinite(args.peak_tflops) and args.peak_tflops >= 0,
+             f"--peak-tflops {args.peak_tflops:g}: must be 0 (from the card's name) or more"),
+            (args.device != "cuda" or torch.cuda.is_available(),
+             f"--device cuda: torch {torch.__version__} sees no CUDA GPU here (--device cpu runs on the CPU)"),
+            (not args.compile or (args.device != "cpu" and torch.cuda.is_available()),
+             "--compile: CUDA only (PyTorch's CPU compiler fails on the colorizer's replicate padding)"),
+            (os.path.isdir(args.photos) or args.photos == parser.get_default("photos"),
+             f"--photos {args.photos}: {folder}")]:
+        if not ok:
+            return problem
     return None
+
+
+def stop(*_):
+    print("interrupted: bench.py writes nothing, so nothing is lost", file=sys.stderr)
+    sys.exit(130)
 
 
 if problem := flag_problem(args):
     print(f"error: {problem}", file=sys.stderr)
     sys.exit(2)
-if not glob.glob(os.path.join(args.photos, "*.jpg")):
+signal.signal(signal.SIGINT, stop)
+# The photos the data and colorize rows measure with: color JPEGs that decode
+# (train.py passes over broken and grayscale ones), checked now, not half-way.
+jpegs = sorted(glob.glob(os.path.join(args.photos, "*.jpg")))
+photos, passed_over, checker = [], [], data.ImageFolder([], 64)
+for path in jpegs:
+    if len(photos) == (4 if args.quick else len(jpegs)):
+        break
+    reason = checker.load(path)[1]  # None, or why train.py would pass the file over
+    (passed_over if reason else photos).append(reason or path)
+if jpegs and not photos:
+    print(f"error: --photos {args.photos}: none of its {len(jpegs)} JPEGs is a color photo that decodes (first: "
+          f"{passed_over[0]})", file=sys.stderr)
+    sys.exit(2)
+for reason in passed_over:
+    print(f"note: passed over {reason}")
+if not photos:
     print(f"note: no JPEGs in {args.photos}: the data loading, decode + crop, train.py loop and "
           f"colorize.py per image rows are left out\n")
-signal.signal(signal.SIGINT, lambda *_: sys.exit("interrupted: bench.py writes nothing, so nothing is lost"))
 
 device = torch.device("cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()) else "cpu")
 cuda = device.type == "cuda"
@@ -90,7 +113,6 @@ batch = args.batch_size or (2 if args.quick else 64 if cuda else 8)
 S = 64 if args.quick else 256  # the training crop side
 memory_format = torch.channels_last if cuda else torch.contiguous_format
 autocast = torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
-photos = sorted(glob.glob(os.path.join(args.photos, "*.jpg")))[:4 if args.quick else None]
 rows = []  # (stage, setting, result, ratio)
 
 # Dense bf16 tensor-core peaks from NVIDIA's datasheets (their headline figures
@@ -163,12 +185,22 @@ def flop_rate(flops, seconds):
 PRINT_PEAK = "print('M', [l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM')][0])"
 
 
+def failed(what, r):
+    """A process bench.py started failed (r: its CompletedProcess): its last line
+    on stderr, in one line, exit 1; or it was stopped by the same Ctrl-C."""
+    if r.returncode in (130, -signal.SIGINT):
+        stop()
+    last = (r.stderr.strip().splitlines() or [f"exit status {r.returncode}"])[-1]
+    print(f"error: {what} failed: {last}", file=sys.stderr)
+    sys.exit(1)
+
+
 def run_python(code):
     """Run `code` in a fresh Python in this folder; {key: value} of its 'KEY value' lines."""
     r = subprocess.run([sys.executable, "-c", code + "\n" + PRINT_PEAK], capture_output=True, text=True,
                        cwd=os.path.dirname(os.path.abspath(__file__)))
     if r.returncode:
-        raise RuntimeError(r.stderr)
+        failed("a measuring process", r)
     return dict(line.split(None, 1) for line in r.stdout.splitlines() if line[:2] in ("M ", "T "))
 
 
@@ -286,7 +318,8 @@ if photos:
                f"workers needed: {need['attention + global']} (attention + global), {need['baseline']} (baseline)")
     batches = max(8, 4 * workers)  # enough that the start-up of the workers is a small part
     loader = torch.utils.data.DataLoader(data.ImageFolder(files * (batches * batch // len(files) + 1), S),
-                                         batch_size=batch, num_workers=workers, collate_fn=data.collate)
+                                         batch_size=batch, num_workers=workers, collate_fn=data.collate,
+                                         worker_init_fn=data.ignore_ctrl_c)  # Ctrl-C: bench.py alone says it
     it = iter(loader)
     next(it)  # the workers start and fill their queues
     t0, n = time.perf_counter(), 0
@@ -336,20 +369,26 @@ if photos:
 if photos:
     with tempfile.TemporaryDirectory() as tmp:
         size, steps, loop_batch = (32, 4, 4) if args.quick else (S, 60, batch) if cuda else (128, 30, 16)
-        # The photos several times over (symlinks), so that an epoch holds many
-        # batches, as a real data set does, and every loader worker has work.
+        # The photos several times over (symlinks) in train/, so that an epoch holds
+        # many batches, as a real data set does, and every loader worker has work;
+        # in val/, mirrored copies: train.py refuses to validate on photos it trains
+        # on byte for byte, which a hash split of the links would (one photo: always).
         folder = os.path.join(tmp, "photos")
-        os.makedirs(folder)
+        os.makedirs(os.path.join(folder, "train"))
+        os.makedirs(os.path.join(folder, "val"))
         for copy in range(math.ceil(20 * loop_batch / len(photos))):
             for p in photos:
-                os.symlink(os.path.abspath(p), os.path.join(folder, f"{copy}_{os.path.basename(p)}"))
+                os.symlink(os.path.abspath(p), os.path.join(folder, "train", f"{copy}_{os.path.basename(p)}"))
+        for p in photos[:4]:
+            mirrored = data.load_image(p)[0].transpose(Image.FLIP_LEFT_RIGHT)
+            mirrored.save(os.path.join(folder, "val", os.path.basename(p)), quality=90)
         cmd = [sys.executable, "train.py", "--data", folder, "--inception", "none", "--out", os.path.join(tmp, "run"),
                "--size", str(size), "--batch-size", str(loop_batch), "--max-steps", str(steps),
                "--eval-every", str(steps), "--val-images", "16", "--log-every", str(max(1, steps // 6)),
                "--device", device.type, "--workers", str(workers)] + (["--compile"] if args.compile else [])
         out = subprocess.run(cmd, capture_output=True, text=True, cwd=os.path.dirname(os.path.abspath(__file__)))
         if out.returncode:
-            raise RuntimeError(out.stderr)
+            failed("train.py", out)
         rates = [float(line.split(" img/s")[0].split("| ")[-1]) for line in out.stdout.splitlines() if " img/s" in line]
         rates = rates[1:] or rates  # the first interval includes start-up
         loop_rate = sum(rates) / len(rates)
@@ -372,8 +411,14 @@ with tempfile.TemporaryDirectory() as tmp:
         some = photos[:16]
         t0 = time.perf_counter()
         quiet = io.StringIO()  # it prints every path it writes and the checkpoint it uses
+        handlers = {signum: signal.getsignal(signum) for signum in runs.STOP_SIGNALS}
         with contextlib.redirect_stdout(quiet), contextlib.redirect_stderr(quiet):
-            colorize.main(some + ["-o", os.path.join(tmp, "out"), "--checkpoint", ckpt, "--device", device.type])
+            status = colorize.main(some + ["-o", os.path.join(tmp, "out"), "--checkpoint", ckpt, "--device",
+                                           device.type])
+        for signum, handler in handlers.items():  # colorize.main made them its own (it returns 130 after one)
+            signal.signal(signum, handler)
+        if status:
+            failed("colorize.py", subprocess.CompletedProcess([], status, "", quiet.getvalue()))
         per_image = (time.perf_counter() - t0) / len(some)
         net = net.to(device)
         sizes = [colorize.network_size(*Image.open(p).size, S) for p in some]

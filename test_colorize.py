@@ -176,10 +176,23 @@ project, in this order, each with the tests that keep it:
         test_attention_task_runs_and_keeps_its_outputs
         test_attention_task_bad_flags_are_one_line
         test_attention_task_mine_says_which_exercise_is_missing
+        test_attention_task_measures_the_receptive_field_of_an_untrained_baseline_that_passes_no_gradient
+        test_attention_task_says_an_unwritable_out_before_training
+        test_attention_task_ctrl_c_is_one_line_and_leaves_no_half_written_file
+        test_overfit_one_photo_refuses_flags_that_cannot_work_before_any_work
+        test_overfit_one_photo_refuses_a_photo_without_color
+        test_overfit_one_photo_that_diverges_writes_no_picture
+        test_overfit_one_photo_says_an_unwritable_out_before_training
+        test_overfit_one_photo_ctrl_c_is_one_line_and_writes_nothing
+        test_faces_says_a_bad_picture_or_argument_in_one_line
+        test_exercise_checker_counts_a_sys_exit_or_keyboard_interrupt_of_the_students_as_a_failure
+        test_exercise_checker_ctrl_c_is_one_line_even_inside_the_students_code
 16. Benchmarks and the GPU check
         test_bench_flags_are_one_line_errors_before_any_work
         test_gpu_check_runs_every_step_on_the_cpu
         test_gpu_check_records_what_did_not_run_and_fails
+        test_bench_photos_it_cannot_use_and_a_huge_batch_are_one_line_before_any_work
+        test_bench_measures_with_one_jpeg_and_ctrl_c_after_colorize_is_one_line
 """
 
 
@@ -2349,7 +2362,7 @@ def test_ctrl_c_under_torchrun_stops_every_rank_in_one_line_each(photo_dir, tmp_
 
 @pytest.mark.parametrize("flag,value", [
     ("--batch-size", 0), ("--eval-every", 0), ("--log-every", 0), ("--lr", "nan"), ("--lr", "-1"),
-    ("--workers", -1), ("--cache", -1), ("--width", 0), ("--val-images", 0), ("--size", 0), ("--size", -8),
+    ("--workers", -1), ("--cache", -1), ("--width", 0), ("--width", 1), ("--val-images", 0), ("--size", 0), ("--size", -8),
     ("--size", 100000), ("--size", 30), ("--max-steps", 0), ("--ema", 1), ("--val-fraction", 0),
     ("--seed", -1), ("--seed", 2**63 - 1)])
 def test_train_checks_every_flag_before_any_work(photo_dir, tmp_path, flag, value):
@@ -3197,6 +3210,211 @@ def test_attention_task_mine_says_which_exercise_is_missing(tmp_path):
                         r"run python docs/exercises/check.py\n", r.stderr), r.stderr
 
 
+# The course scripts under hostile input: one line, before the work; Ctrl-C one line
+
+def script(name):
+    return os.path.join(HERE, name)
+
+
+def no_traceback(r):
+    assert "Traceback" not in r.stderr, r.stderr
+
+
+def interrupt_at(cmd, line_starts, cwd=HERE, timeout=120):
+    """Run cmd, send SIGINT once a line of its stdout starts with line_starts:
+    (returncode, stdout up to then and after, stderr)."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}  # its lines come as they are printed
+    p = subprocess.Popen([sys.executable, *map(str, cmd)], cwd=cwd, env=env, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    seen = []
+    for line in p.stdout:
+        seen.append(line)
+        if line.startswith(line_starts):
+            break
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=timeout)
+    return p.returncode, "".join(seen) + out, err
+
+
+def assert_interrupted(code, out, err, expected_line):
+    assert any(line.startswith(expected_line) for line in out.splitlines()), (out, err)  # it got there
+    assert code == 130 and "Traceback" not in err, (code, err)
+    assert err.count("\n") == 1 and err.startswith("interrupted"), err
+
+
+# docs/attention_task.py
+def test_attention_task_measures_the_receptive_field_of_an_untrained_baseline_that_passes_no_gradient(tmp_path):
+    """At --seed 1 the untrained width-4 baseline has every ReLU of a layer
+    off at the pixel measured (no gradient reaches the input): the field is
+    still measured, 131 px as at any other seed. Below width 4 the decoder
+    cannot paint the task's colors: refused in one line, before any work."""
+    r = run(script("docs/attention_task.py"), "--steps", 1, "--width", 4, "--seed", 1, "--out", tmp_path / "a")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "receptive field: 131 x 131 px (computed: gradient of one output pixel)" in r.stdout.splitlines()
+    for width in (2, 3):
+        r = run(script("docs/attention_task.py"), "--steps", 1, "--width", width, "--out", tmp_path / "b")
+        one_error_line(r, "--width", "4 to 256")
+        assert r.stdout == ""
+    assert not (tmp_path / "b").exists()
+
+
+OPEN_REFUSED = """
+import os, runpy, sys
+out, script, *argv = sys.argv[1:]
+real_open = os.open
+def open_(path, flags, *rest, **kw):  # as a read-only folder (as root, chmod cannot make one)
+    p = os.path.abspath(os.fspath(path))
+    if (p == out or os.path.dirname(p) == out) and flags & (os.O_WRONLY | os.O_RDWR):
+        raise PermissionError(13, "Permission denied", os.fspath(path))
+    return real_open(path, flags, *rest, **kw)
+os.open = open_
+sys.argv = [script, *argv]
+runpy.run_path(script, run_name="__main__")
+"""
+
+
+def test_attention_task_says_an_unwritable_out_before_training(tmp_path):
+    """A folder at an output's name, with --overwrite, and an --out that
+    cannot be written: one line, exit 2, before the first step of training."""
+    out = tmp_path / "task"
+    (out / "attention_task.png").mkdir(parents=True)
+    r = run(script("docs/attention_task.py"), "--steps", 1, "--width", 4, "--out", out, "--overwrite")
+    one_error_line(r, "attention_task.png", "a folder")
+    assert r.stdout == "" and os.listdir(out) == ["attention_task.png"]
+    readonly = tmp_path / "readonly"
+    readonly.mkdir()
+    r = run("-c", OPEN_REFUSED, readonly, script("docs/attention_task.py"), "--steps", 1, "--width", 4,
+            "--out", readonly)
+    one_error_line(r, f"--out {readonly}", "cannot write there", "Permission denied")
+    assert r.stdout == "" and os.listdir(readonly) == []
+
+
+def test_attention_task_ctrl_c_is_one_line_and_leaves_no_half_written_file(tmp_path):
+    out = tmp_path / "task"
+    code, stdout, err = interrupt_at([script("docs/attention_task.py"), "--steps", 100000, "--width", 4,
+                                      "--out", out], "baseline step 1/")
+    assert_interrupted(code, stdout, err, "baseline step 1/")
+    assert os.listdir(out) == []
+
+
+# docs/overfit_one_photo.py
+
+@pytest.mark.parametrize("flags,words", [
+    (["--lr", "nan"], "--lr"), (["--lr", "-1"], "--lr"), (["--lr", "inf"], "--lr"),
+    (["--width", "100000"], "--width"), (["--width", "1", "--size", "16"], "--width"),
+    (["--size", "8", "--width", "1"], "--width"), (["--size", "8", "--width", "4"], "--size"),
+    (["--size", "80000"], "--size"),
+    (["--width", "1024", "--size", "16"], "GB"), (["--out", ""], "--out")])
+def test_overfit_one_photo_refuses_flags_that_cannot_work_before_any_work(tmp_path, flags, words):
+    photo = make_photo(tmp_path / "p.jpg", size=(64, 48))
+    before = digest(photo)
+    args = ["--steps", 2, "--size", 16, "--width", 4, "--out", tmp_path / "o.png"]
+    r = run(script("docs/overfit_one_photo.py"), photo, *args, *flags)
+    one_error_line(r, words)
+    assert r.stdout == "", r.stdout  # not one step trained
+    assert sorted(os.listdir(tmp_path)) == ["p.jpg"] and digest(photo) == before
+
+
+def test_overfit_one_photo_refuses_a_photo_without_color(tmp_path):
+    """A flat gray photo (or a grayscale one): nothing to learn, and all-gray is
+    already perfect (its MSE 0), so the ratio to it would be meaningless."""
+    for name, im in [("flat.png", Image.new("RGB", (64, 48), (128, 128, 128))),
+                     ("gray.jpg", Image.open(make_photo(tmp_path / "src.png", size=(64, 48))).convert("L"))]:
+        im.save(tmp_path / name)
+        r = run(script("docs/overfit_one_photo.py"), tmp_path / name, "--steps", 2, "--size", 16, "--width", 4,
+                "--out", tmp_path / "o.png")
+        one_error_line(r, name, "no color")
+        assert r.stdout == "" and not (tmp_path / "o.png").exists()
+
+
+def test_overfit_one_photo_that_diverges_writes_no_picture(tmp_path):
+    photo = make_photo(tmp_path / "p.jpg", size=(64, 48))
+    r = run(script("docs/overfit_one_photo.py"), photo, "--steps", 3, "--size", 16, "--width", 4, "--lr", "1e30",
+            "--out", tmp_path / "o.png")
+    assert r.returncode == 1 and r.stderr.startswith("error: ") and r.stderr.count("\n") == 1, r.stderr
+    assert "--lr" in r.stderr and not (tmp_path / "o.png").exists()
+
+
+def test_overfit_one_photo_says_an_unwritable_out_before_training(tmp_path):
+    photo = make_photo(tmp_path / "p.jpg", size=(64, 48))
+    readonly = tmp_path / "readonly"
+    readonly.mkdir()
+    r = run("-c", OPEN_REFUSED, readonly, script("docs/overfit_one_photo.py"), photo, "--steps", 2, "--size", 16,
+            "--width", 4, "--out", readonly / "o.png")
+    one_error_line(r, "cannot write there", "Permission denied")
+    assert r.stdout == "" and os.listdir(readonly) == []
+
+
+def test_overfit_one_photo_ctrl_c_is_one_line_and_writes_nothing(tmp_path):
+    photo = make_photo(tmp_path / "p.jpg", size=(64, 48))
+    code, out, err = interrupt_at([script("docs/overfit_one_photo.py"), photo, "--steps", 100000, "--size", 32,
+                                   "--width", 4, "--out", tmp_path / "o.png"], "step 1/")
+    assert_interrupted(code, out, err, "step 1/")
+    assert os.listdir(tmp_path) == ["p.jpg"]
+
+
+# docs/faces.py
+
+BOXED = "kphotoalbum_anne_helene_color.png"  # the first photo docs/faces.txt has a box on
+
+
+def test_faces_says_a_bad_picture_or_argument_in_one_line(tmp_path):
+    """A corrupt NAME_color.png, one too small for its box, a FIFO at the name
+    (never waited on), a file given as a folder, an unknown flag: one line
+    naming it, exit 2; --help is help, not a folder."""
+    (tmp_path / BOXED).write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    one_error_line(run(script("docs/faces.py"), tmp_path), BOXED, "not a readable image")
+    Image.new("RGB", (4, 4), (200, 150, 120)).save(tmp_path / BOXED)
+    one_error_line(run(script("docs/faces.py"), tmp_path), BOXED, "outside the 4x4 picture")
+    os.remove(tmp_path / BOXED)
+    os.mkfifo(tmp_path / BOXED)
+    one_error_line(run(script("docs/faces.py"), tmp_path, timeout=20), BOXED, "not a regular file")
+    one_error_line(run(script("docs/faces.py"), tmp_path / BOXED), BOXED, "not a folder")
+    one_error_line(run(script("docs/faces.py"), tmp_path / "missing"), "missing", "no such folder")
+    one_error_line(run(script("docs/faces.py"), "--no-such-flag"), "--no-such-flag")
+    r = run(script("docs/faces.py"), "--help")
+    assert r.returncode == 0 and r.stdout.startswith("usage: ") and "FOLDER" in r.stdout, r.stdout + r.stderr
+
+
+# docs/exercises/check.py
+
+def solutions():
+    return open(os.path.join(HERE, "docs", "exercises", "solutions.py")).read()
+
+
+def test_exercise_checker_counts_a_sys_exit_or_keyboard_interrupt_of_the_students_as_a_failure(tmp_path):
+    """sys.exit(0), at the top of the file or in an exercise, would end the
+    check with status 0 and no line: a pass. A KeyboardInterrupt the student's
+    code raises is that exercise's failure, not a traceback."""
+    top = tmp_path / "exits_at_import.py"
+    top.write_text(solutions() + "\nimport sys\nsys.exit(0)\n")
+    r = run(script("docs/exercises/check.py"), top)
+    assert r.returncode == 1 and r.stderr == "", r.stdout + r.stderr
+    assert r.stdout.splitlines() == [f"{top} does not run: it calls sys.exit(0)", "0 of 4 pass"], r.stdout
+    for name, body, says in [("coord_channels", "import sys; sys.exit(0)", "called sys.exit(0) instead of returning"),
+                             ("fusion_forward", "raise KeyboardInterrupt", "raised KeyboardInterrupt")]:
+        path = tmp_path / f"{name}.py"
+        code = re.sub(rf"(def {name}\(.*\):\n)", rf"\1    {body}\n", solutions())
+        assert code != solutions()
+        path.write_text(code)
+        r = run(script("docs/exercises/check.py"), path)
+        assert r.returncode == 1 and r.stderr == "", r.stdout + r.stderr
+        lines = r.stdout.splitlines()
+        assert lines[-1] == "3 of 4 pass" and [line for line in lines if not line.endswith(": pass")] == [
+            f"exercise {EXERCISE_NAMES.index(name) + 1} {name}: {says}",
+            "3 of 4 pass"], r.stdout
+
+
+def test_exercise_checker_ctrl_c_is_one_line_even_inside_the_students_code(tmp_path):
+    """A real Ctrl-C while the student's function runs stops the check (130),
+    in one line: it is not counted as that exercise's failure."""
+    path = tmp_path / "slow.py"
+    path.write_text(re.sub(r"(def attention_forward\(.*\):\n)", r"\1    import time; time.sleep(60)\n", solutions()))
+    code, out, err = interrupt_at([script("docs/exercises/check.py"), path], "exercise 1 coord_channels: pass")
+    assert_interrupted(code, out, err, "exercise 1 coord_channels: pass")
+    assert "exercise 2" not in out
+
+
 # -----------------------------------------------------------------------------
 # 16. Benchmarks and the GPU check
 # bench.py's flags, and .ci/gpu-check's steps run on the CPU, with what did not run recorded.
@@ -3247,3 +3465,31 @@ def test_gpu_check_records_what_did_not_run_and_fails(photo_dir, tmp_path):
     summary = (tmp_path / "out" / "summary.md").read_text()
     assert "| train.py | skipped | 0 | no time left in the budget |" in summary
     assert "not passed: bench.py --device cpu, train.py" in summary
+
+
+def test_bench_photos_it_cannot_use_and_a_huge_batch_are_one_line_before_any_work(tmp_path):
+    """A --photos folder of broken JPEGs only, or of grayscale ones only, and a
+    --batch-size no memory holds: one line, exit 2, nothing measured."""
+    broken, gray = tmp_path / "broken", tmp_path / "gray"
+    broken.mkdir(), gray.mkdir()
+    (broken / "b.jpg").write_bytes(open(make_photo(tmp_path / "p.jpg"), "rb").read()[:300])
+    Image.open(tmp_path / "p.jpg").convert("L").convert("RGB").save(gray / "g.jpg")
+    for flags, words in [(["--photos", broken], ["--photos", "b.jpg", "unreadable"]),
+                         (["--photos", gray], ["--photos", "g.jpg", "grayscale"]),
+                         (["--batch-size", "1000000000000"], ["--batch-size 1000000000000"])]:
+        r = run(script("bench.py"), "--quick", *flags, timeout=120)
+        one_error_line(r, *words)
+        assert r.stdout == "", r.stdout
+
+
+def test_bench_measures_with_one_jpeg_and_ctrl_c_after_colorize_is_one_line(tmp_path):
+    """One JPEG: every row that needs photos runs (the train.py loop included:
+    its validation photo must not be a copy of the ones it trains on). A Ctrl-C
+    after colorize.main has run (it makes the stop signals its own) is still
+    bench.py's: one line, exit 130."""
+    make_photo(tmp_path / "only.jpg", size=(160, 120))
+    code, out, err = interrupt_at([script("bench.py"), "--quick", "--photos", tmp_path], "colorize.py per image",
+                                  cwd=HERE)
+    assert "train.py loop" in out, (out[-2000:], err[-2000:])
+    assert_interrupted(code, out, err, "colorize.py per image")
+    assert err == "interrupted: bench.py writes nothing, so nothing is lost\n"

@@ -19,12 +19,16 @@ Writes --out DIR/attention_task.png (held-out examples and where a disk position
 looks) and DIR/attention_task.html (the attention explorer of one of them).
 """
 import os
+import signal
 import sys
+import tempfile
 import time
 
-import torch
-import torch.nn.functional as F
-from PIL import Image
+# Ctrl-C while torch loads (seconds): one line, no traceback; nothing is written yet
+signal.signal(signal.SIGINT, lambda *_: (print("interrupted", file=sys.stderr), os._exit(130)))
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from PIL import Image  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))  # the repository's files
@@ -46,6 +50,14 @@ COLORS = torch.tensor([[45.0, 26.0], [-45.0, 26.0]])
 HELD_OUT_SEED = 1_000_000  # the measurement's pictures; --seed stays below it
 
 
+def interrupted(signum, frame):
+    """Ctrl-C (or SIGTERM, SIGHUP): one line, exit 130. A save in flight removes its
+    temporary file (runs.save_atomic), so each output is whole or not there."""
+    print("interrupted: no half-written output is left", file=sys.stderr)
+    sys.exit(130)
+
+
+runs.on_stop_signals(interrupted)
 parser = runs.ArgumentParser(description=__doc__.split("\n\n")[0])  # a bad flag: one line, exit status 2
 parser.add_argument("--seed", type=int, default=0, help="the models' initialization and the training batches")
 parser.add_argument("--steps", type=int, default=400, help="optimizer steps for each model")
@@ -56,22 +68,25 @@ parser.add_argument("--out", default="runs/attention-task", help="folder for att
 parser.add_argument("--overwrite", action="store_true", help="replace earlier output files")
 parser.add_argument("--mine", action="store_true", help="use your functions of docs/exercises/exercises.py")
 args = parser.parse_args()
-if not 1 <= args.steps <= 100_000:
-    runs.fail("--steps must be 1 to 100000")
-if not 2 <= args.width <= 256:
-    runs.fail("--width must be 2 to 256")
-if not 0 <= args.seed < HELD_OUT_SEED:
-    runs.fail(f"--seed must be 0 to {HELD_OUT_SEED - 1}")
 files = [os.path.join(args.out, "attention_task" + ext) for ext in (".png", ".html")]
-for path in files:  # refuse before minutes of training, not after
-    if os.path.exists(path) and not args.overwrite:
-        runs.fail(f"{path} exists; pass --overwrite to replace it")
-if os.path.exists(args.out) and not os.path.isdir(args.out):
-    runs.fail(f"--out {args.out}: exists and is not a folder")
+for ok, problem in [  # refused before minutes of training, not after
+        (1 <= args.steps <= 100_000, "--steps must be 1 to 100000"),
+        # Below 4 the decoder's last hidden layer (width // 2 channels) has one channel, and
+        # one channel cannot carry gray, red and green: they do not lie on one line in a*b*.
+        (4 <= args.width <= 256, "--width must be 4 to 256"),
+        (0 <= args.seed < HELD_OUT_SEED, f"--seed must be 0 to {HELD_OUT_SEED - 1}"),
+        (not os.path.exists(args.out) or os.path.isdir(args.out), f"--out {args.out}: exists and is not a folder"),
+        *[(not os.path.isdir(path), f"--out {args.out}: {os.path.basename(path)} is a folder, not a file; "
+           f"move it away or give another --out") for path in files],
+        *[(args.overwrite or not os.path.lexists(path), f"{path} exists; pass --overwrite to replace it")
+          for path in files]]:
+    if not ok:
+        runs.fail(problem)
 try:
     os.makedirs(args.out, exist_ok=True)
+    tempfile.TemporaryFile(dir=args.out).close()  # written to now: a read-only folder is said before training
 except OSError as e:  # no permission, a read-only disk, ...
-    runs.fail(f"--out {args.out}: {e.strerror}")
+    runs.fail(f"--out {args.out}: cannot write there ({e.strerror or e})")
 
 # -----------------------------------------------------------------------------
 # 1. The data: pictures made on the fly, in Lab
@@ -152,16 +167,26 @@ if args.mine:  # your functions take the place of the model's own
 
 
 # Which input pixels can change one output pixel? Those where its gradient is
-# nonzero. Random weights are enough for that; eval mode, so that BatchNorm's batch
-# statistics do not tie every pixel to every other. At 320 x 320 it stays clear of the edges.
+# nonzero. Random weights are enough for that, with the ReLUs taken out: an untrained
+# layer of few channels (a small --width) can have every ReLU off at a pixel, and then no
+# gradient gets through at all. Eval mode, so that BatchNorm's batch statistics do not
+# tie every pixel to every other. At 320 x 320 it stays clear of the edges.
 start = time.monotonic()
+wiring = make_net("baseline").eval()
+for layer in list(wiring.modules()):
+    for name, child in layer.named_children():
+        if isinstance(child, torch.nn.ReLU):
+            setattr(layer, name, torch.nn.Identity())
 x = torch.randn(1, 1, 320, 320, requires_grad=True)
-make_net("baseline").eval()(x)[0, :, 160, 160].sum().backward()
+wiring(x)[0, :, 160, 160].sum().backward()
 ys, xs = torch.nonzero(x.grad[0, 0], as_tuple=True)             # the pixels that matter
-print(f"receptive field: {ys.max() - ys.min() + 1} x {xs.max() - xs.min() + 1} px "
-      f"(computed: gradient of one output pixel)")
-print(f"it reaches {160 - xs.min()} px left and {xs.max() - 160} px right of its pixel; the cue is "
-      + ("2-8 px from the disk (--near)" if args.near else f"at least {FAR} px from the disk"))
+if len(ys):
+    print(f"receptive field: {ys.max() - ys.min() + 1} x {xs.max() - xs.min() + 1} px "
+          f"(computed: gradient of one output pixel)")
+    print(f"it reaches {160 - xs.min()} px left and {xs.max() - 160} px right of its pixel; the cue is "
+          + ("2-8 px from the disk (--near)" if args.near else f"at least {FAR} px from the disk"))
+else:  # the fusion's ReLU is still in: every one of its channels off at that pixel
+    print("receptive field: not measured: no gradient reached the input through this untrained baseline")
 
 # -----------------------------------------------------------------------------
 # 3. Training: the same batches, in the same order, for both models
@@ -214,9 +239,12 @@ for c, name in enumerate(["red", "green"]):
 
 def save(path, write):
     """runs.save_atomic: never half a file; and never one that appeared while we trained, unasked."""
-    if os.path.exists(path) and not args.overwrite:
+    if os.path.lexists(path) and not args.overwrite:
         runs.fail(f"{path} exists; pass --overwrite to replace it")
-    runs.save_atomic(write, path)
+    try:
+        runs.save_atomic(write, path)
+    except OSError as e:  # a full disk; a folder made at the name meanwhile
+        runs.fail(f"cannot write {path}: {e.strerror or e}")
 
 
 # Four held-out pictures, two of each class, one row each: five captioned panels.

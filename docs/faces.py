@@ -13,11 +13,12 @@ import sys
 
 import numpy as np
 import torch
-from PIL import Image
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)  # the repository's files
+import data  # noqa: E402
 import lab  # noqa: E402
+import runs  # noqa: E402
 
 
 def read_boxes(path):
@@ -43,7 +44,8 @@ def face_ab(image, box):
 def main(folders, photos=os.path.join(REPO, "demo", "photos"), boxes=os.path.join(REPO, "docs", "faces.txt")):
     missing = [f for f in folders if not os.path.isdir(f)]
     if missing:
-        sys.exit(f"error: {missing[0]}: no such folder (give folders of NAME_color.png)")
+        runs.fail(f"{missing[0]}: " + ("not a folder" if os.path.exists(missing[0]) else "no such folder")
+                  + " (give folders of NAME_color.png)")
     means = {}
     for name, box in read_boxes(boxes):
         stem = os.path.splitext(name)[0]
@@ -52,7 +54,11 @@ def main(folders, photos=os.path.join(REPO, "demo", "photos"), boxes=os.path.joi
         for label, path in sources:
             if not os.path.exists(path):
                 continue
-            a, b = face_ab(Image.open(path), box)
+            image = runs.checked(data.open_image, path)[0]  # a broken file or a FIFO: one line, no hang
+            try:
+                a, b = face_ab(image, box)
+            except ValueError as e:  # not a picture of that photo
+                runs.fail(f"{path}: {e} (docs/faces.txt's boxes are for {name} at its own size)")
             means.setdefault(label, []).append(a)
             cells.append(f"{label}: a* {a:+5.1f} b* {b:+5.1f}")
         print(f"{stem} {box}: " + " | ".join(cells))
@@ -62,4 +68,6 @@ def main(folders, photos=os.path.join(REPO, "demo", "photos"), boxes=os.path.joi
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    parser = runs.ArgumentParser(description=__doc__.split("\n\n")[0])  # a bad argument: one line, exit status 2
+    parser.add_argument("folders", nargs="*", metavar="FOLDER", help="a folder of NAME_color.png, one per model")
+    main(parser.parse_args().folders)

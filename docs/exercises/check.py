@@ -10,13 +10,17 @@ model.coord_channels, model.Attention.forward (both of its paths, and the
 attention weights alpha), model.Fusion.forward, and the F.mse_loss of train.py's
 training step. The gradients are compared too, because training goes through
 them. One line per exercise: pass, not written yet, or the first difference;
-then "N of 4 pass". Exit status 0 when all pass, 1 otherwise, 2 for a bad argument.
+then "N of 4 pass". Exit status 0 when all pass, 1 otherwise, 2 for a bad argument,
+130 after Ctrl-C.
 """
 import importlib.util
 import math
 import os
+import signal
 import sys
 
+# Ctrl-C while torch loads (seconds): one line, no traceback
+signal.signal(signal.SIGINT, lambda *_: (print("interrupted", file=sys.stderr), os._exit(130)))
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))  # the repository root, for model.py
 
@@ -31,6 +35,15 @@ TOLERANCE = 1e-5  # float32 is good to ~1e-7 here; a real mistake is off by far 
 
 class Failed(Exception):
     """The student's function failed a case; the message is the line to print."""
+
+
+class Interrupted(BaseException):
+    """Ctrl-C, SIGTERM or SIGHUP, raised by the signal handler: not a KeyboardInterrupt,
+    so that one the student's code raises is told apart from it (a failure, not a stop)."""
+
+
+def interrupted(signum, frame):
+    raise Interrupted
 
 
 def show(shape):
@@ -51,9 +64,11 @@ def call(function, *args, **kwargs):
         return function(*args, **kwargs)
     except NotImplementedError:
         raise Failed("not written yet (NotImplementedError)") from None
-    except Exception as e:  # whatever the student's code raised is the answer to print
+    except SystemExit as e:  # sys.exit(0) in an exercise is no pass: it returned nothing to check
+        raise Failed(f"called sys.exit({e.code!r}) instead of returning") from None
+    except (Exception, KeyboardInterrupt) as e:  # whatever the student's code raised is the answer to print
         message = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        raise Failed(f"raised {type(e).__name__}: {message}"[:300]) from None
+        raise Failed(f"raised {type(e).__name__}{': ' if message else ''}{message}"[:300]) from None
 
 
 def compare(what, got, expected, case):
@@ -216,10 +231,12 @@ def main():
 
     spec = importlib.util.spec_from_file_location("checked_exercises", path)
     module = importlib.util.module_from_spec(spec)
+    # A syntax error, a bad import, a sys.exit(0) at the top: the student's file, so exit 1 (not 2, nor a pass's 0).
     try:
         spec.loader.exec_module(module)
-    except Exception as e:  # a syntax error, a bad import: the student's file, so exit 1, not 2
-        print(f"{path} does not run: {type(e).__name__}: {e}".splitlines()[0])
+    except (Exception, KeyboardInterrupt, SystemExit) as e:
+        why = f"it calls sys.exit({e.code!r})" if isinstance(e, SystemExit) else f"{type(e).__name__}: {e}"
+        print(f"{path} does not run: {why}".splitlines()[0])
         print(f"0 of {len(EXERCISES)} pass")
         return 1
 
@@ -240,4 +257,9 @@ def main():
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    runs.on_stop_signals(interrupted)
+    try:
+        sys.exit(main())
+    except Interrupted:
+        print("interrupted: check.py writes nothing, so nothing is lost", file=sys.stderr)
+        sys.exit(130)
