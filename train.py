@@ -110,7 +110,7 @@ for flag, ok, must in [
         ("--ema", 0 <= args.ema < 1, "from 0 (off) up to, not including, 1"),
         ("--max-steps", args.max_steps > start_step,
          f"more than the {start_step} steps the run has done" if start_step else "at least 1"),
-        ("--width", args.width is None or 1 <= args.width <= 1024, "from 1 to 1024"),
+        ("--width", args.width is None or 2 <= args.width <= 1024, "from 2 to 1024 (at 1 the decoder has no channels)"),
         ("--workers", args.workers >= 0, "0 or more"),
         ("--cache", args.cache >= 0, "0 or more"),
         ("--balance", 0 <= args.balance <= 4 and ("RANK" not in os.environ or not args.balance),
