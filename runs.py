@@ -320,6 +320,11 @@ def find_checkpoint(roots=RUN_ROOTS):
 # -----------------------------------------------------------------------------
 # 3. A training run's folder
 
+def run_files(out):
+    """The names of the files train.py writes that --out holds (links too)."""
+    return [name for name in RUN_FILES if os.path.lexists(os.path.join(out, name))]
+
+
 def start_checkpoint(args):
     """The --resume / --init / --overwrite rules for files, in one place: the
     checkpoint --resume continues (--out/ckpt.pt, a run to continue) or --init
@@ -329,7 +334,7 @@ def start_checkpoint(args):
         fail("--resume continues a run, --init starts a new one from a checkpoint: give one of them")
     path = os.path.join(args.out, CHECKPOINT) if args.resume else args.init
     flag = "--resume" if args.resume else "--init"
-    held = [name for name in RUN_FILES if os.path.lexists(os.path.join(args.out, name))]
+    held = run_files(args.out)
     folders = [name for name in held if os.path.isdir(os.path.join(args.out, name))]
     if folders:  # no file of train.py's: neither replaced nor continued
         fail(f"--out {args.out}: {', '.join(folders)} is a folder, not train.py's file; move it away or give "
@@ -372,7 +377,7 @@ def prepare_folder(args, log, ckpt=None):
     if made:
         atexit.register(remove_if_empty, out)
     lock = take_lock(out)
-    held = [name for name in RUN_FILES if os.path.lexists(os.path.join(out, name))]
+    held = run_files(out)  # under the lock: what no other train.py will change now
     if held and not args.resume and not args.overwrite:
         fail(f"--out {out}: another train.py wrote a run there ({', '.join(held)}) while this one started: "
              f"--resume to continue it, --overwrite to start over, or another --out")
@@ -385,11 +390,10 @@ def prepare_folder(args, log, ckpt=None):
             fail(f"--resume: {os.path.join(out, CHECKPOINT)} changed while this run started (step {ckpt['step']}, "
                  f"now {step}): another train.py went on with it; --resume again")
     if args.overwrite and not args.resume:
-        old = [name for name in RUN_FILES if os.path.lexists(os.path.join(out, name))]
-        for name in old:
+        for name in held:
             os.remove(os.path.join(out, name))
-        if old:
-            log(f"--overwrite: removed the old run's {', '.join(old)}")
+        if held:
+            log(f"--overwrite: removed the old run's {', '.join(held)}")
     for name in os.listdir(out):  # after the lock: no other run's save is in flight
         path = os.path.join(out, name)
         if TEMPORARY.fullmatch(name) and name.rpartition(".tmp")[0] in RUN_FILES and not (  # ours, exactly:
@@ -609,6 +613,16 @@ def on_stop_signals(handler):
     """Call handler(signum, frame) on each of STOP_SIGNALS."""
     for signum in STOP_SIGNALS:
         signal.signal(signum, handler)
+
+
+def exit_on_stop(message):
+    """For a script with nothing to save: on each of STOP_SIGNALS, message on
+    one line and exit 130 (SystemExit, so a save in flight removes its
+    temporary file and every output is whole or not there)."""
+    def stop(signum, frame):
+        print(message, file=sys.stderr)
+        sys.exit(130)
+    on_stop_signals(stop)
 
 
 def stop_every_rank(run, log):

@@ -50,14 +50,7 @@ COLORS = torch.tensor([[45.0, 26.0], [-45.0, 26.0]])
 HELD_OUT_SEED = 1_000_000  # the measurement's pictures; --seed stays below it
 
 
-def interrupted(signum, frame):
-    """Ctrl-C (or SIGTERM, SIGHUP): one line, exit 130. A save in flight removes its
-    temporary file (runs.save_atomic), so each output is whole or not there."""
-    print("interrupted: no half-written output is left", file=sys.stderr)
-    sys.exit(130)
-
-
-runs.on_stop_signals(interrupted)
+runs.exit_on_stop("interrupted: no half-written output is left")  # Ctrl-C, SIGTERM, SIGHUP
 parser = runs.ArgumentParser(description=__doc__.split("\n\n")[0])  # a bad flag: one line, exit status 2
 parser.add_argument("--seed", type=int, default=0, help="the models' initialization and the training batches")
 parser.add_argument("--steps", type=int, default=400, help="optimizer steps for each model")

@@ -32,14 +32,7 @@ import model  # noqa: E402
 import runs  # noqa: E402
 
 
-def interrupted(signum, frame):
-    """Ctrl-C (or SIGTERM, SIGHUP): one line, exit 130. --out is written whole
-    or not at all (runs.save_atomic removes a temporary file in flight)."""
-    print("interrupted: no half-written output is left", file=sys.stderr)
-    sys.exit(130)
-
-
-runs.on_stop_signals(interrupted)
+runs.exit_on_stop("interrupted: no half-written output is left")  # Ctrl-C, SIGTERM, SIGHUP
 parser = runs.ArgumentParser(description=__doc__.split("\n\n")[0])  # a bad flag: one line, exit status 2
 parser.add_argument("photo", help="a color photograph")
 parser.add_argument("--steps", type=int, default=100, help="optimizer steps")
