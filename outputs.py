@@ -109,6 +109,7 @@ class OutputPlan:
 
     def __init__(self, args):
         self.args, self.done, self.started = args, 0, time.monotonic()
+        self.eta = runs.Eta(0)
         jobs, errors, passed_over = collect_inputs(args.paths, args.out)
         self.jobs, self.failed = plan_outputs(jobs), len(errors)
         for e in errors:
@@ -163,8 +164,8 @@ class OutputPlan:
         line = f"[{number}/{len(self.jobs)}] {printable(path)} -> {', '.join(map(printable, written))}"
         if len(self.jobs) > 1:  # as train.py logs: throughput and time left
             rate = self.done / (time.monotonic() - self.started)
-            left = (len(self.jobs) - number) / rate
-            line += f" | {rate:.2f} img/s | {runs.eta(left)}"
+            self.eta.total = len(self.jobs)
+            line += f" | {rate:.2f} img/s | {self.eta.update(number)}"
         print(line, flush=True)
         return True
 

@@ -28,6 +28,7 @@ import signal
 import stat
 import sys
 import tempfile
+import time
 
 import torch
 from PIL import Image, ImageDraw
@@ -104,9 +105,29 @@ def checked(call, *args, said=None):
         fail(f"{said}: {e}" if said else e)
 
 
-def eta(seconds):
-    """Time left, as progress lines print it: "eta 3m07s"."""
-    return f"eta {int(seconds // 60)}m{int(seconds % 60):02d}s"
+class Eta:
+    """Time left from the recent rate, as tqdm estimates it: an exponential
+    moving average of seconds per unit, so a machine that becomes busy (or
+    idle) shows in the estimate within a few updates, where the mean rate
+    since the start would lag for the rest of the run."""
+
+    def __init__(self, total, done=0, smoothing=0.3):
+        self.total, self.done, self.smoothing = total, done, smoothing
+        self.seconds_per_unit, self.last = None, time.monotonic()
+
+    def pause(self):
+        """Time from here to the next update is not progress (validation, a save)."""
+        self.last = time.monotonic()
+
+    def update(self, done):
+        """done units so far -> "eta 3m07s"."""
+        now = time.monotonic()
+        rate = (now - self.last) / max(1, done - self.done)
+        self.seconds_per_unit = rate if self.seconds_per_unit is None else \
+            self.smoothing * rate + (1 - self.smoothing) * self.seconds_per_unit
+        self.done, self.last = done, now
+        seconds = self.seconds_per_unit * max(0, self.total - done)
+        return f"eta {int(seconds // 60)}m{int(seconds % 60):02d}s"
 
 # -----------------------------------------------------------------------------
 # 2. Checkpoints
@@ -536,11 +557,11 @@ class Run:
         grid = torch.cat(samples, dim=1).permute(1, 2, 0).cpu().numpy()   # (rows*S, 3*S, 3)
         self.save(lambda f: Image.fromarray(grid).save(f, format="PNG"), SAMPLES)
 
-    def add_loss(self, row, seconds_left, log):
+    def add_loss(self, row, eta, log):
         """A logged step (its mean loss since the last) into the history, and its log line."""
         self.history.append(row)
         log(f"step {row['step']}/{self.args.max_steps} | loss {row['loss']:.5f} | {row['img_per_s']:.1f} img/s | "
-            f"{eta(seconds_left)}")
+            f"{eta}")
 
     def stop(self, step, start_step, net, ema_net, optimizer, loss, log):
         """After a Ctrl-C (StopRequest): save the step in hand, say where, exit 130."""

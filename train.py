@@ -327,7 +327,8 @@ if distributed:
 # The loss is summed on the device, so the GPU never waits for a per-step .item();
 # it is read, and checked for NaN/inf, before anything is logged or saved.
 loss_sum, loss_count, images = torch.zeros((), device=device), 0, 0
-t_interval = t_start = time.monotonic()
+t_interval = time.monotonic()
+eta = runs.Eta(args.max_steps, done=start_step)  # from the recent rate: it follows a machine that gets busy
 for step in range(start_step, args.max_steps + 1):
     last_step = step == args.max_steps
     if stop and stop.requested and not last_step:  # Ctrl-C: save the step in hand and stop
@@ -350,7 +351,8 @@ for step in range(start_step, args.max_steps + 1):
         # best.pt: the weights this validation judged (the average, with --ema), when they are the best so far
         run.save_checkpoint(step, net, ema_net, optimizer, (ema_net or net).state_dict() if is_best else None)
         run.write_log()
-        t_interval, t_start = t_interval + time.monotonic() - t_eval, t_start + time.monotonic() - t_eval  # not throughput
+        t_interval += time.monotonic() - t_eval  # validation is not throughput
+        eta.pause()
     if last_step:
         break
 
@@ -378,7 +380,7 @@ for step in range(start_step, args.max_steps + 1):
         now = time.monotonic()
         run.add_loss({"step": step + 1, "loss": loss_sum.item() / loss_count, "lr": lr_at(step),
                       "img_per_s": images / (now - t_interval)},
-                     seconds_left=(now - t_start) / (step + 1 - start_step) * (args.max_steps - step - 1), log=log)
+                     eta=eta.update(step + 1), log=log)
         loss_sum, loss_count, images, t_interval = torch.zeros((), device=device), 0, 0, now
 
 # -----------------------------------------------------------------------------
