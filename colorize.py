@@ -59,22 +59,7 @@ def load(checkpoint=None, device=None, inception=None):
     if str(device).startswith("cuda") and not torch.cuda.is_available():
         raise ColorizeError(f"device {device!r}, but no CUDA device is available")
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    found = None if checkpoint else runs.find_checkpoint()
-    path = checkpoint or found or DEMO_CHECKPOINT
-    if os.path.isdir(path):  # a run folder: its best.pt, else its ckpt.pt
-        path = runs.run_checkpoint(path) or path
-        if os.path.isdir(path):
-            raise CheckpointError(f"{printable(path)}: a folder without best.pt or ckpt.pt")
-    try:
-        ckpt = runs.read_checkpoint(path, missing="no such checkpoint")
-        try:
-            net = model.from_checkpoint(ckpt)
-        except Exception as e:  # no config, an unknown config key, weights that do not fit: all "not usable here"
-            raise CheckpointError(f"{printable(path)}: not a compatible colorizer checkpoint "
-                                  f"({e if isinstance(e, ValueError) else runs.short_reason(e)})") from None
-    except CheckpointError as e:
-        raise CheckpointError(f"{e} (the newest run under {runs.SEARCHED}; choose another with --checkpoint PATH)"
-                              if found else str(e)) from None
+    net, ckpt, path = runs.open_colorizer(checkpoint, DEMO_CHECKPOINT)
     inception_net = None
     if net.config.global_branch:  # a file other than the one it was trained with is a warning here (inception.py)
         try:

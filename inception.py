@@ -8,9 +8,8 @@ and everything needed to get its weights, so model.py can stay the paper's:
   1. InceptionResNetV2 (Szegedy et al. 2016), with timm's module names, so the
      published weights (timm/inception_resnet_v2.tf_in1k) load without renaming;
      inception_embedding, the gray image -> logits.
-  2. Its weight files: timm's safetensors (read here, checking every offset),
-     PyTorch pickles, Cadene's pretrainedmodels file (another head name, a
-     background class, BatchNorm without its batch counter), strict loading.
+  2. Its weight files: timm's safetensors (read here, checking every offset)
+     or timm's PyTorch state dict, strict loading.
   3. The default weights: in this project's cache, else where timm (through
      huggingface_hub) keeps them, else downloaded once and checked by sha256;
      HF_HUB_OFFLINE is respected.
@@ -28,6 +27,8 @@ import math
 import os
 import sys
 import urllib.request
+import warnings
+import zipfile
 
 import torch
 import torch.nn as nn
@@ -161,7 +162,7 @@ def inception_embedding(inception, gray):
 
 
 # -----------------------------------------------------------------------------
-# 2. Its weight files: timm's safetensors, PyTorch pickles (Cadene's names too), strict loading
+# 2. Its weight files: timm's safetensors or its PyTorch state dict, strict loading
 
 # safetensors dtype names -> torch dtypes: what timm's file holds (F32) and what
 # a conversion of it to half precision holds (F16, BF16, with I64 counters).
@@ -232,49 +233,52 @@ def read_safetensors(path):
     return tensors
 
 
-def weights_format(path):
-    """"safetensors" or "torch", from the file's first bytes: names mislead (a
-    safetensors file saved as .bin, a Hugging Face blobs/<sha256> without any)."""
-    with open(path, "rb") as f:
-        head = f.read(9)
-    if head[8:9] == b"{":  # an 8-byte header size, then the JSON header's opening brace
-        return "safetensors"
-    if head[:2] == b"PK" or head[:1] == b"\x80":  # torch.save's zip archive, or a legacy pickle
-        return "torch"
-    # Neither (damaged or not weights at all): the name chooses whose error message to show.
-    return "safetensors" if path.endswith(".safetensors") else "torch"
+def short_reason(e):
+    """An exception's class and first sentence, leaving out torch's advice to
+    load with weights_only=False: unsafe for a file from anywhere."""
+    text = str(e).strip().splitlines()[0].split(". ")[0] if str(e).strip() else ""
+    unsafe = "weights only" in text.lower().replace("_", " ")
+    return e.__class__.__name__ + (f": {text[:150]}" if text and not unsafe else "")
+
+
+def load_tensors(path):
+    """torch.load of plain types only (weights_only), from a file that is what
+    torch.save writes: a zip archive of stored entries (it never compresses;
+    a deflated entry can inflate a thousandfold in memory before any check),
+    declaring no more bytes than the file holds. Warnings that torch prints
+    about a file (sparse tensors, old pickle protocols) do not reach the
+    user: the one-line error, or nothing, is what is said."""
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as archive:
+            entries = archive.infolist()
+        if any(entry.compress_type != zipfile.ZIP_STORED for entry in entries):
+            raise ValueError("compressed entries, which torch.save never writes")
+        if sum(entry.file_size for entry in entries) > os.path.getsize(path):
+            raise ValueError("its entries declare more bytes than the file holds")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def read_state_dict(path):
-    """Load a state dict from a safetensors file, or from a PyTorch pickle
-    (optionally nested under "state_dict" or "model"), safely, whatever its name."""
+    """Inception-ResNet-v2 weights as timm publishes them: its .safetensors
+    file, or a PyTorch state dict (its pytorch_model.bin), read safely."""
     path = regular_file(path)
-    if weights_format(path) == "safetensors":
+    if path.endswith(".safetensors"):
         return read_safetensors(path)
-    try:  # an open file, not the path: torch.load too would judge a path by its name
-        with open(path, "rb") as f:
-            obj = torch.load(f, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises many kinds here; all mean "not a usable checkpoint"
-        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        if "weights only" in first.lower().replace("_", " "):  # not torch's advice to unpickle anything
-            first = "it holds objects other than tensors, which are not loaded"
-        raise ValueError(f"{path}: cannot be read as a PyTorch weights file ({e.__class__.__name__}: "
-                         f"{first})") from None
-    for key in ("state_dict", "model"):
-        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
-            obj = obj[key]
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+    try:
+        state = load_tensors(path)
+    except Exception as e:  # torch raises many kinds here; all mean "not a usable weights file"
+        raise ValueError(f"{path}: cannot be read as a PyTorch weights file ({short_reason(e)})") from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ValueError(f"{path}: holds no state dict of tensors")
-    return obj
+    return state
 
 
 def load_strict(module, state, source):
     """load_state_dict with an error that names the missing, unexpected and
     mis-shaped keys (a few of each) and the file they came from."""
     own = module.state_dict()
-    # BatchNorm's num_batches_tracked buffer came with PyTorch 0.4.1; older files
-    # (Cadene's 2017 Inception) lack it and torch's strict load keeps the module's own.
-    state = {**{k: v for k, v in own.items() if k.rpartition(".")[2] == "num_batches_tracked"}, **state}
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
     misshaped = [f"{k} {tuple(state[k].shape)} != {tuple(v.shape)}"
@@ -286,19 +290,6 @@ def load_strict(module, state, source):
         raise ValueError(f"{source}: weights do not fit {module.__class__.__name__}: "
                          + "; ".join(problems))
     module.load_state_dict(state)
-
-
-def inception_state_dict(path):
-    """Read Inception-ResNet-v2 weights in timm or Cadene form as timm's keys."""
-    state = read_state_dict(path)
-    state = {k.removeprefix("module."): v for k, v in state.items()}
-    if "last_linear.weight" in state:  # Cadene's pretrainedmodels names the head last_linear
-        state = {k.replace("last_linear.", "classif."): v for k, v in state.items()}
-    if state.get("classif.weight") is not None and state["classif.weight"].shape[0] == 1001:
-        # Cadene's TF port has a background class at index 0; ImageNet's 1000 follow
-        state["classif.weight"] = state["classif.weight"][1:]
-        state["classif.bias"] = state["classif.bias"][1:]
-    return state
 
 
 # -----------------------------------------------------------------------------
@@ -441,7 +432,7 @@ def default_inception_path(download=True):
 def load_inception(path):
     """A frozen InceptionResNetV2 in eval mode with the weights in `path`."""
     net = InceptionResNetV2()
-    load_strict(net, inception_state_dict(path), path)
+    load_strict(net, read_state_dict(path), path)
     return net.eval().requires_grad_(False)
 
 # -----------------------------------------------------------------------------

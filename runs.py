@@ -29,17 +29,27 @@ import stat
 import sys
 import tempfile
 import time
+import types
+import warnings
+import zipfile
 
-import torch
-from PIL import Image, ImageDraw
+# A Ctrl-C in the seconds a command spends importing torch: one line, no
+# traceback. Only for this folder's commands, not a notebook that imports them.
+if os.path.dirname(os.path.abspath(getattr(sys.modules["__main__"], "__file__", "") or "/-")) == \
+        os.path.dirname(os.path.abspath(__file__)):
+    signal.signal(signal.SIGINT, lambda *_: os._exit(130))
+import torch  # noqa: E402
+from PIL import Image, ImageDraw  # noqa: E402
 
 try:
     import fcntl
 except ImportError:  # Windows
     fcntl = None
 
-import model
-from data import printable
+import data  # noqa: E402
+import inception  # noqa: E402
+import model  # noqa: E402
+from data import printable  # noqa: E402
 
 # What train.py writes into --out. A folder holding any of them holds a run.
 CHECKPOINT, BEST, LOG, CURVES, SAMPLES = "ckpt.pt", "best.pt", "log.csv", "loss.png", "samples.png"
@@ -85,6 +95,46 @@ def flags_given(parser, args):
     given = {k for k, v in vars(parser.parse_args()).items() if v is not None}
     parser.set_defaults(**defaults)
     return given
+
+
+def number_in(kind, low, high=None, low_open=False, high_open=False):
+    """An argparse type: a finite kind (int or float) from low to high (None:
+    no bound), each end included unless said open. Out of range: argparse's
+    own one-line error naming the flag, exit status 2."""
+    def parse(text):
+        value = kind(text)
+        if not (math.isfinite(value) and (value > low if low_open else value >= low) and
+                (high is None or (value < high if high_open else value <= high))):
+            raise argparse.ArgumentTypeError(f"must be {'above' if low_open else 'at least'} {low}" + (
+                "" if high is None else f" and {'below' if high_open else 'at most'} {high}") + f", got {text}")
+        return value
+    parse.__name__ = kind.__name__  # argparse names the type in "invalid int value"
+    return parse
+
+
+def crop_size(text):
+    """argparse type of --size: a multiple of 8 (the encoder halves it three times), 8 to 2048."""
+    value = number_in(int, 8, 2048)(text)
+    if value % 8:
+        raise argparse.ArgumentTypeError(f"must be a multiple of 8, got {text}")
+    return value
+
+
+def inception_choice(text):
+    """argparse type of --inception: auto, none, or a weights file that exists."""
+    if text not in ("auto", "none") and not os.path.isfile(text):
+        raise argparse.ArgumentTypeError(f"must be auto, none or a weights file (a regular file that exists), "
+                                         f"got {printable(text)}")
+    return text
+
+
+def device(choice, index=0):
+    """--device auto, cpu or cuda -> a torch.device, or one line and exit 2 when
+    CUDA is asked for and there is none."""
+    if choice == "cuda" and not torch.cuda.is_available():
+        fail("--device cuda, but no CUDA device is available: --device cpu or auto")
+    return torch.device(f"cuda:{index}" if choice == "cuda" or (choice == "auto" and torch.cuda.is_available())
+                        else "cpu")
 
 
 def not_a_folder(path):
@@ -175,40 +225,39 @@ def torch_writer(obj):
     return lambda f: f.write(buffer.getbuffer())
 
 
-def short_reason(e):
-    """An exception's class and first sentence, leaving out torch's advice to
-    load with weights_only=False: unsafe for a file from anywhere."""
-    text = str(e).strip().splitlines()[0].split(". ")[0] if str(e).strip() else ""
-    unsafe = "weights only" in text.lower().replace("_", " ")
-    return e.__class__.__name__ + (f": {text[:150]}" if text and not unsafe else "")
-
-
 def read_checkpoint(path, missing="no such file", unreadable="not a checkpoint file"):
     """A checkpoint's dict (plain types only: weights_only=True), or
     CheckpointError "PATH: why not", in the words of the command that asks."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise CheckpointError(f"{path!r}: not a path to a checkpoint")
     if not os.path.isfile(path):
         raise CheckpointError(f"{printable(path)}: " + ("a folder, not a checkpoint file" if os.path.isdir(path) else
                                                    "not a regular file" if os.path.exists(path) else missing))
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        ckpt = inception.load_tensors(path)
     except Exception as e:  # unpickling, truncated, random bytes: torch raises many kinds
-        raise CheckpointError(f"{printable(path)}: {unreadable} ({short_reason(e)})") from None
+        raise CheckpointError(f"{printable(path)}: {unreadable} ({inception.short_reason(e)})") from None
     wrong = malformed(ckpt)
     if wrong:
         raise CheckpointError(f"{printable(path)}: not a compatible colorizer checkpoint ({wrong})")
     return ckpt
 
 
-# What each entry of a checkpoint must be, where it is there at all.
+# What each entry of a checkpoint must be, where it is there at all; the same
+# for its config, whose every field must be there (model.ColorizerConfig).
 CHECKPOINT_TYPES = {"config": dict, "model": dict, "ema": (dict, type(None)), "args": (dict, type(None)),
                     "history": (list, type(None)), "step": int, "inception": (dict, type(None)),
                     "validation": (dict, type(None)), "draws": int, "validated_on": (str, type(None)),
                     "trained_on": (str, type(None))}
+CONFIG_VALUES = {"variant": ("attention", "baseline"), "coords": (True, False), "global_branch": (True, False),
+                 "width": range(2, 1025), "embed_dim": range(1, 100_001), "padding": ("zeros", "replicate")}
 
 
 def malformed(ckpt):
-    """What is wrong with a checkpoint's structure, in words, or None: a dict
-    with a config and weights, each entry of the type train.py writes."""
+    """What is wrong with a checkpoint, in words, or None: a dict with a config
+    and weights, each entry of the type train.py writes, every value that a
+    script later uses (the config, the Inception record, the history, the
+    training size) of its type and range, so that nothing fails on it later."""
     if not isinstance(ckpt, dict):
         return f"a {type(ckpt).__name__}, not a dict"
     for key in ("config", "model"):
@@ -217,48 +266,127 @@ def malformed(ckpt):
     for key, kind in CHECKPOINT_TYPES.items():
         if key in ckpt and not isinstance(ckpt[key], kind):
             return f"{key!r} is a {type(ckpt[key]).__name__}"
+    config = ckpt["config"]
+    for key, allowed in CONFIG_VALUES.items():  # type(): True is an int, 1 == True
+        if key not in config or type(config[key]) is not type(allowed[0]) or config[key] not in allowed:
+            return f"its config's {key} is {config.get(key)!r}" if key in config else f"its config has no {key}"
+    if set(config) - set(CONFIG_VALUES):
+        return f"its config has an unknown {sorted(set(config) - set(CONFIG_VALUES))[0]!r}"
     for key in ("model", "ema"):
         if not all(isinstance(v, torch.Tensor) and v.layout == torch.strided and not v.is_complex()
                    for v in (ckpt.get(key) or {}).values()):
             return f"{key!r} holds something other than dense real tensors"
-    number = (int, float)
-    if not all(isinstance(row, dict) and isinstance(row.get("step"), int) and all(
-            isinstance(v, number) for k, v in row.items() if k != "step") for row in ckpt.get("history") or []):
-        return "'history' holds something other than rows of numbers"
-    if not (ckpt.get("step", 0) if type(ckpt.get("step", 0)) is int else -1) >= 0:  # True is an int too
+    record = ckpt.get("inception") or {}
+    if not all(isinstance(record.get(k), str) for k in ("file", "sha256") if k in record):
+        return "its 'inception' record holds something other than a file name and a sha256"
+    finite = lambda v: type(v) in (int, float) and math.isfinite(v)  # noqa: E731
+    if not all(isinstance(row, dict) and type(row.get("step")) is int and all(
+            finite(v) for k, v in row.items() if k != "step") for row in ckpt.get("history") or []):
+        return "'history' holds something other than rows of finite numbers"
+    if not (ckpt.get("step", 0) if type(ckpt.get("step", 0)) is int else -1) >= 0:
         return f"'step' is {ckpt.get('step')!r}"
     size = (ckpt.get("args") or {}).get("size", 256)
-    if not (isinstance(size, int) and 8 <= size <= MAX_SIZE):
+    if not (type(size) is int and 8 <= size <= MAX_SIZE):
         return f"its training size is {size!r}"
-    if not all(isinstance(v, number) for v in (ckpt.get("validation") or {}).values() if v is not None):
+    if not all(isinstance(v, (int, float)) for v in (ckpt.get("validation") or {}).values() if v is not None):
         return "'validation' holds something other than numbers"
     return None
 
 
+def averaged_weights(ckpt):
+    """The weights a checkpoint's validation judged, the ones to colorize with:
+    the moving average of a train.py ckpt.pt where it has one, else its "model"
+    (best.pt and exported copies hold the averaged weights there). Floats as
+    float32, whatever they were stored in (the demo is float16)."""
+    return {k: v.float() if v.is_floating_point() else v for k, v in (ckpt.get("ema") or ckpt["model"]).items()}
+
+
+def load_weights(net, state):
+    """net.load_state_dict(state), or ValueError naming the first weight that
+    does not fit, or saying that the weights hold NaN or infinite values (a
+    diverged run's weights colorize every photo black). net may be on the meta
+    device: the names and shapes are judged before any memory is spent."""
+    own = net.state_dict()
+    for k in [*own, *state]:
+        if k not in state or k not in own:
+            raise ValueError(f"{k} is {'missing' if k not in state else 'not in this model'}")
+        if state[k].shape != own[k].shape:
+            raise ValueError(f"{k} has shape {tuple(state[k].shape)}, the model needs {tuple(own[k].shape)}")
+    bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise ValueError(f"its weights hold NaN or infinite values ({bad[0]}{' and more' if len(bad) > 1 else ''}: "
+                         f"a diverged run?)")
+    if own and next(iter(own.values())).device.type != "meta":
+        net.load_state_dict(state)
+    return net
+
+
+def colorizer_from(ckpt, said):
+    """The Colorizer a checkpoint describes, with its averaged weights, or
+    CheckpointError "said: why not". Judged first on a network of no memory
+    (the meta device): a small file that declares a huge width is refused
+    without building it."""
+    config, weights = model.ColorizerConfig(**ckpt["config"]), averaged_weights(ckpt)
+    try:
+        with torch.device("meta"):
+            load_weights(model.Colorizer(config), weights)
+        return load_weights(model.Colorizer(config), weights)
+    except ValueError as e:
+        raise CheckpointError(f"{said}: not a compatible colorizer checkpoint ({e})") from None
+
+
+def config_from_flags(flags, ckpt=None, source="the checkpoint"):
+    """A new colorizer's config from flags.model, .coords, .width, .padding and
+    .inception (None: not given), or, with a checkpoint to go on from, the
+    checkpoint's config, which the flags may restate but not change."""
+    if ckpt is None:
+        variant = flags.model or "attention"
+        return model.ColorizerConfig(variant=variant, coords=(flags.coords or "on" if variant == "attention" else
+                                                              flags.coords or "off") == "on",
+                                     global_branch=flags.inception != "none", width=flags.width or 64,
+                                     padding=flags.padding or model.ColorizerConfig.padding)
+    config = model.ColorizerConfig(**ckpt["config"])
+    has = f"--model {config.variant} --coords {'on' if config.coords else 'off'} --width {config.width} " \
+          f"--padding {config.padding}"
+    for flag, given, value in [("--model", flags.model, config.variant), ("--width", flags.width, config.width),
+                               ("--padding", flags.padding, config.padding),
+                               ("--coords", flags.coords and flags.coords == "on", config.coords)]:
+        if given is not None and given != value:
+            raise ValueError(f"{flag} {getattr(flags, flag[2:])}, but {source} is {has}")
+    if flags.inception == "none" and config.global_branch:
+        raise ValueError(f"--inception none, but {source} has a global branch: it needs the Inception weights "
+                         f"(--inception auto or PATH)")
+    if flags.inception not in (None, "none") and not config.global_branch:
+        raise ValueError(f"--inception {flags.inception}, but {source} has no global branch (trained with "
+                         f"--inception none)")
+    return config
+
+
 def malformed_flags(parser, flags):
     """What is wrong with the flags a checkpoint recorded (its "args"), judged
-    by the parser that would have read them, in words, or None: a --resume
-    must not train on a learning rate that is a string, nor a schedule that
-    does not exist."""
+    by the parser that would have read them, its types and ranges included,
+    in words, or None: a --resume must not train on a learning rate that is a
+    string, nor on one that is negative."""
     for action in parser._actions:
-        if action.dest not in flags or action.dest == "help":
+        if action.dest not in flags or action.dest == "help" or (flags[action.dest] is None and action.default is None):
             continue
         value, flag = flags[action.dest], action.option_strings[0]
-        kind = bool if action.nargs == 0 else action.type or str
-        if value is None and action.default is None:
-            continue
-        if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
-            if not (kind is float and type(value) is int):
-                return f"its {flag} is {value!r}, not {'an' if kind is int else 'a'} {kind.__name__}"
-        if action.choices and value not in action.choices:
-            return f"its {flag} is {value!r}, not one of {', '.join(map(str, action.choices))}"
+        if action.nargs == 0:
+            ok = type(value) is bool
+        else:
+            try:
+                ok = not isinstance(value, bool) and (action.type or str)(str(value)) == value
+            except (argparse.ArgumentTypeError, ValueError, TypeError):
+                ok = False
+        if not ok or (action.choices and value not in action.choices):
+            return f"its {flag} is {value!r}"
     return None
 
 
 def resume_recipe(parser, args, ckpt, flags_given, source, log):
     """--resume goes on with the run's own recipe, its checkpoint's flags,
     except the flags typed now (said in the log) and this process's own;
-    flags of the wrong type or an unknown choice stop it in one line."""
+    flags of the wrong type, range or choice stop it in one line."""
     wrong = malformed_flags(parser, ckpt["args"])
     if wrong:
         fail(f"{source}: not a run to continue ({wrong})")
@@ -309,13 +437,13 @@ def export_checkpoint(src, dst, start=None, share=1.0, size=None):
     size_ok = size is None or (isinstance(size, int) and 8 <= size <= MAX_SIZE and size % 8 == 0)
     if not (0 <= share <= 1 and size_ok):
         raise ValueError(f"share {share!r} must be from 0 to 1 and size {size!r} a multiple of 8 from 8 to {MAX_SIZE}")
-    ckpt = torch.load(src, map_location="cpu", weights_only=True)
-    weights = model.averaged_weights(ckpt)
+    ckpt = read_checkpoint(src)
+    weights = averaged_weights(ckpt)
     if start is not None:
-        first = torch.load(start, map_location="cpu", weights_only=True)
-        before = model.averaged_weights(first)
+        first = read_checkpoint(start)
+        before = averaged_weights(first)
         if {k: v.shape for k, v in before.items()} != {k: v.shape for k, v in weights.items()} or \
-                model.ColorizerConfig.from_dict(first["config"]) != model.ColorizerConfig.from_dict(ckpt["config"]):
+                first["config"] != ckpt["config"]:
             raise ValueError(f"{start}: not the architecture of {src}")
         weights = {k: share * v + (1 - share) * before[k] if v.is_floating_point() else v for k, v in weights.items()}
     evals = [row for row in ckpt["history"] if "val_mse" in row]
@@ -326,17 +454,38 @@ def export_checkpoint(src, dst, start=None, share=1.0, size=None):
     save_atomic(torch_writer(small), dst)
 
 
-def run_checkpoint(folder):
-    """A train.py run folder's best.pt (lowest validation MSE), else its ckpt.pt
-    (runs from before best.pt), else None."""
-    return next((p for p in (os.path.join(folder, n) for n in (BEST, CHECKPOINT)) if os.path.isfile(p)), None)
-
-
 def find_checkpoint(roots=RUN_ROOTS):
     """The checkpoint of the newest train.py run under any of the folders roots, or None."""
     found = [os.path.join(folder, n) for root in roots for folder, _, names in os.walk(root)  # links not followed
              for n in (BEST, CHECKPOINT) if n in names and os.path.isfile(os.path.join(folder, n))]
-    return run_checkpoint(os.path.dirname(max(found, key=os.path.getmtime))) if found else None
+    return open_run(os.path.dirname(max(found, key=os.path.getmtime))) if found else None
+
+
+def open_run(path):
+    """A checkpoint file as it is; a train.py run folder as its best.pt (the
+    lowest validation MSE), else its ckpt.pt."""
+    if not isinstance(path, (str, os.PathLike)) or not os.path.isdir(path):
+        return path
+    found = next((p for p in (os.path.join(path, n) for n in (BEST, CHECKPOINT)) if os.path.isfile(p)), None)
+    if found is None:
+        raise CheckpointError(f"{printable(path)}: a folder without {BEST} or {CHECKPOINT}")
+    return found
+
+
+def open_colorizer(checkpoint, default):
+    """What colorize.py and the notebook API colorize with: checkpoint (a file
+    or a run folder), or with None the newest run under runs/ or out/, else
+    default. -> (the Colorizer with its averaged weights, the checkpoint, its
+    path), or CheckpointError in one line; for a checkpoint found by the
+    search it says so, and how to choose another."""
+    found = None if checkpoint is not None else find_checkpoint()
+    path = open_run(checkpoint) if checkpoint is not None else found or default
+    try:
+        ckpt = read_checkpoint(path, missing="no such checkpoint")
+        return colorizer_from(ckpt, printable(path)), ckpt, path
+    except CheckpointError as e:
+        raise CheckpointError(f"{e} (the newest run under {SEARCHED}; choose another with --checkpoint PATH)"
+                              if found else str(e)) from None
 
 # -----------------------------------------------------------------------------
 # 3. A training run's folder
@@ -346,6 +495,65 @@ def run_files(out):
     return [name for name in RUN_FILES if os.path.lexists(os.path.join(out, name))]
 
 
+def start_training(parser, args, log, is_main=True):
+    """Everything train.py checks before any work, in the order it matters,
+    each problem one line and exit status 2: the flags that depend on each
+    other or on a checkpoint, the checkpoint --resume continues or --init
+    starts from, the config, the Inception file, the photos; then the run
+    folder is made and locked. Nothing is removed here: with --overwrite the
+    old run's files are replaced at the new run's first save (Run), so a
+    start that fails later loses nothing. -> what the run starts from."""
+    given = flags_given(parser, args)
+    for stream in (sys.stdout, sys.stderr):  # file names that are not valid UTF-8 still print
+        stream.reconfigure(errors="backslashreplace")
+    on_stop_signals(lambda *_: fail("interrupted before training began: nothing written", 130))
+    ckpt = start_checkpoint(args)  # what --resume continues or --init starts from, or None
+    source = f"--resume {printable(os.path.join(args.out, CHECKPOINT))}" if args.resume else \
+        f"--init {printable(args.init or '')}"
+    step = ckpt["step"] if args.resume else 0
+    if args.resume:  # the run's own recipe, except the flags typed now (said) and this process's own
+        resume_recipe(parser, args, ckpt, given, source, log)
+    for flag, wrong, must in [
+            ("--max-steps", args.max_steps <= step, f"more than the {step} steps the run has done"),
+            ("--balance", args.balance and "RANK" in os.environ, "0 under torchrun"),
+            ("--compile", args.compile and (args.device == "cpu" or not torch.cuda.is_available()),
+             "left out on the CPU: PyTorch's CPU compiler fails on replicate padding (it runs on CUDA)")]:
+        if wrong:
+            fail(f"{flag} must be {must}, got {getattr(args, flag[2:].replace('-', '_'))}")
+    device(args.device)
+    config = checked(config_from_flags, args, ckpt, source)  # a checkpoint's own: flags may restate it
+    try:  # --init: the averaged weights it was judged by, which must fit and be finite
+        init_net = colorizer_from(ckpt, source) if args.init else None
+    except CheckpointError as e:
+        fail(e)
+    given_inception = checked(inception.open_inception, args.inception, (ckpt or {}).get("inception"),
+                              said=f"--inception {printable(args.inception or '')}") \
+        if config.global_branch and args.inception not in (None, "auto", "none") else None
+    problems = []  # unreadable folders, FIFOs: passed over, said once
+    try:
+        train_files, val_files = data.split_images(args.data, args.val_fraction, problems, run_folder=args.out)
+    except ValueError as e:
+        fail(f"--data {e}")
+    for problem in problems:
+        log(f"warning: {problem}")
+    lock, replaces = prepare_folder(args, ckpt) if is_main else (None, [])  # the lock: held until the process ends
+    args.inception = args.inception or "auto"
+    return types.SimpleNamespace(
+        ckpt=ckpt, step=step, config=config, init_net=init_net, inception=given_inception[:2] if given_inception
+        else None, train_files=train_files, val_files=val_files, lock=lock, replaces=replaces,
+        fine_tune=bool(args.init or (ckpt or {}).get("args", {}).get("init")))  # also when --resume continues one
+
+
+def open_default_inception(ckpt, distributed, is_main):
+    """--inception auto: the default weights, downloaded once (under torchrun by
+    rank 0, the others find them in the cache). -> (network, record)."""
+    if distributed:
+        if is_main:
+            checked(inception.default_inception_path)
+        torch.distributed.barrier()
+    return checked(inception.open_inception, "auto", (ckpt or {}).get("inception"))[:2]
+
+
 def start_checkpoint(args):
     """The --resume / --init / --overwrite rules for files, in one place: the
     checkpoint --resume continues (--out/ckpt.pt, a run to continue) or --init
@@ -353,54 +561,52 @@ def start_checkpoint(args):
     not replace a run in --out unless --overwrite. One line and exit 2 if not."""
     if args.resume and args.init:
         fail("--resume continues a run, --init starts a new one from a checkpoint: give one of them")
+    out = printable(args.out)
     path = os.path.join(args.out, CHECKPOINT) if args.resume else args.init
     flag = "--resume" if args.resume else "--init"
     held = run_files(args.out)
     folders = [name for name in held if os.path.isdir(os.path.join(args.out, name))]
     if folders:  # no file of train.py's: neither replaced nor continued
-        fail(f"--out {args.out}: {', '.join(folders)} is a folder, not train.py's file; move it away or give "
+        fail(f"--out {out}: {', '.join(folders)} is a folder, not train.py's file; move it away or give "
              f"another --out")
     if held and not args.resume and not args.overwrite:  # whoever wrote them, train.py would replace them
-        fail(f"--out {args.out} holds a run already ({', '.join(held)}): --resume to continue it, "
+        fail(f"--out {out} holds a run already ({', '.join(held)}): --resume to continue it, "
              f"--overwrite to start over, or another --out")
     if not (args.resume or args.init):
         return None
     try:
         ckpt = read_checkpoint(path, unreadable="not a train.py checkpoint")
-        model.ColorizerConfig.from_dict(ckpt["config"])
     except CheckpointError as e:
         fail(f"{flag} {e}")
-    except Exception as e:  # a dict without a usable config: not one of ours
-        fail(f"{flag} {printable(path)}: not a train.py checkpoint ({short_reason(e)})")
     if args.resume and "optimizer" not in ckpt:
-        fail(f"--resume: {path} holds only a model, not a run to continue; fine-tune from it "
-             f"with --init {path} and another --out")
+        fail(f"--resume: {printable(path)} holds only a model, not a run to continue; fine-tune from it "
+             f"with --init {printable(path)} and another --out")
     if args.resume and resumable(ckpt):
-        fail(f"--resume: {path} is not a run to continue ({resumable(ckpt)})")
+        fail(f"--resume: {printable(path)} is not a run to continue ({resumable(ckpt)})")
     return ckpt
 
 
-def prepare_folder(args, log, ckpt=None):
+def prepare_folder(args, ckpt=None):
     """Make --out and write to it now, not after the first 500 steps; lock it
     against a second train.py; look again, under the lock, at what
     start_checkpoint saw (another train.py may have written a run there, or
-    gone on with the one --resume read: ckpt); with --overwrite, remove the
-    old run's files (so an early stop cannot leave its best.pt behind); remove
-    what an interrupted save left behind. A folder made here and left empty by
-    a failed start is removed again. -> the lock, held while the process lives."""
-    out = args.out
+    gone on with the one --resume read: ckpt); remove what an interrupted
+    save left behind. A folder made here and left empty by a failed start is
+    removed again. -> (the lock, held while the process lives; the old run's
+    files that --overwrite is to replace)."""
+    out, said = args.out, printable(args.out)
     made = not os.path.isdir(out)
     try:
         os.makedirs(out, exist_ok=True)
         tempfile.TemporaryFile(dir=out).close()  # a file of no name: nothing to plant a link at
     except OSError as e:
-        fail(f"--out {out}: {not_a_folder(out) or f'cannot write there ({e.strerror})'}")
+        fail(f"--out {said}: {not_a_folder(out) or f'cannot write there ({e.strerror})'}")
     if made:
         atexit.register(remove_if_empty, out)
     lock = take_lock(out)
     held = run_files(out)  # under the lock: what no other train.py will change now
     if held and not args.resume and not args.overwrite:
-        fail(f"--out {out}: another train.py wrote a run there ({', '.join(held)}) while this one started: "
+        fail(f"--out {said}: another train.py wrote a run there ({', '.join(held)}) while this one started: "
              f"--resume to continue it, --overwrite to start over, or another --out")
     if args.resume:
         try:  # mmap: the step without reading the weights
@@ -408,19 +614,14 @@ def prepare_folder(args, log, ckpt=None):
         except Exception:
             step = None
         if step != ckpt["step"]:
-            fail(f"--resume: {os.path.join(out, CHECKPOINT)} changed while this run started (step {ckpt['step']}, "
-                 f"now {step}): another train.py went on with it; --resume again")
-    if args.overwrite and not args.resume:
-        for name in held:
-            os.remove(os.path.join(out, name))
-        if held:
-            log(f"--overwrite: removed the old run's {', '.join(held)}")
+            fail(f"--resume: {printable(os.path.join(out, CHECKPOINT))} changed while this run started (step "
+                 f"{ckpt['step']}, now {step}): another train.py went on with it; --resume again")
     for name in os.listdir(out):  # after the lock: no other run's save is in flight
         path = os.path.join(out, name)
         if TEMPORARY.fullmatch(name) and name.rpartition(".tmp")[0] in RUN_FILES and not (  # ours, exactly:
                 os.path.isdir(path) and not os.path.islink(path)):                          # a file or a link
             os.remove(path)
-    return lock
+    return lock, [] if args.resume else held
 
 
 LOCK = ".lock"
@@ -437,11 +638,11 @@ def take_lock(out):
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0), 0o666)
     except OSError as e:  # ELOOP: a link
-        fail(f"--out {out}: {LOCK} is " + ("a link" if os.path.islink(path) else f"not usable ({e.strerror})")
+        fail(f"--out {printable(out)}: {LOCK} is " + ("a link" if os.path.islink(path) else f"not usable ({e.strerror})")
              + ", not train.py's lock; move it away or give another --out")
     lock = os.fdopen(fd, "r+")
     if not stat.S_ISREG(os.fstat(fd).st_mode) or not re.fullmatch(r"\d*\n?", lock.read(32)):
-        fail(f"--out {out}: {LOCK} is not train.py's lock (it is not a file holding a process id); move it "
+        fail(f"--out {printable(out)}: {LOCK} is not train.py's lock (it is not a file holding a process id); move it "
              f"away or give another --out")
     if fcntl is None:
         return lock
@@ -449,7 +650,7 @@ def take_lock(out):
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
         lock.seek(0)
-        fail(f"--out {out}: another train.py (pid {lock.read().strip() or '?'}) is writing there; "
+        fail(f"--out {printable(out)}: another train.py (pid {lock.read().strip() or '?'}) is writing there; "
              f"wait for it, stop it, or give another --out")
     lock.seek(0)
     lock.truncate()
@@ -474,11 +675,13 @@ class Run:
     --resume needs), best.pt (the best validation so far, what colorize.py
     uses), log.csv, loss.png and samples.png. Rank 0 alone writes them."""
 
-    def __init__(self, args, config, inception_record, stream=(0, 0, 0), validation=(), training=()):
+    def __init__(self, args, config, inception_record, stream=(0, 0, 0), validation=(), training=(), replaces=()):
         self.args, self.config, self.inception_record = args, config, inception_record
+        self.replaces = list(replaces)  # --overwrite: the old run's files, removed at the first save
         self.path = {name: os.path.join(args.out, name) for name in RUN_FILES}
         self.history, self.best_mse = [], math.inf  # history: one dict per logged step and per evaluation
         self.finished = False  # True once the last save is done and the process is on its way out
+        self.last_step = False  # True from the start of the last step's evaluation and save
         # (step, photos drawn by then, drawn per step): how far the stream of photos is at each step
         self.stream = stream
         # What validation judges and what the stream of photos draws from: digests of the photos'
@@ -498,7 +701,7 @@ class Run:
                     if any(torch.is_tensor(v) and v.dim() and v.shape != p.shape for v in optimizer.state[p].values()):
                         raise ValueError(f"its state for a parameter of shape {tuple(p.shape)} has another shape")
         except (ValueError, KeyError, TypeError, RuntimeError) as e:
-            fail(f"--resume {self.path[CHECKPOINT]}: its optimizer state does not fit the model ({short_reason(e)})")
+            fail(f"--resume {printable(self.path[CHECKPOINT])}: its optimizer state does not fit the model ({inception.short_reason(e)})")
         self.history, self.best_mse = ckpt["history"], ckpt.get("best_mse", math.inf)
         torch.set_rng_state(ckpt["rng"]["torch"])
         random.setstate(ckpt["rng"]["python"])
@@ -512,7 +715,7 @@ class Run:
                 "changed): from here on it draws other photos than an uninterrupted run would")
 
     def last_good(self):
-        return f"{self.path[CHECKPOINT]} is the last good checkpoint" if os.path.exists(self.path[CHECKPOINT]) else ""
+        return f"{printable(self.path[CHECKPOINT])} is the last good checkpoint" if os.path.exists(self.path[CHECKPOINT]) else ""
 
     def save(self, write, name):
         """save_atomic, or stop with one line saying why the file could not be
@@ -520,13 +723,19 @@ class Run:
         try:
             save_atomic(write, self.path[name])
         except OSError as e:
-            fail(f"cannot write {self.path[name]}: {e.strerror or e}" + (f"; {self.last_good()}" if self.last_good()
+            fail(f"cannot write {printable(self.path[name])}: {e.strerror or e}" + (f"; {self.last_good()}" if self.last_good()
                                                                         else ""))
 
     def save_checkpoint(self, step, net, ema_net, optimizer, best_weights=None):
         """ckpt.pt: everything --resume needs; step is the number of optimizer
         steps done. best.pt too, holding best_weights, when train.py gives them
         (its best validation so far), with what colorize.py needs."""
+        if self.replaces:  # --overwrite: the old run goes now that the new one has something to save
+            for name in self.replaces:
+                if os.path.lexists(self.path[name]):
+                    os.remove(self.path[name])
+            print(f"--overwrite: replaced the old run's {', '.join(self.replaces)}", flush=True)
+            self.replaces = []
         first_step, drawn, per_step = self.stream
         common = {"config": dataclasses.asdict(self.config), "step": step, "history": self.history,
                   "inception": self.inception_record, "args": vars(self.args),
@@ -570,8 +779,8 @@ class Run:
             self.save_checkpoint(step, net, ema_net, optimizer)
             self.write_log()
         log(f"stopped at step {step}/{self.args.max_steps}: " + (
-            f"{self.path[CHECKPOINT]} holds it (--resume continues the run)" if step > start_step else
-            "nothing to save") + (f"; {self.path[BEST]} is the best validation so far"
+            f"{printable(self.path[CHECKPOINT])} holds it (--resume continues the run)" if step > start_step else
+            "nothing to save") + (f"; {printable(self.path[BEST])} is the best validation so far"
                                   if os.path.exists(self.path[BEST]) else ""))
         self.finished = True
         sys.exit(130)
@@ -579,7 +788,7 @@ class Run:
     def stop_if_diverged(self, step, what, value, log):
         """A diverged state is never saved: say so, and whether a good checkpoint exists."""
         if not math.isfinite(value):
-            good = (f"the last good checkpoint is {self.path[CHECKPOINT]}" if os.path.exists(self.path[CHECKPOINT])
+            good = (f"the last good checkpoint is {printable(self.path[CHECKPOINT])}" if os.path.exists(self.path[CHECKPOINT])
                     else "no checkpoint was written")
             log(f"error: {what} is {value} by step {step}; stopping without saving ({good}); "
                 f"try a lower --lr or --dtype float32.")
@@ -681,4 +890,5 @@ class StopRequest:
             sys.exit(130)
         self.requested = True
         name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
-        self.log(f"{name}: saving a checkpoint after this step, then stopping (Ctrl-C again to stop at once)")
+        self.log(f"{name}: " + ("the last step is being saved; stopping once it is" if self.run.last_step else
+                                "saving a checkpoint after this step, then stopping") + " (Ctrl-C again to stop at once)")

@@ -13,143 +13,93 @@ the model with the all-gray prediction (a*b* = 0), the bar every colorizer must
 clear. Into --out: ckpt.pt (the latest, for --resume), best.pt (the best
 validation, what colorize.py uses), log.csv, loss.png (the paper's Figures 5
 and 6) and samples.png (gray | prediction | truth, its Figure 4). What keeps a
-run's files safe (the run folder, checkpoints, Ctrl-C and SIGTERM) lives in runs.py,
-the Inception and its weights in inception.py.
+run's files safe (checking every flag and file before any work, the run
+folder, checkpoints, Ctrl-C and SIGTERM) lives in runs.py, the Inception and
+its weights in inception.py.
 """
 import copy
-import math
 import os
 import random
-import signal
 import sys
 import time
 
-signal.signal(signal.SIGINT, lambda *_: os._exit(130))  # Ctrl-C while torch loads (seconds): no traceback
-import torch  # noqa: E402
-import torch.distributed as dist  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
+import runs  # first: a Ctrl-C while torch loads (seconds) stops in one line
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
 
-import data  # noqa: E402
-import inception  # noqa: E402
-import lab  # noqa: E402
-import model  # noqa: E402
-import runs  # noqa: E402
+import data
+import inception
+import lab
+import model
+from runs import number_in
 
 # -----------------------------------------------------------------------------
-# args
+# args: each flag checks its own range (a bad value: one line, exit status 2)
 
-parser = runs.ArgumentParser(description=__doc__.split("\n\n")[0],  # a bad flag value: one line, exit status 2
+parser = runs.ArgumentParser(description=__doc__.split("\n\n")[0],
                              formatter_class=runs.argparse.ArgumentDefaultsHelpFormatter)
 flags = parser.add_argument_group("data")
 flags.add_argument("--data", required=True, metavar="DIR", help="folder of images (recursive); DIR/train + DIR/val if present")
-flags.add_argument("--size", type=int, default=256, help="training crop side in pixels, a multiple of 8")
-flags.add_argument("--min-crop", type=float, default=0.25, help="a crop covers at least this share of its photo")
-flags.add_argument("--val-fraction", type=float, default=data.VAL_FRACTION,
+flags.add_argument("--size", type=runs.crop_size, default=256, help="training crop side in pixels, a multiple of 8")
+flags.add_argument("--min-crop", type=number_in(float, 0, 1, low_open=True), default=0.25,
+                   help="a crop covers at least this share of its photo")
+flags.add_argument("--val-fraction", type=number_in(float, 0, 1, low_open=True, high_open=True),
+                   default=data.VAL_FRACTION,
                    help="share of the photos held out for validation by a hash of their name (without DIR/val)")
-flags.add_argument("--workers", type=int, default=data.default_workers(),
+flags.add_argument("--workers", type=number_in(int, 0, 256), default=data.default_workers(),
                    help="loader processes: about 300 crops/s each from JPEGs, 900 from --cache (bench.py)")
-flags.add_argument("--cache", type=int, default=1024, metavar="MB",
+flags.add_argument("--cache", type=number_in(int, 0, 1 << 20), default=1024, metavar="MB",
                    help="decode training photos once and keep up to this many MB in memory; 0: off")
-flags.add_argument("--balance", type=float, default=0.0, metavar="POWER",
+flags.add_argument("--balance", type=number_in(float, 0, 4), default=0.0, metavar="POWER",
                    help="sample a photo with weight 1/n**POWER, n the photos of its source (its folder and "
                         "name up to the first _): 0 every photo alike, 1 every source alike")
 flags = parser.add_argument_group("model")
 flags.add_argument("--model", choices=["attention", "baseline"],
                    help="attention (default): the paper's; baseline: Deep Koalarization (no attention, no coords)")
 flags.add_argument("--coords", choices=["on", "off"], help="CoordConv input channels (default: on with attention)")
-flags.add_argument("--inception", metavar="auto|none|PATH",
+flags.add_argument("--inception", type=runs.inception_choice, metavar="auto|none|PATH",
                    help="auto (default): timm's ImageNet weights (cached or downloaded); none: no global branch")
-flags.add_argument("--width", type=int, help="channels of the first encoder conv (default 64, as the paper)")
+flags.add_argument("--width", type=number_in(int, 2, 1024),
+                   help="channels of the first encoder conv (default 64, as the paper)")
 flags.add_argument("--padding", choices=["zeros", "replicate"],
                    help="beyond the edge: replicate (default: no colored frame) or zeros (the paper's)")
 flags.add_argument("--init", metavar="CKPT", help="start from this checkpoint's weights (fine-tuning), at step 0")
 flags = parser.add_argument_group("optimization")
-flags.add_argument("--batch-size", type=int, default=16, help="images per step per process")
-flags.add_argument("--lr", type=float, default=1e-3, help="peak Adam learning rate (the paper's 1e-3)")
-flags.add_argument("--warmup", type=int, default=100, help="steps of linear learning-rate warmup")
-flags.add_argument("--schedule", choices=["constant", "cosine", "step"], default="constant",
-                   help="after warmup: constant, cosine to 0, or x0.1 at 50%% and 75%% of --max-steps")
-flags.add_argument("--weight-decay", type=float, default=0.0, help="AdamW's decoupled weight decay")
-flags.add_argument("--ema", type=float, default=0.999, metavar="DECAY",
+flags.add_argument("--batch-size", type=number_in(int, 1, 4096), default=16, help="images per step per process")
+flags.add_argument("--lr", type=number_in(float, 0, low_open=True), default=1e-3,
+                   help="peak Adam learning rate (the paper's 1e-3)")
+flags.add_argument("--warmup", type=number_in(int, 0), default=100, help="steps of linear learning-rate warmup")
+flags.add_argument("--ema", type=number_in(float, 0, 1, high_open=True), default=0.999, metavar="DECAY",
                    help="validate (and keep in best.pt) a moving average of the weights; 0: off")
-flags.add_argument("--max-steps", type=int, default=20000, help="optimizer steps in total")
-flags.add_argument("--seed", type=int, default=0)
+flags.add_argument("--max-steps", type=number_in(int, 1), default=20000, help="optimizer steps in total")
+flags.add_argument("--seed", type=number_in(int, 0, 2**32 - 1), default=0)
 flags = parser.add_argument_group("system")
 flags.add_argument("--device", choices=["auto", "cuda", "cpu"], default="auto")
 flags.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "float16"], default="auto",
                    help="autocast precision; auto: bfloat16 on CUDA, float32 on CPU")
-flags.add_argument("--compile", action="store_true", help="torch.compile the colorizer (CUDA, PyTorch 2)")
+flags.add_argument("--compile", action="store_true", help="torch.compile the colorizer (CUDA only)")
 flags = parser.add_argument_group("output")
 flags.add_argument("--out", default="out", help="run folder: checkpoint, logs, curves, samples")
-flags.add_argument("--log-every", type=int, default=10, help="steps between log lines")
-flags.add_argument("--eval-every", type=int, default=500, help="steps between validation, samples, checkpoint")
-flags.add_argument("--val-images", type=int, default=500, help="at most this many validation images")
+flags.add_argument("--log-every", type=number_in(int, 1), default=10, help="steps between log lines")
+flags.add_argument("--eval-every", type=number_in(int, 1), default=500,
+                   help="steps between validation, samples, checkpoint")
+flags.add_argument("--val-images", type=number_in(int, 1), default=500, help="at most this many validation images")
 flags.add_argument("--resume", action="store_true", help="continue the run saved in --out/ckpt.pt")
-flags.add_argument("--overwrite", action="store_true", help="start over in an --out that holds a run, replacing it")
+flags.add_argument("--overwrite", action="store_true",
+                   help="start over in an --out that holds a run; its files are replaced at the first save")
 args = parser.parse_args()
-flags_given = runs.flags_given(parser, args)
-for stream in (sys.stdout, sys.stderr):  # file names that are not valid UTF-8 still print
-    stream.reconfigure(errors="backslashreplace")
 is_main = int(os.environ.get("RANK", 0)) == 0  # only rank 0 logs and writes files
-runs.on_stop_signals(lambda *_: runs.fail("interrupted before training began: nothing written", 130))
 log = (lambda *a: print(*a, flush=True)) if is_main else (lambda *a: None)  # flushed: log files fill as it runs
-
-# Every flag and file is checked now, before any work: the first problem, one line, exit status 2.
-ckpt = runs.start_checkpoint(args)  # what --resume continues or --init starts from, or None
-source = f"--resume {os.path.join(args.out, runs.CHECKPOINT)}" if args.resume else f"--init {args.init}"
-start_step = ckpt["step"] if args.resume else 0
-if args.resume:  # the run's own recipe, except the flags typed now (said) and this process's own
-    runs.resume_recipe(parser, args, ckpt, flags_given, source, log)
-fine_tune = bool(args.init or (ckpt or {}).get("args", {}).get("init"))  # also when --resume continues one
-for flag, ok, must in [
-        ("--size", 8 <= args.size <= 2048 and args.size % 8 == 0, "a multiple of 8 from 8 to 2048"),
-        ("--batch-size", args.batch_size >= 1, "at least 1"),
-        ("--lr", math.isfinite(args.lr) and args.lr > 0, "a positive number"),
-        ("--warmup", args.warmup >= 0, "0 or more"),
-        ("--weight-decay", math.isfinite(args.weight_decay) and args.weight_decay >= 0, "0 or more"),
-        ("--ema", 0 <= args.ema < 1, "from 0 (off) up to, not including, 1"),
-        ("--max-steps", args.max_steps > start_step,
-         f"more than the {start_step} steps the run has done" if start_step else "at least 1"),
-        ("--width", args.width is None or 2 <= args.width <= 1024, "from 2 to 1024 (at 1 the decoder has no channels)"),
-        ("--workers", args.workers >= 0, "0 or more"),
-        ("--cache", args.cache >= 0, "0 or more"),
-        ("--balance", 0 <= args.balance <= 4 and ("RANK" not in os.environ or not args.balance),
-         "from 0 to 4, and 0 under torchrun"),
-        ("--val-fraction", 0 < args.val_fraction < 1, "between 0 and 1"),
-        ("--min-crop", 0 < args.min_crop <= 1, "a share of the area, above 0 and at most 1"),
-        ("--val-images", args.val_images >= 1, "at least 1"),
-        ("--log-every", args.log_every >= 1, "at least 1"),
-        ("--eval-every", args.eval_every >= 1, "at least 1"),
-        ("--seed", 0 <= args.seed < 2**32, "from 0 to 2^32 - 1"),
-        ("--inception", args.inception in (None, "auto", "none") or os.path.isfile(args.inception),
-         "auto, none or a weights file (a regular file that exists)"),
-        ("--device", args.device != "cuda" or torch.cuda.is_available(), "auto or cpu: no CUDA device is available"),
-        ("--compile", not args.compile or (args.device != "cpu" and torch.cuda.is_available()),
-         "left out on the CPU: PyTorch's CPU compiler fails on replicate padding (it runs on CUDA)")]:
-    if not ok:
-        runs.fail(f"{flag} must be {must}, got {getattr(args, flag[2:].replace('-', '_'))}")
-config = runs.checked(model.config_from_flags, args, ckpt, source)  # a checkpoint's own: flags may restate it
-# --init: the averaged weights it was judged by, which must fit and be finite: said now, before any work
-init_net = runs.checked(model.from_checkpoint, ckpt, said=source) if args.init else None
-# --inception PATH: read and judged now too (auto, which may download, waits for the model section)
-given_inception = runs.checked(inception.open_inception, args.inception, (ckpt or {}).get("inception"),
-                               said=f"--inception {args.inception}") \
-    if config.global_branch and args.inception not in (None, "auto", "none") else None
-problems = []  # unreadable folders, FIFOs: passed over, said once
-try:
-    train_files, val_files = data.split_images(args.data, args.val_fraction, problems, run_folder=args.out)
-except ValueError as e:
-    runs.fail(f"--data {e}")
-for problem in problems:
-    log(f"warning: {problem}")
-lock = runs.prepare_folder(args, log, ckpt) if is_main else None  # held until the process ends
+# Every flag, file and checkpoint is checked now, before any work, and the run folder is locked.
+start = runs.start_training(parser, args, log, is_main)
+ckpt, config = start.ckpt, start.config
 
 # -----------------------------------------------------------------------------
 # device, seed, precision, distributed
 
 distributed = "RANK" in os.environ  # set by torchrun
-args.device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
-device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if args.device == "cuda" else "cpu")
+device = runs.device(args.device, index=int(os.environ.get("LOCAL_RANK", 0)))
 if device.type == "cuda":
     torch.cuda.set_device(device)
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
@@ -170,18 +120,19 @@ memory_format = torch.channels_last if device.type == "cuda" else torch.contiguo
 # -----------------------------------------------------------------------------
 # data: uint8 RGB crops from the loader, Lab on the device
 
-val_set = data.validation_set(val_files, args.size, args.val_images, log,
-                             spare=train_files if data.held_out_by_hash(args.data) else None)
-train_set = data.ImageFolder(train_files, args.size, train=True, min_area=args.min_crop, cache_mb=args.cache,
+val_set = data.validation_set(start.val_files, args.size, args.val_images, log,
+                              spare=start.train_files if data.held_out_by_hash(args.data) else None)
+if not len(val_set):
+    runs.fail(f"--data {data.printable(args.data)}: no readable color image among the "
+              f"{len(start.val_files)} validation files")
+train_set = data.ImageFolder(start.train_files, args.size, train=True, min_area=args.min_crop, cache_mb=args.cache,
                              seed=args.seed)
 if args.cache:
     log(f"data: {train_set.cache_note}{' in each training process' if distributed else ''}")
-if not len(val_set):
-    runs.fail(f"--data {args.data}: no readable color image among the {len(val_files)} validation files")
-log(f"data: {len(train_files)} training and {len(val_set)} validation images in {args.data}")
-weights = data.balance_weights(train_files, args.balance) if args.balance else None  # --balance: by source
+log(f"data: {len(start.train_files)} training and {len(val_set)} validation images in {data.printable(args.data)}")
+weights = data.balance_weights(start.train_files, args.balance) if args.balance else None  # --balance: by source
 if weights:
-    log(f"data: --balance {args.balance:g}: {data.source_shares(train_files, weights, args.data)}")
+    log(f"data: --balance {args.balance:g}: {data.source_shares(start.train_files, weights, args.data)}")
 skipped = set()  # one-line reasons, each file reported once
 
 
@@ -192,7 +143,7 @@ def note_skipped(reasons):
 
 
 # The stream of photos goes on where a resumed run stopped: draws_done draws (all ranks) are behind it.
-draws_done = (ckpt.get("draws", start_step * args.batch_size * world) if args.resume else 0)
+draws_done = ckpt.get("draws", start.step * args.batch_size * world) if args.resume else 0
 data_iter = data.batches(train_set, args.batch_size, args.workers, note_skipped, seed=args.seed, rank=rank,
                          world=world, pin_memory=device.type == "cuda", weights=weights, start=draws_done)
 
@@ -207,29 +158,23 @@ def to_network(rgb):
 # model: a new one, --resume (the same run goes on) or --init (fine-tuning)
 
 
-args.inception = args.inception or "auto"
-inception_net, inception_record = None, (ckpt or {}).get("inception")
-if config.global_branch:  # the frozen Inception: the one the checkpoint was trained with, if it was
-    if distributed and args.inception == "auto":  # one download, then the other ranks find it in the cache
-        if is_main:
-            runs.checked(inception.default_inception_path)
-        dist.barrier()
-    inception_net, inception_record, _ = given_inception or runs.checked(inception.open_inception, args.inception,
-                                                                         inception_record)
+inception_net, inception_record = start.inception or runs.open_default_inception(ckpt, distributed, is_main) \
+    if config.global_branch else (None, None)
+if inception_net is not None:  # the frozen Inception: the one the checkpoint was trained with, if it was
     inception_net = inception_net.to(device, memory_format=memory_format)
     log(f"inception: {inception_record['file']} (sha256 {inception_record['sha256'][:12]}...)")
-net = init_net or model.Colorizer(config)
+net = start.init_net or model.Colorizer(config)
 if args.resume:  # the last step's weights
-    runs.checked(model.load_weights, net, ckpt["model"], said=source)
+    runs.load_weights(net, ckpt["model"])
 if args.init:
-    log(f"initialized from {args.init} (step {ckpt.get('step', '?')} of its run)")
+    log(f"initialized from {data.printable(args.init)} (step {ckpt.get('step', '?')} of its run)")
 net = net.to(device, memory_format=memory_format)
 log(f"colorizer: {config}, {sum(p.numel() for p in net.parameters()):,} parameters")
 # The moving average of the weights (and BatchNorm statistics): on a small data
 # set it is smoother and generalizes better than the last step's weights.
 ema_net = copy.deepcopy(net).requires_grad_(False) if args.ema > 0 else None
 if ema_net is not None and args.resume and ckpt.get("ema"):
-    runs.checked(model.load_weights, ema_net, ckpt["ema"], said=source)
+    runs.load_weights(ema_net, ckpt["ema"])
 train_net = torch.compile(net) if args.compile else net
 if distributed:
     train_net = torch.nn.parallel.DistributedDataParallel(
@@ -251,7 +196,7 @@ def update_ema(step):
     """average = d * average + (1 - d) * weights, d ramping up from 0 so that
     the random initialization soon fades from the average; from --init, the
     average starts at weights worth keeping, so d is --ema from the start."""
-    d = args.ema if fine_tune else min(args.ema, (1 + step) / (10 + step))
+    d = args.ema if start.fine_tune else min(args.ema, (1 + step) / (10 + step))
     for average, weight in ema_pairs:
         if average.is_floating_point():
             average.lerp_(weight, 1 - d)
@@ -259,30 +204,22 @@ def update_ema(step):
             average.copy_(weight)  # BatchNorm's batch counter
 
 # -----------------------------------------------------------------------------
-# optimizer and learning-rate schedule
+# optimizer: Adam (paper 4.1), after a linear warmup
 
 
-optimizer = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+optimizer = torch.optim.Adam(net.parameters(), lr=args.lr)
 
 
 def lr_at(step):
-    """Linear warmup over --warmup steps, then --schedule."""
-    if step < args.warmup:
-        return args.lr * (step + 1) / args.warmup
-    t = (step - args.warmup) / max(1, args.max_steps - args.warmup)  # 0 -> 1 after warmup
-    if args.schedule == "cosine":
-        return args.lr * 0.5 * (1 + math.cos(math.pi * t))
-    if args.schedule == "step":
-        return args.lr * (0.1 if t >= 0.5 else 1) * (0.1 if t >= 0.75 else 1)
-    return args.lr
+    return args.lr * min(1.0, (step + 1) / max(1, args.warmup))
 
 
-run = runs.Run(args, config, inception_record, stream=(start_step, draws_done, args.batch_size * world),
-               validation=val_set.files, training=train_files)
+run = runs.Run(args, config, inception_record, stream=(start.step, draws_done, args.batch_size * world),
+               validation=val_set.files, training=start.train_files, replaces=start.replaces)
 if args.resume:  # the optimizer, history and best so far (over again if validation is on other photos)
     run.restore(ckpt, optimizer, log)
-    log(f"resumed from {run.path[runs.CHECKPOINT]} at step {start_step}")
-del ckpt
+    log(f"resumed from {data.printable(run.path[runs.CHECKPOINT])} at step {start.step}")
+del ckpt, start.ckpt
 
 # -----------------------------------------------------------------------------
 # evaluate(): the validation MSE against the all-gray prediction's
@@ -321,21 +258,19 @@ def evaluate(colorizer, n_samples=6):
 # the loop
 
 
-stop = runs.StopRequest(run, log) if not distributed else None  # Ctrl-C: save the step in hand, then stop
-if distributed:
-    runs.stop_every_rank(run, log)  # every rank stops at once; the last checkpoint stands
+stop = runs.StopRequest(run, log) if not distributed else runs.stop_every_rank(run, log)  # Ctrl-C, SIGTERM
 # The loss is summed on the device, so the GPU never waits for a per-step .item();
 # it is read, and checked for NaN/inf, before anything is logged or saved.
 loss_sum, loss_count, images = torch.zeros((), device=device), 0, 0
 t_interval = time.monotonic()
-eta = runs.Eta(args.max_steps, done=start_step)  # from the recent rate: it follows a machine that gets busy
-for step in range(start_step, args.max_steps + 1):
-    last_step = step == args.max_steps
+eta = runs.Eta(args.max_steps, done=start.step)  # from the recent rate: it follows a machine that gets busy
+for step in range(start.step, args.max_steps + 1):
+    last_step = run.last_step = step == args.max_steps
     if stop and stop.requested and not last_step:  # Ctrl-C: save the step in hand and stop
-        run.stop(step, start_step, net, ema_net, optimizer, loss_sum.item(), log)
+        run.stop(step, start.step, net, ema_net, optimizer, loss_sum.item(), log)
 
     # evaluate and save: before the first step (the untrained or --init model), every --eval-every steps, after the last
-    if is_main and (step % args.eval_every == 0 or last_step) and (step > start_step or not args.resume):
+    if is_main and (step % args.eval_every == 0 or last_step) and (step > start.step or not args.resume):
         run.stop_if_diverged(step, "loss", loss_sum.item(), log)
         t_eval = time.monotonic()
         val_mse, val_psnr, gray_mse = evaluate(ema_net or net)
@@ -379,8 +314,7 @@ for step in range(start_step, args.max_steps + 1):
         run.stop_if_diverged(step + 1, "loss", loss_sum.item(), log)
         now = time.monotonic()
         run.add_loss({"step": step + 1, "loss": loss_sum.item() / loss_count, "lr": lr_at(step),
-                      "img_per_s": images / (now - t_interval)},
-                     eta=eta.update(step + 1), log=log)
+                      "img_per_s": images / (now - t_interval)}, eta=eta.update(step + 1), log=log)
         loss_sum, loss_count, images, t_interval = torch.zeros((), device=device), 0, 0, now
 
 # -----------------------------------------------------------------------------
@@ -388,8 +322,8 @@ for step in range(start_step, args.max_steps + 1):
 
 run.finished = True  # a Ctrl-C from here on has nothing to save
 gray_count = sum("grayscale" in s for s in skipped)
-log(f"done: {args.max_steps} steps, checkpoint {run.path[runs.CHECKPOINT]}, best {run.path[runs.BEST]} "
-    f"(validation MSE {run.best_mse:.5f}). Skipped {len(skipped) - gray_count} "
+log(f"done: {args.max_steps} steps, checkpoint {data.printable(run.path[runs.CHECKPOINT])}, best "
+    f"{data.printable(run.path[runs.BEST])} (validation MSE {run.best_mse:.5f}). Skipped {len(skipped) - gray_count} "
     f"unreadable files and left out {gray_count} grayscale photos.")
 if distributed:
     dist.barrier()  # the others wait for rank 0's last evaluation, or it finds its peers gone
