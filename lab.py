@@ -15,11 +15,7 @@ and runs on any device and float dtype.
 import torch
 
 # sRGB primaries -> CIE XYZ (D65), as in scikit-image's xyz_from_rgb.
-RGB_TO_XYZ = (
-    (0.412453, 0.357580, 0.180423),
-    (0.212671, 0.715160, 0.072169),
-    (0.019334, 0.119193, 0.950227),
-)
+RGB_TO_XYZ = ((0.412453, 0.357580, 0.180423), (0.212671, 0.715160, 0.072169), (0.019334, 0.119193, 0.950227))
 WHITE_D65 = (0.95047, 1.0, 1.08883)  # reference white X, Y, Z
 
 # The network's view of Lab: L/50 - 1 in [-1, 1] goes in, ab/128
@@ -47,20 +43,9 @@ F_TO_LAB = torch.tensor([[0, 116, 0], [500, -500, 0], [0, 200, -200]], dtype=tor
 LAB_TO_F = torch.linalg.inv(F_TO_LAB)                # L = 116 fy - 16, a = 500 (fx - fy), b = 200 (fy - fz)
 
 
-def _in_strips(per_pixel, x, elements=1 << 20):
-    """per_pixel(x), computed on strips of rows of about `elements` values each.
-    The conversion makes a dozen temporaries; on a large image each would
-    stream through main memory, on a strip they stay in cache: 2-3x faster,
-    same numbers, still differentiable (torch.cat)."""
-    rows = max(1, elements // max(1, x[..., :1, :].numel()))  # max: an empty image is converted too
-    if x.shape[-2] <= rows:
-        return per_pixel(x)
-    return torch.cat([per_pixel(strip) for strip in x.split(rows, dim=-2)], dim=-2)
-
-
 def _srgb_to_linear(rgb):
-    if rgb.dtype == torch.uint8:  # 8-bit pixels: look up 256 values instead of a power per pixel
-        return _srgb_to_linear(torch.arange(256, device=rgb.device) / 255)[rgb.long()]
+    if rgb.dtype == torch.uint8:  # a speed-up, below
+        return _linear_table(rgb)
     # Undo the sRGB gamma. Both branches of torch.where get gradients, so the
     # power is taken on a clamped input to keep the unused branch finite.
     return torch.where(rgb > 0.04045, ((rgb.clamp(min=0.04045) + 0.055) / 1.055) ** 2.4, rgb / 12.92)
@@ -131,6 +116,25 @@ def gray_rgb(lightness):
     luminance as the encoder's input."""
     no_color = torch.zeros_like(lightness).expand(*lightness.shape[:-3], 2, *lightness.shape[-2:])
     return lab_to_rgb(net_to_lab(lightness, no_color))
+
+
+# -----------------------------------------------------------------------------
+# Speed-ups: the same numbers, faster (bench.py measures them)
+
+def _in_strips(per_pixel, x, elements=1 << 20):
+    """per_pixel(x), computed on strips of rows of about `elements` values each.
+    The conversion makes a dozen temporaries; on a large image each would
+    stream through main memory, on a strip they stay in cache: 2-3x faster,
+    same numbers, still differentiable (torch.cat)."""
+    rows = max(1, elements // max(1, x[..., :1, :].numel()))  # max: an empty image is converted too
+    if x.shape[-2] <= rows:
+        return per_pixel(x)
+    return torch.cat([per_pixel(strip) for strip in x.split(rows, dim=-2)], dim=-2)
+
+
+def _linear_table(rgb):
+    """8-bit pixels: look up 256 linear values instead of a power per pixel."""
+    return _srgb_to_linear(torch.arange(256, device=rgb.device) / 255)[rgb.long()]
 
 
 # Metrics on uint8 RGB, as colorization papers report them.
