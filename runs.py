@@ -544,6 +544,23 @@ def start_training(parser, args, log, is_main=True):
         fine_tune=bool(args.init or (ckpt or {}).get("args", {}).get("init")))  # also when --resume continues one
 
 
+def start_device(choice, distributed):
+    """--device -> (torch.device, rank, world). On CUDA: TF32 matmuls and
+    cuDNN's autotuner (fixed crop sizes: it picks the fastest kernels once).
+    Under torchrun: the process group, each rank on the GPU of its LOCAL_RANK,
+    named, so that collectives (the final barrier) know which one it is."""
+    dev = device(choice, index=int(os.environ.get("LOCAL_RANK", 0)))
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = True
+    if not distributed:
+        return dev, 0, 1
+    torch.distributed.init_process_group("nccl" if dev.type == "cuda" else "gloo",
+                                         device_id=dev if dev.type == "cuda" else None)
+    return dev, torch.distributed.get_rank(), torch.distributed.get_world_size()
+
+
 def open_default_inception(ckpt, distributed, is_main):
     """--inception auto: the default weights, downloaded once (under torchrun by
     rank 0, the others find them in the cache). -> (network, record)."""
@@ -713,6 +730,14 @@ class Run:
         if ckpt.get("trained_on", self.trained_on) != self.trained_on:
             log("resume: the training photos are not the ones the run drew from (photos added, removed or "
                 "changed): from here on it draws other photos than an uninterrupted run would")
+
+    def finish(self, skipped, log):
+        """The last line of a run that went to its end (its last evaluation saved everything)."""
+        self.finished = True  # a stop signal from here on has nothing to save
+        gray = sum("grayscale" in s for s in skipped)
+        log(f"done: {self.args.max_steps} steps, checkpoint {printable(self.path[CHECKPOINT])}, best "
+            f"{printable(self.path[BEST])} (validation MSE {self.best_mse:.5f}). Skipped {len(skipped) - gray} "
+            f"unreadable files and left out {gray} grayscale photos.")
 
     def last_good(self):
         return f"{printable(self.path[CHECKPOINT])} is the last good checkpoint" if os.path.exists(self.path[CHECKPOINT]) else ""

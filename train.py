@@ -20,7 +20,6 @@ its weights in inception.py.
 import copy
 import os
 import random
-import sys
 import time
 
 import runs  # first: a Ctrl-C while torch loads (seconds) stops in one line
@@ -40,37 +39,32 @@ from runs import number_in
 parser = runs.ArgumentParser(description=__doc__.split("\n\n")[0],
                              formatter_class=runs.argparse.ArgumentDefaultsHelpFormatter)
 flags = parser.add_argument_group("data")
-flags.add_argument("--data", required=True, metavar="DIR", help="folder of images (recursive); DIR/train + DIR/val if present")
+flags.add_argument("--data", required=True, metavar="DIR", help="images (recursive); DIR/train + DIR/val if present")
 flags.add_argument("--size", type=runs.crop_size, default=256, help="training crop side in pixels, a multiple of 8")
-flags.add_argument("--min-crop", type=number_in(float, 0, 1, low_open=True), default=0.25,
-                   help="a crop covers at least this share of its photo")
-flags.add_argument("--val-fraction", type=number_in(float, 0, 1, low_open=True, high_open=True),
-                   default=data.VAL_FRACTION,
+flags.add_argument("--min-crop", type=number_in(float, 0, 1, True), default=0.25, help="least share of a photo cropped")
+flags.add_argument("--val-fraction", type=number_in(float, 0, 1, True, True), default=data.VAL_FRACTION,
                    help="share of the photos held out for validation by a hash of their name (without DIR/val)")
 flags.add_argument("--workers", type=number_in(int, 0, 256), default=data.default_workers(),
                    help="loader processes: about 300 crops/s each from JPEGs, 900 from --cache (bench.py)")
 flags.add_argument("--cache", type=number_in(int, 0, 1 << 20), default=1024, metavar="MB",
                    help="decode training photos once and keep up to this many MB in memory; 0: off")
-flags.add_argument("--balance", type=number_in(float, 0, 4), default=0.0, metavar="POWER",
-                   help="sample a photo with weight 1/n**POWER, n the photos of its source (its folder and "
-                        "name up to the first _): 0 every photo alike, 1 every source alike")
+flags.add_argument("--balance", type=number_in(float, 0, 4), default=0.0, metavar="POWER", help="draw a photo with "
+                   "weight 1/n**POWER, n the photos of its source (folder, name up to _); 1: every source alike")
 flags = parser.add_argument_group("model")
 flags.add_argument("--model", choices=["attention", "baseline"],
                    help="attention (default): the paper's; baseline: Deep Koalarization (no attention, no coords)")
 flags.add_argument("--coords", choices=["on", "off"], help="CoordConv input channels (default: on with attention)")
 flags.add_argument("--inception", type=runs.inception_choice, metavar="auto|none|PATH",
                    help="auto (default): timm's ImageNet weights (cached or downloaded); none: no global branch")
-flags.add_argument("--width", type=number_in(int, 2, 1024),
-                   help="channels of the first encoder conv (default 64, as the paper)")
+flags.add_argument("--width", type=number_in(int, 2, 1024), help="channels of the first encoder conv (default 64)")
 flags.add_argument("--padding", choices=["zeros", "replicate"],
                    help="beyond the edge: replicate (default: no colored frame) or zeros (the paper's)")
 flags.add_argument("--init", metavar="CKPT", help="start from this checkpoint's weights (fine-tuning), at step 0")
 flags = parser.add_argument_group("optimization")
 flags.add_argument("--batch-size", type=number_in(int, 1, 4096), default=16, help="images per step per process")
-flags.add_argument("--lr", type=number_in(float, 0, low_open=True), default=1e-3,
-                   help="peak Adam learning rate (the paper's 1e-3)")
+flags.add_argument("--lr", type=number_in(float, 0, True), default=1e-3, help="Adam's learning rate (the paper's)")
 flags.add_argument("--warmup", type=number_in(int, 0), default=100, help="steps of linear learning-rate warmup")
-flags.add_argument("--ema", type=number_in(float, 0, 1, high_open=True), default=0.999, metavar="DECAY",
+flags.add_argument("--ema", type=number_in(float, 0, 1, False, True), default=0.999, metavar="DECAY",
                    help="validate (and keep in best.pt) a moving average of the weights; 0: off")
 flags.add_argument("--max-steps", type=number_in(int, 1), default=20000, help="optimizer steps in total")
 flags.add_argument("--seed", type=number_in(int, 0, 2**32 - 1), default=0)
@@ -82,8 +76,7 @@ flags.add_argument("--compile", action="store_true", help="torch.compile the col
 flags = parser.add_argument_group("output")
 flags.add_argument("--out", default="out", help="run folder: checkpoint, logs, curves, samples")
 flags.add_argument("--log-every", type=number_in(int, 1), default=10, help="steps between log lines")
-flags.add_argument("--eval-every", type=number_in(int, 1), default=500,
-                   help="steps between validation, samples, checkpoint")
+flags.add_argument("--eval-every", type=number_in(int, 1), default=500, help="steps between validations, checkpoints")
 flags.add_argument("--val-images", type=number_in(int, 1), default=500, help="at most this many validation images")
 flags.add_argument("--resume", action="store_true", help="continue the run saved in --out/ckpt.pt")
 flags.add_argument("--overwrite", action="store_true",
@@ -99,16 +92,7 @@ ckpt, config = start.ckpt, start.config
 # device, seed, precision, distributed
 
 distributed = "RANK" in os.environ  # set by torchrun
-device = runs.device(args.device, index=int(os.environ.get("LOCAL_RANK", 0)))
-if device.type == "cuda":
-    torch.cuda.set_device(device)
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-    torch.backends.cudnn.benchmark = True
-rank, world = 0, 1
-if distributed:  # the device named, so collectives (the final barrier) know which GPU is this rank's
-    dist.init_process_group("nccl" if device.type == "cuda" else "gloo",
-                            device_id=device if device.type == "cuda" else None)
-    rank, world = dist.get_rank(), dist.get_world_size()
+device, rank, world = runs.start_device(args.device, distributed)  # CUDA's fast paths on; each rank its GPU
 random.seed(args.seed + rank)
 torch.manual_seed(args.seed + rank)
 if args.dtype == "auto":
@@ -149,8 +133,7 @@ data_iter = data.batches(train_set, args.batch_size, args.workers, note_skipped,
 
 
 def to_network(rgb):
-    """uint8 RGB (B, 3, S, S) -> lightness (B, 1, S, S) in [-1, 1] and a*b*/128
-    (B, 2, S, S) on the device: the network's input and its target."""
+    """uint8 RGB (B, 3, S, S) -> the network's input L (B, 1, S, S) and its target a*b* (B, 2, S, S), on the device."""
     lightness, ab = lab.lab_to_net(lab.rgb_to_lab(rgb.to(device, non_blocking=True)))
     return lightness.contiguous(memory_format=memory_format), ab
 
@@ -173,7 +156,7 @@ log(f"colorizer: {config}, {sum(p.numel() for p in net.parameters()):,} paramete
 # The moving average of the weights (and BatchNorm statistics): on a small data
 # set it is smoother and generalizes better than the last step's weights.
 ema_net = copy.deepcopy(net).requires_grad_(False) if args.ema > 0 else None
-if ema_net is not None and args.resume and ckpt.get("ema"):
+if ema_net and args.resume and ckpt.get("ema"):
     runs.load_weights(ema_net, ckpt["ema"])
 train_net = torch.compile(net) if args.compile else net
 if distributed:
@@ -181,10 +164,8 @@ if distributed:
         train_net, device_ids=[device.index] if device.type == "cuda" else None)
 
 
-def embed(lightness):
-    """The global branch: (B, 1, H, W) -> (B, 1000) Inception logits of the gray
-    image, or None without one."""
-    return None if inception_net is None else inception.inception_embedding(inception_net, lab.gray_rgb(lightness.float()))
+def embed(lightness):  # the global branch: (B, 1, H, W) -> (B, 1000) Inception logits of the gray image, or None
+    return inception_net and inception.inception_embedding(inception_net, lab.gray_rgb(lightness.float()))
 
 
 # (average, weight) pairs, made once: state-dict tensors share storage with the modules.
@@ -320,11 +301,7 @@ for step in range(start.step, args.max_steps + 1):
 # -----------------------------------------------------------------------------
 # done (the last evaluation above wrote the checkpoint, log and plots)
 
-run.finished = True  # a Ctrl-C from here on has nothing to save
-gray_count = sum("grayscale" in s for s in skipped)
-log(f"done: {args.max_steps} steps, checkpoint {data.printable(run.path[runs.CHECKPOINT])}, best "
-    f"{data.printable(run.path[runs.BEST])} (validation MSE {run.best_mse:.5f}). Skipped {len(skipped) - gray_count} "
-    f"unreadable files and left out {gray_count} grayscale photos.")
+run.finish(skipped, log)  # a Ctrl-C from here on has nothing to save
 if distributed:
     dist.barrier()  # the others wait for rank 0's last evaluation, or it finds its peers gone
     dist.destroy_process_group()
