@@ -237,8 +237,9 @@ def short_reason(e):
     """An exception's class and first sentence, leaving out torch's advice to
     load with weights_only=False: unsafe for a file from anywhere."""
     text = str(e).strip().splitlines()[0].split(". ")[0] if str(e).strip() else ""
-    unsafe = "weights only" in text.lower().replace("_", " ")
-    return e.__class__.__name__ + (f": {text[:150]}" if text and not unsafe else "")
+    if "weights only" in text.lower().replace("_", " "):
+        text = "it holds objects other than tensors, which are not loaded"
+    return e.__class__.__name__ + (f": {text[:150]}" if text else "")
 
 
 def load_tensors(path):

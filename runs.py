@@ -108,7 +108,7 @@ def number_in(kind, low, high=None, low_open=False, high_open=False):
             raise argparse.ArgumentTypeError(f"must be {'above' if low_open else 'at least'} {low}" + (
                 "" if high is None else f" and {'below' if high_open else 'at most'} {high}") + f", got {text}")
         return value
-    parse.__name__ = kind.__name__  # argparse names the type in "invalid int value"
+    parse.__name__, parse.kind = kind.__name__, kind  # argparse names the type in "invalid int value"
     return parse
 
 
@@ -120,12 +120,18 @@ def crop_size(text):
     return value
 
 
+crop_size.kind = int
+
+
 def inception_choice(text):
     """argparse type of --inception: auto, none, or a weights file that exists."""
     if text not in ("auto", "none") and not os.path.isfile(text):
         raise argparse.ArgumentTypeError(f"must be auto, none or a weights file (a regular file that exists), "
                                          f"got {printable(text)}")
     return text
+
+
+inception_choice.kind = str
 
 
 def device(choice, index=0):
@@ -137,12 +143,21 @@ def device(choice, index=0):
                         else "cpu")
 
 
-def not_a_folder(path):
-    """Why an --out that exists cannot be a folder to write in, or None."""
-    if os.path.isdir(path) or not os.path.lexists(path):
-        return None
-    return ("a link to nothing (or a loop of links)" if not os.path.exists(path) else "a file, not a folder"
-            if os.path.isfile(path) else "not a folder (a device or a FIFO)")
+def writable_folder(path, flag="--out"):
+    """Make the folder path (and its parents) and write to it now, before any
+    work, or stop in one line naming the flag: a file or a device there, a
+    link to nothing, no permission, a read-only disk. The probe is a file of
+    no name, so there is nothing to plant a link at. -> True if it was made."""
+    made = not os.path.isdir(path)
+    try:
+        os.makedirs(path, exist_ok=True)
+        tempfile.TemporaryFile(dir=path).close()
+    except OSError as e:
+        why = ("a link to nothing (or a loop of links)" if not os.path.exists(path) else "a file, not a folder"
+               if os.path.isfile(path) else "not a folder (a device or a FIFO)") if os.path.lexists(path) and \
+            not os.path.isdir(path) else f"cannot write there ({e.strerror or e})"
+        fail(f"{flag} {printable(path)}: {why}")
+    return made
 
 
 def checked(call, *args, said=None):
@@ -371,15 +386,15 @@ def malformed_flags(parser, flags):
         if action.dest not in flags or action.dest == "help" or (flags[action.dest] is None and action.default is None):
             continue
         value, flag = flags[action.dest], action.option_strings[0]
-        if action.nargs == 0:
-            ok = type(value) is bool
-        else:
-            try:
-                ok = not isinstance(value, bool) and (action.type or str)(str(value)) == value
-            except (argparse.ArgumentTypeError, ValueError, TypeError):
-                ok = False
-        if not ok or (action.choices and value not in action.choices):
-            return f"its {flag} is {value!r}"
+        kind = bool if action.nargs == 0 else getattr(action.type, "kind", action.type or str)
+        if type(value) is not kind and not (kind is float and type(value) is int):
+            return f"its {flag} is {value!r}, not {'an' if kind is int else 'a'} {kind.__name__}"
+        if action.choices and value not in action.choices:
+            return f"its {flag} is {value!r}, not one of {', '.join(map(str, action.choices))}"
+        try:
+            action.type and action.type(str(value))
+        except argparse.ArgumentTypeError as e:
+            return f"its {flag} {e}"
     return None
 
 
@@ -612,13 +627,7 @@ def prepare_folder(args, ckpt=None):
     removed again. -> (the lock, held while the process lives; the old run's
     files that --overwrite is to replace)."""
     out, said = args.out, printable(args.out)
-    made = not os.path.isdir(out)
-    try:
-        os.makedirs(out, exist_ok=True)
-        tempfile.TemporaryFile(dir=out).close()  # a file of no name: nothing to plant a link at
-    except OSError as e:
-        fail(f"--out {said}: {not_a_folder(out) or f'cannot write there ({e.strerror})'}")
-    if made:
+    if writable_folder(out):
         atexit.register(remove_if_empty, out)
     lock = take_lock(out)
     held = run_files(out)  # under the lock: what no other train.py will change now
@@ -915,5 +924,5 @@ class StopRequest:
             sys.exit(130)
         self.requested = True
         name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
-        self.log(f"{name}: " + ("the last step is being saved; stopping once it is" if self.run.last_step else
+        self.log(f"{name}: " + ("the last step is being saved; stopping once it is" if getattr(self.run, "last_step", False) else
                                 "saving a checkpoint after this step, then stopping") + " (Ctrl-C again to stop at once)")
