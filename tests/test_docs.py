@@ -217,3 +217,40 @@ def test_exercise_checker_names_nothing_it_does_not_recognize(tmp_path):
     r = run(["docs/exercises/check.py", tmp_path / "mine.py"], capture_output=True, text=True)
     line = next(line for line in r.stdout.splitlines() if line.startswith("exercise 2"))
     assert "rows sum to" in line and "that is" not in line, line
+
+
+# -----------------------------------------------------------------------------
+# The README's account of the modules
+
+
+def project_imports():
+    """Each top-level module of the repository (tests aside) -> the set of
+    the repository's modules it imports, read from its source."""
+    import ast
+    modules = {os.path.basename(p)[:-3] for p in glob.glob(os.path.join(ROOT, "*.py"))
+               if not os.path.basename(p).startswith(("test_", "conftest"))}
+    found = {}
+    for name in modules:
+        names = set()
+        for node in ast.walk(ast.parse(read(f"{name}.py"))):
+            if isinstance(node, ast.Import):
+                names |= {a.name.split(".")[0] for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names.add(node.module.split(".")[0])
+        found[name] = (names & modules) - {name}
+    return found
+
+
+def test_readme_says_what_each_module_imports():
+    """The README's "Imports flow one way" paragraph names, for every module,
+    the modules of ours it imports ("`a` and `b` import nothing of ours;
+    `c` imports `a` and `b`"), and says true."""
+    text = " ".join(read("README.md").split())
+    paragraph = text[text.index("Imports flow one way"):]
+    paragraph = paragraph[:paragraph.index(". ")]
+    said = {}
+    for subjects, verb, objects in re.findall(r"((?:`\w+`(?:, | and )?)+) (imports?) ((?:nothing of ours)|"
+                                              r"(?:`\w+`(?:, | and )?)+)", paragraph):
+        for subject in re.findall(r"`(\w+)`", subjects):
+            said[subject] = set(re.findall(r"`(\w+)`", objects))
+    assert said == project_imports()
