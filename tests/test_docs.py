@@ -184,7 +184,7 @@ def test_exercise_checker_names_the_courses_mistakes(tmp_path, right, wrong, exe
     r = run(["docs/exercises/check.py", tmp_path / "mine.py"], capture_output=True, text=True)
     assert r.returncode == 1 and r.stdout.splitlines()[-1] == "3 of 4 pass", r.stdout + r.stderr
     line = next(line for line in r.stdout.splitlines() if line.startswith(exercise))
-    assert "largest error" in line and f"; that is " in line and names in line, line
+    assert "largest error" in line and "; that is " in line and names in line, line
 
 
 def test_exercise_checker_names_a_missing_scale_on_the_fused_path_alone(tmp_path):
@@ -213,7 +213,8 @@ def attention_forward(attention, h, return_weights=False):
 def test_exercise_checker_names_nothing_it_does_not_recognize(tmp_path):
     """A softmax over the wrong dimension keeps its own hint, and no mistake's name."""
     solutions = read("docs/exercises/solutions.py")
-    (tmp_path / "mine.py").write_text(solutions.replace("torch.softmax(scores, dim=-1)", "torch.softmax(scores, dim=1)"))
+    wrong = solutions.replace("torch.softmax(scores, dim=-1)", "torch.softmax(scores, dim=1)")
+    (tmp_path / "mine.py").write_text(wrong)
     r = run(["docs/exercises/check.py", tmp_path / "mine.py"], capture_output=True, text=True)
     line = next(line for line in r.stdout.splitlines() if line.startswith("exercise 2"))
     assert "rows sum to" in line and "that is" not in line, line
