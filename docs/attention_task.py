@@ -26,6 +26,8 @@ import time
 
 # Ctrl-C while torch loads (seconds): one line, no traceback; nothing is written yet
 signal.signal(signal.SIGINT, lambda *_: (print("interrupted", file=sys.stderr), os._exit(130)))
+if hasattr(signal, "SIGPIPE"):  # `attention_task.py | head`: stop quietly when the reader leaves
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # (the files are written whole or not at all)
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from PIL import Image  # noqa: E402

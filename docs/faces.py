@@ -9,6 +9,7 @@ in every folder given. Skin is warm: a* above 0 (the originals here: a* +12 to
 +18, b* +9 to +20). A colorizer that never saw people paints it green (a* below 0).
 """
 import os
+import signal
 import sys
 
 import numpy as np
@@ -49,7 +50,8 @@ def main(folders, photos=os.path.join(REPO, "demo", "photos"), boxes=os.path.joi
     means = {}
     for name, box in read_boxes(boxes):
         stem = os.path.splitext(name)[0]
-        sources = [("original", os.path.join(photos, name))] + [(f, os.path.join(f, stem + "_color.png")) for f in folders]
+        sources = [("original", os.path.join(photos, name))] + [(f, os.path.join(f, stem + "_color.png"))
+                                                                 for f in folders]
         cells = []
         for label, path in sources:
             if not os.path.exists(path):
@@ -68,6 +70,8 @@ def main(folders, photos=os.path.join(REPO, "demo", "photos"), boxes=os.path.joi
 
 
 if __name__ == "__main__":
+    if hasattr(signal, "SIGPIPE"):  # `faces.py ... | head`: stop quietly when the reader leaves (it writes nothing)
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     parser = runs.ArgumentParser(description=__doc__.split("\n\n")[0])  # a bad argument: one line, exit status 2
     parser.add_argument("folders", nargs="*", metavar="FOLDER", help="a folder of NAME_color.png, one per model")
     main(parser.parse_args().folders)

@@ -21,6 +21,8 @@ import sys
 
 # Ctrl-C while torch loads (seconds): one line, no traceback
 signal.signal(signal.SIGINT, lambda *_: (print("interrupted", file=sys.stderr), os._exit(130)))
+if hasattr(signal, "SIGPIPE"):  # `check.py | head`: stop quietly when the reader leaves (check.py writes nothing)
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))  # the repository root, for model.py
 
@@ -98,6 +100,14 @@ def compare(what, got, expected, case):
                  f"(tolerance {shown_tolerance}) for {case}")
 
 
+def close(got, expected):
+    """compare's test as a yes or no: a tensor of expected's shape, within the tolerance."""
+    if not (isinstance(got, torch.Tensor) and got.shape == expected.shape):
+        return False
+    got, expected = got.detach().double(), expected.detach().double()
+    return bool(((got - expected).abs() <= TOLERANCE * max(1.0, expected.abs().max().item())).all())
+
+
 def compare_gradients(got, expected, inputs, case):
     """The gradients of one random weighting of the output with respect to each
     of `inputs` (name -> tensor): the student's graph against the reference's."""
@@ -148,6 +158,27 @@ def row_sums(alpha, expected_alpha):
     return f"; its rows sum to {sums.min():.2g} .. {sums.max():.2g}, not 1"
 
 
+def attention_mistake(attention, h, got, got_alpha):
+    """The course's mistakes in the attention, recognized by their numbers: the
+    reference computed under each one, compared with what the student's code
+    returned (alpha too, when it did). "; that is ..." naming it, or ""."""
+    C = h.shape[1]
+    with torch.no_grad():
+        keys = h.flatten(2).transpose(1, 2)                              # (B, N, C)
+        scores = attention.W_a(h).flatten(2).transpose(1, 2) @ keys.transpose(1, 2)  # (B, N, N), unscaled
+        for scale, context_first, says in [
+                (1, True, "alpha without the 1/sqrt(C): the scores q_t . h_s are divided by sqrt(C) before the "
+                          "softmax"),
+                (C, True, "the scores divided by sqrt(C) twice (by C): divide them by sqrt(C) once"),
+                (math.sqrt(C), False, "tanh(W_c [h_t; c_t]): the context goes first, [c_t; h_t]")]:
+            alpha = torch.softmax(scores / scale, dim=-1)
+            context = (alpha @ keys).transpose(1, 2).reshape(h.shape)    # (B, C, H, W)
+            out = torch.tanh(attention.W_c(torch.cat([context, h] if context_first else [h, context], dim=1)))
+            if close(got, out) and (got_alpha is None or close(got_alpha, alpha)):
+                return f"; that is {says}"
+    return ""
+
+
 def check_attention_forward(attention_forward):
     # (B, C, H, W), return_weights: the readable path (with alpha) first, then the fused one
     cases = [((2, 8, 3, 5), True), ((2, 8, 3, 5), False), ((1, 16, 4, 4), False), ((3, 4, 2, 7), True)]
@@ -160,6 +191,7 @@ def check_attention_forward(attention_forward):
         before = h.detach().clone()
         got = call(attention_forward, attention, h, return_weights=return_weights)
         unchanged("h", h, before, case)
+        got_alpha = None
         if return_weights:
             if not (isinstance(got, (tuple, list)) and len(got) == 2):
                 raise Failed(f"returned {kind(got)}, expected (out, alpha) for {case}")
@@ -167,10 +199,25 @@ def check_attention_forward(attention_forward):
             try:
                 compare("alpha", got_alpha, expected_alpha, case)  # (B, N, N): where each t looks
             except Failed as failed:
-                raise Failed(f"{failed}{row_sums(got_alpha, expected_alpha)}") from None
-        compare("out", got, expected, case)                       # (B, C, H, W)
+                raise Failed(f"{failed}{row_sums(got_alpha, expected_alpha)}"
+                             f"{attention_mistake(attention, h, got, got_alpha)}") from None
+        try:
+            compare("out", got, expected, case)                   # (B, C, H, W)
+        except Failed as failed:
+            raise Failed(f"{failed}{attention_mistake(attention, h, got, got_alpha)}") from None
         compare_gradients(got, expected, {"h": h, "W_a.weight": attention.W_a.weight,
                                           "W_c.weight": attention.W_c.weight}, case)
+
+
+def fusion_mistake(fusion, feats, embedding, got):
+    """The embedding concatenated before the features, recognized by its numbers: "; that is ..." or ""."""
+    if embedding is None:
+        return ""
+    with torch.no_grad():
+        tiled = embedding[:, :, None, None].expand(-1, -1, *feats.shape[2:])  # (B, E, h, w)
+        wrong = F.relu(fusion.conv(torch.cat([tiled, feats], dim=1)))
+    return ("; that is ReLU(conv([embedding; feats])): concatenate feats first, then the tiled embedding "
+            "(fusion.conv's weights are for that order)") if close(got, wrong) else ""
 
 
 def check_fusion_forward(fusion_forward):
@@ -187,7 +234,10 @@ def check_fusion_forward(fusion_forward):
         got = call(fusion_forward, fusion, feats, embedding)
         for name, t in inputs.items():
             unchanged(name, t, before[name], case)
-        compare(None, got, expected, case)                        # (B, C, h, w)
+        try:
+            compare(None, got, expected, case)                    # (B, C, h, w)
+        except Failed as failed:
+            raise Failed(f"{failed}{fusion_mistake(fusion, feats, embedding, got)}") from None
         compare_gradients(got, expected, {**inputs, "conv.weight": fusion.conv.weight,
                                           "conv.bias": fusion.conv.bias}, case)
 
