@@ -151,7 +151,7 @@ if args.mine:  # your functions take the place of the model's own
 
     model.coord_channels = student("coord_channels")  # Encoder.forward looks it up at each call
     attention_forward, fusion_forward = student("attention_forward"), student("fusion_forward")
-    model.Attention.forward = lambda self, h, return_weights=False: attention_forward(self, h, return_weights)
+    model.Attention.forward = lambda self, h, return_attention=False: attention_forward(self, h, return_attention)
     model.Fusion.forward = lambda self, feats, embedding: fusion_forward(self, feats, embedding)
     loss_fn = student("colorization_loss")
     # A tiny model through both attention paths and the loss: an unwritten

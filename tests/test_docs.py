@@ -195,19 +195,19 @@ def test_exercise_checker_names_a_missing_scale_on_the_fused_path_alone(tmp_path
 _right = attention_forward
 
 
-def attention_forward(attention, h, return_weights=False):
-    if return_weights:
+def attention_forward(attention, h, return_attention=False):
+    if return_attention:
         return _right(attention, h, True)
     B, C, H, W = h.shape
     keys = h.flatten(2).transpose(1, 2)
     queries = attention.W_a(h).flatten(2).transpose(1, 2)
     context = F.scaled_dot_product_attention(queries, keys, keys, scale=1.0)
-    return torch.tanh(attention.W_c(torch.cat([context.transpose(1, 2).reshape(B, C, H, W), h], dim=1)))
+    return torch.tanh(attention.W_c(torch.cat([context.transpose(1, 2).reshape(B, C, H, W), h], dim=1))), None
 '''
     (tmp_path / "mine.py").write_text(mine)
     r = run(["docs/exercises/check.py", tmp_path / "mine.py"], capture_output=True, text=True)
     line = next(line for line in r.stdout.splitlines() if line.startswith("exercise 2"))
-    assert "out: largest error" in line and "return_weights=False" in line and "without the 1/sqrt(C)" in line, line
+    assert "out: largest error" in line and "return_attention=False" in line and "without the 1/sqrt(C)" in line, line
 
 
 def test_exercise_checker_names_nothing_it_does_not_recognize(tmp_path):

@@ -180,22 +180,21 @@ def attention_mistake(attention, h, got, got_alpha):
 
 
 def check_attention_forward(attention_forward):
-    # (B, C, H, W), return_weights: the readable path (with alpha) first, then the fused one
+    # (B, C, H, W), return_attention: the readable path (with alpha) first, then the fused one
     cases = [((2, 8, 3, 5), True), ((2, 8, 3, 5), False), ((1, 16, 4, 4), False), ((3, 4, 2, 7), True)]
-    for seed, (shape, return_weights) in enumerate(cases):
+    for seed, (shape, return_attention) in enumerate(cases):
         torch.manual_seed(seed)                                   # the module's weights
         attention = model.Attention(shape[1])
         h = randn(*shape, seed=seed).requires_grad_()
-        case = f"h {show(shape)}, return_weights={return_weights}"
-        expected = model.Attention.forward(attention, h, return_weights=return_weights)
+        case = f"h {show(shape)}, return_attention={return_attention}"
+        expected, expected_alpha = model.Attention.forward(attention, h, return_attention)
         before = h.detach().clone()
-        got = call(attention_forward, attention, h, return_weights=return_weights)
+        got = call(attention_forward, attention, h, return_attention)
         unchanged("h", h, before, case)
-        got_alpha = None
-        if return_weights:
-            if not (isinstance(got, (tuple, list)) and len(got) == 2):
-                raise Failed(f"returned {kind(got)}, expected (out, alpha) for {case}")
-            (got, got_alpha), (expected, expected_alpha) = got, expected
+        if not (isinstance(got, (tuple, list)) and len(got) == 2):
+            raise Failed(f"returned {kind(got)}, expected (out, alpha) for {case}")
+        got, got_alpha = got[0], got[1] if return_attention else None
+        if return_attention:
             try:
                 compare("alpha", got_alpha, expected_alpha, case)  # (B, N, N): where each t looks
             except Failed as failed:

@@ -44,7 +44,7 @@ def coord_channels(x):
     raise NotImplementedError("exercise 1: coord_channels")
 
 
-def attention_forward(attention, h, return_weights=False):
+def attention_forward(attention, h, return_attention=False):
     """Exercise 2. Luong "general" attention over the positions of a feature map
     (paper section 3.5): every position can borrow color evidence from anywhere.
 
@@ -59,9 +59,9 @@ def attention_forward(attention, h, return_weights=False):
         weights are 1x1 convolutions, which apply a matrix to every position:
         attention.W_a: C -> C channels, attention.W_c: 2C -> C channels.
     h: the fused feature map (B, C, H, W). There are N = H * W positions.
-    return_weights: also return alpha.
-    Returns out (B, C, H, W), or (out, alpha) with alpha (B, N, N) when
-    return_weights is True: alpha[b, t] is where position t looks, and sums to 1.
+    return_attention: also return alpha.
+    Returns (out, alpha): out (B, C, H, W), and alpha (B, N, N) when
+    return_attention is True (else None): alpha[b, t] is where position t looks, and sums to 1.
 
     Hints: apply W_a to the map first, then flatten: (B, C, H, W) -> (B, C, N)
     -> transpose to (B, N, C), one row per position. A batched matrix product

@@ -22,9 +22,9 @@ def coord_channels(x):
     return grid.expand(B, 2, H, W)            # the same for every image, no copy
 
 
-def attention_forward(attention, h, return_weights=False):
-    """Exercise 2. Luong "general" attention: out (B, C, H, W), and alpha (B, N, N)
-    with return_weights."""
+def attention_forward(attention, h, return_attention=False):
+    """Exercise 2. Luong "general" attention: (out (B, C, H, W), alpha (B, N, N)
+    with return_attention, else None)."""
     B, C, H, W = h.shape
     # One row per position t = row * W + column, as flatten numbers them.
     keys = h.flatten(2).transpose(1, 2)                            # (B, N, C): h_s
@@ -36,7 +36,7 @@ def attention_forward(attention, h, return_weights=False):
     context = alpha @ keys                    # (B, N, C): c_t = sum_s alpha_ts h_s
     context = context.transpose(1, 2).reshape(B, C, H, W)          # back to a map
     out = torch.tanh(attention.W_c(torch.cat([context, h], dim=1)))  # (B, 2C, H, W) -> (B, C, H, W)
-    return (out, alpha) if return_weights else out
+    return out, alpha if return_attention else None
 
 
 def fusion_forward(fusion, feats, embedding):
