@@ -5,18 +5,20 @@ start, and nothing else; a link planted at a temporary name is never written
 through; the temporary name fits wherever the file's own name does."""
 
 import os
-import resource
 import signal
 import subprocess
 import sys
 
+import pytest
 from PIL import Image
 
 import runs
-from conftest import DEMO, HERE, TINY, colorize_cli, make_photo, one_error_line, run
+from conftest import DEMO, HERE, TINY, colorize_cli, make_photo, one_error_line, posix_only, run
 
 
+@posix_only  # a file size limit (setrlimit)
 def test_train_says_why_a_checkpoint_cannot_be_written(photo_dir, tmp_path):
+    resource = pytest.importorskip("resource")
 
     def small_files():  # as if the disk were full: writes past 64 kB fail
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
@@ -40,6 +42,7 @@ def test_start_up_removes_only_its_own_temporary_files(photo_dir, tmp_path):
     assert set(mine) <= left and not {"ckpt.pt.tmp8231", "samples.png.tmp40"} & left, left
 
 
+@posix_only  # links
 def test_temporary_files_are_never_written_through_links(tmp_path):
     """Links planted at every name a save's temporary file could have had
     (the old NAME.tmpPID) are not followed: the file outside stays as it was,

@@ -8,7 +8,7 @@ import os
 import torch
 from PIL import Image
 
-from conftest import HERE, assert_interrupted, interrupt_at, make_photo, one_error_line, run, script
+from conftest import HERE, assert_interrupted, interrupt_at, make_photo, one_error_line, posix_only, run, script
 
 
 def test_bench_flags_are_one_line_errors_before_any_work(tmp_path):
@@ -74,6 +74,7 @@ def test_gpu_check_records_what_did_not_run_and_fails(photo_dir, tmp_path):
     assert "not passed: bench.py --device cpu, train.py" in summary
 
 
+@posix_only  # Ctrl-C as SIGINT
 def test_bench_measures_with_one_jpeg_and_ctrl_c_after_colorize_is_one_line(tmp_path):
     """One JPEG: every row that needs photos runs (the train.py loop included:
     its validation photo must not be a copy of the ones it trains on). A Ctrl-C

@@ -12,7 +12,7 @@ import torch
 import colorize
 import model
 import runs
-from conftest import DEMO, TINY, colorize_cli, fake_run, make_photo, one_error_line, run
+from conftest import DEMO, TINY, colorize_cli, fake_run, make_photo, one_error_line, posix_only, run
 
 
 def test_colorize_missing_or_incompatible_checkpoint_exits_2(tmp_path, photo_dir):
@@ -98,6 +98,7 @@ def test_odd_checkpoint_entries_and_api_inputs_are_one_line(tmp_path):
         colorize.colorize(None, DEMO)
 
 
+@posix_only  # FIFOs
 def test_fifo_checkpoints_are_refused_not_waited_on(tmp_path, photo_dir):
     os.mkfifo(tmp_path / "pipe.pt")
     img = make_photo(tmp_path / "p.jpg", size=(40, 32))
@@ -180,6 +181,7 @@ def test_the_checkpoint_found_by_search_says_where_and_how_to_choose(tmp_path):
     assert r.returncode == 0 and f"checkpoint: {os.path.join('runs', 'first', 'best.pt')} (step 7" in r.stderr, r.stderr
 
 
+@posix_only  # links
 def test_the_newest_run_search_does_not_follow_links_round_in_circles(tmp_path):
     run_dir = fake_run(tmp_path / "out" / "run", 4)
     os.symlink("..", run_dir / "up")

@@ -8,11 +8,12 @@ import os
 import re
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
 import lab
-from conftest import DEMO, TINY, colorize_cli, digest, make_photo, odd_images, run
+from conftest import DEMO, TINY, colorize_cli, digest, make_photo, odd_images, posix_only, run
 
 
 def test_colorize_every_mode_at_full_size_without_touching_inputs(tiny_ckpt, tmp_path):
@@ -114,6 +115,7 @@ def test_inputs_that_share_an_output_name_each_get_their_own(tmp_path):
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["x-2_color.png", "x_color.png"]
 
 
+@posix_only  # links
 def test_overwrite_never_writes_over_an_input_named_like_an_output(tmp_path):
     make_photo(tmp_path / "a.jpg", size=(40, 32))
     make_photo(tmp_path / "a_color.png", size=(40, 32), seed=1)
@@ -142,6 +144,7 @@ def test_a_folder_at_an_output_name_is_an_error_for_that_input(tmp_path):
         assert "Traceback" not in r.stderr and (tmp_path / "a_color.png").is_dir() and (tmp_path / "b_color.png").is_file()
 
 
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="reads its peak memory in Linux's /proc")
 def test_colorize_a_24_megapixel_photo_in_bounded_memory(tiny_ckpt, tmp_path):
     """6000 x 4000, with --metrics: full size out, and the process stays far
     below this machine's memory (the full-resolution work and the metrics run

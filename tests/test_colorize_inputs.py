@@ -13,7 +13,7 @@ from PIL import Image, ImageOps
 
 import colorize
 import data
-from conftest import DEMO, HERE, colorize_cli, fake_run, make_photo, run
+from conftest import DEMO, HERE, colorize_cli, fake_run, make_photo, posix_only, run
 
 
 @pytest.mark.parametrize("flags, message", [
@@ -23,7 +23,7 @@ from conftest import DEMO, HERE, colorize_cli, fake_run, make_photo, run
     (["--size", "100000"], "--size 100000: must be 8 to 4096"),
     (["--batch-size", "0"], "--batch-size 0: must be 1 or more"),
     (["-o", ""], "--out, --checkpoint and --inception take a path: an empty one"),
-    (["-o", "/dev/null"], "--out /dev/null: not a folder (a device or a FIFO)"),
+    pytest.param(["-o", "/dev/null"], "--out /dev/null: not a folder (a device or a FIFO)", marks=posix_only),
     (["--checkpoint", ""], "--out, --checkpoint and --inception take a path: an empty one")])
 def test_bad_flags_are_one_line_before_any_work(tmp_path, flags, message):
     img = make_photo(tmp_path / "p.jpg", size=(40, 32))
@@ -34,6 +34,7 @@ def test_bad_flags_are_one_line_before_any_work(tmp_path, flags, message):
     assert not (tmp_path / "p_color.png").exists() and (tmp_path / "FILE").read_text() == "a file"
 
 
+@posix_only  # SIGTERM's exit status 130
 def test_an_attention_model_too_slow_at_its_size_on_the_cpu_says_so_before_work(tiny_ckpt, tmp_path):
     """At a short side of 2048 attention compares 65536+ positions with each
     other: minutes a photo on a CPU. Said before the first photo, with what
@@ -91,6 +92,7 @@ def test_colorize_reports_bad_files_and_writes_the_good_ones(tiny_ckpt, tmp_path
         assert (tmp_path / (g.stem + "_color.png")).exists()
 
 
+@posix_only  # FIFOs
 def test_a_fifo_is_passed_over_in_a_folder_and_an_error_when_named(tmp_path):
     make_photo(tmp_path / "ok.jpg", size=(40, 32))
     os.mkfifo(tmp_path / "pipe.jpg")
@@ -131,6 +133,7 @@ def test_unreadable_folders_are_reported_not_skipped_silently(tmp_path):
     assert (tmp_path / "ok_color.png").exists()
 
 
+@posix_only  # names of bytes that are not UTF-8
 def test_names_that_are_not_utf8_are_shown_escaped(tmp_path):
     name = os.fsdecode(b"caf\xff.jpg")
     make_photo(os.path.join(tmp_path, name), size=(40, 32))
@@ -146,6 +149,7 @@ def test_names_that_are_not_utf8_are_shown_escaped(tmp_path):
     skipped[0].encode("utf-8")  # printable by train.py
 
 
+@posix_only  # a newline in a file name
 def test_a_file_name_with_a_newline_is_printed_on_one_line(tmp_path):
     make_photo(tmp_path / "two\nlines.jpg", size=(40, 32))
     r = colorize_cli(tmp_path, "--checkpoint", DEMO)

@@ -13,7 +13,7 @@ from PIL import Image
 
 import attention_maps
 import lab
-from conftest import HERE, assert_interrupted, digest, interrupt_at, make_photo, one_error_line, run, script
+from conftest import HERE, assert_interrupted, digest, interrupt_at, make_photo, one_error_line, posix_only, run, script
 
 
 TINY_TASK = ("--steps", "5", "--width", "4")  # docs/attention_task.py: two models of width 4, five steps each
@@ -49,6 +49,7 @@ COURSE_PROMISES = [
      r"runs/no-coords chroma on the outer 4 pixels: [-\d.]+ in the middle: [-\d.]+")]
 
 
+@posix_only  # the page's commands run in bash
 def test_course_commands_keep_their_promises(tmp_path):
     """Every command block of docs/course.md, in order, as a student runs them
     from the repository, at a tiny size: each exits as the page says, writes
@@ -154,6 +155,7 @@ def test_overfit_one_photo_says_an_unwritable_out_before_training(tmp_path):
     assert r.stdout == "" and os.listdir(readonly) == []
 
 
+@posix_only  # Ctrl-C as SIGINT
 def test_overfit_one_photo_ctrl_c_is_one_line_and_writes_nothing(tmp_path):
     photo = make_photo(tmp_path / "p.jpg", size=(64, 48))
     code, out, err = interrupt_at([script("docs/overfit_one_photo.py"), photo, "--steps", 100000, "--size", 32,
@@ -253,6 +255,7 @@ def test_attention_task_says_an_unwritable_out_before_training(tmp_path):
     assert r.stdout == "" and os.listdir(readonly) == []
 
 
+@posix_only  # Ctrl-C as SIGINT
 def test_attention_task_ctrl_c_is_one_line_and_leaves_no_half_written_file(tmp_path):
     out = tmp_path / "task"
     code, stdout, err = interrupt_at([script("docs/attention_task.py"), "--steps", 100000, "--width", 4,
@@ -286,6 +289,7 @@ def test_faces_reads_warm_skin_in_the_originals_and_green_in_a_green_copy(tmp_pa
     assert f"mean a* over 4 faces: {tmp_path}: -" in r.stdout
 
 
+@posix_only  # a FIFO
 def test_faces_says_a_bad_picture_or_argument_in_one_line(tmp_path):
     """A corrupt NAME_color.png, one too small for its box, a FIFO at the name
     (never waited on), a file given as a folder, an unknown flag: one line

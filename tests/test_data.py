@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 import data
-from conftest import DEMO, TINY, colorize_cli, make_photo, one_error_line, run
+from conftest import DEMO, TINY, colorize_cli, make_photo, one_error_line, posix_only, run
 
 
 def linear_rgb_profile():
@@ -106,6 +106,7 @@ def test_find_images_recurses_and_ignores_case(tmp_path):
     assert found == [os.path.join("a", "b", "z.WebP"), os.path.join("a", "y.png"), "x.JPG"]
 
 
+@posix_only  # links
 def test_folders_of_links_are_followed_and_link_cycles_end(tmp_path):
     real = tmp_path / "real" / "cat"
     real.mkdir(parents=True)
@@ -176,6 +177,7 @@ def test_an_empty_val_folder_is_an_error_not_validation_on_training_photos(photo
     assert not (tmp_path / "run").exists()
 
 
+@posix_only  # a link in val/
 def test_byte_identical_copies_never_land_on_both_sides_of_the_split(tmp_path):
     """A photo folder and its backup under one --data: each validation photo's
     copy is left out of training (said), whatever its name."""

@@ -6,7 +6,7 @@ failure, and bad arguments and Ctrl-C are one line."""
 import os
 import re
 
-from conftest import HERE, assert_interrupted, interrupt_at, run, script
+from conftest import HERE, assert_interrupted, interrupt_at, posix_only, run, script
 
 
 EXERCISE_NAMES = ["coord_channels", "attention_forward", "fusion_forward", "colorization_loss"]
@@ -88,6 +88,7 @@ def test_exercise_checker_counts_a_sys_exit_or_keyboard_interrupt_of_the_student
             "3 of 4 pass"], r.stdout
 
 
+@posix_only  # Ctrl-C as SIGINT
 def test_exercise_checker_ctrl_c_is_one_line_even_inside_the_students_code(tmp_path):
     """A real Ctrl-C while the student's function runs stops the check (130),
     in one line: it is not counted as that exercise's failure."""

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 import inception
-from conftest import write_safetensors
+from conftest import posix_only, write_safetensors
 
 
 @pytest.fixture(scope="module")
@@ -175,6 +175,7 @@ def test_a_file_that_is_not_weights_is_refused_clearly(tmp_path):
     assert "weights_only" not in str(refused.value)
 
 
+@posix_only  # a FIFO, and an alarm should open() wait on it
 def test_a_weights_path_that_is_not_a_regular_file_is_refused_before_it_is_opened(tmp_path):
     os.mkfifo(tmp_path / "weights.safetensors")
 
@@ -303,6 +304,7 @@ def test_two_downloads_at_once_each_write_their_own_file(tmp_path, monkeypatch):
     assert os.listdir(cache) == [os.path.basename(path)]
 
 
+@posix_only  # the Hugging Face cache links its snapshots to its blobs; HOME
 @pytest.mark.parametrize("where", ["HF_HUB_CACHE", "HF_HOME", "XDG_CACHE_HOME", "HOME"])
 def test_weights_timm_downloaded_are_used_without_a_download(tmp_path, monkeypatch, where):
     for name in ("HF_HUB_CACHE", "HF_HOME", "XDG_CACHE_HOME", "HF_HUB_OFFLINE"):
@@ -322,6 +324,7 @@ def test_weights_timm_downloaded_are_used_without_a_download(tmp_path, monkeypat
     assert inception.default_inception_path(download=False) == str(path)  # torchrun's other ranks
 
 
+@posix_only  # the Hugging Face cache links its snapshots to its blobs
 @pytest.mark.parametrize("offline", ["1", "true", "YES"])
 def test_hf_hub_offline_never_downloads_and_a_hub_file_of_another_sha256_is_ignored(tmp_path, monkeypatch,
                                                                                     offline):
@@ -337,6 +340,7 @@ def test_hf_hub_offline_never_downloads_and_a_hub_file_of_another_sha256_is_igno
     assert not cache.exists()
 
 
+@posix_only  # HOME: Windows has no XDG_CACHE_HOME and finds ~ elsewhere
 @pytest.mark.parametrize("xdg", ["", "relative/cache"])
 def test_an_empty_or_relative_xdg_cache_home_is_ignored(tmp_path, monkeypatch, xdg):
     monkeypatch.setenv("HOME", str(tmp_path))

@@ -2,7 +2,6 @@
 any file train.py writes, --overwrite, the lock, two runs on one folder."""
 
 import argparse
-import fcntl
 import os
 import subprocess
 import sys
@@ -10,7 +9,7 @@ import sys
 import pytest
 
 import runs
-from conftest import HERE, TINY, fake_run, make_photo, one_error_line, run
+from conftest import HERE, TINY, fake_run, make_photo, one_error_line, posix_only, run
 
 
 def test_train_never_replaces_a_run_unasked(photo_dir, tmp_path):
@@ -73,7 +72,9 @@ def test_overwrite_removes_the_old_runs_files_before_the_new_run_writes(photo_di
     assert sorted(p.name for p in tmp_path.iterdir()) == [".lock", "data", "notes.txt"]
 
 
+@posix_only  # flock, kill -9
 def test_a_second_train_on_the_same_out_is_refused_and_a_killed_one_leaves_no_stuck_lock(photo_dir, tmp_path):
+    fcntl = pytest.importorskip("fcntl")
     out = tmp_path / "run"
     out.mkdir()
     with open(out / ".lock", "a+") as held:  # as a running train.py holds it
@@ -104,6 +105,7 @@ def test_an_unwritable_cache_is_one_line_and_leaves_no_empty_run_folder(photo_di
     assert not (tmp_path / "run").exists()  # made for the run, removed again: nothing was written
 
 
+@posix_only  # links
 def test_the_lock_is_never_written_through_a_link_nor_over_a_users_file(photo_dir, tmp_path):
     """--out/.lock: a link to a file elsewhere is refused (the file unchanged),
     and so is a .lock of the user's own in a folder with no run yet."""

@@ -8,7 +8,7 @@ import time
 import pytest
 from PIL import Image
 
-from conftest import TINY, make_photo, one_error_line, run
+from conftest import TINY, make_photo, one_error_line, posix_only, run
 
 
 @pytest.mark.parametrize("flag,value", [
@@ -22,6 +22,7 @@ def test_train_checks_every_flag_before_any_work(photo_dir, tmp_path, flag, valu
     assert not (tmp_path / "run").exists()
 
 
+@posix_only  # /dev/null, links
 def test_train_checks_files_and_folders_before_any_work(photo_dir, tmp_path):
     one_error_line(run("train.py", "--data", photo_dir, "--inception", tmp_path), "--inception")
     (tmp_path / "junk.safetensors").write_bytes(b"\x08" + bytes(71))  # a weights file in name only
@@ -61,6 +62,7 @@ def test_compile_on_the_cpu_is_refused_in_one_line(photo_dir, tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+@posix_only  # a name of bytes that are not UTF-8
 def test_train_names_files_whose_names_are_not_utf8(photo_dir, tmp_path):
     d = tmp_path / "data"
     d.mkdir()
