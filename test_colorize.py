@@ -266,14 +266,30 @@ def test_colorizer_output_has_the_input_size(variant, global_branch, size):
     assert ab.shape == (2, 2, *size)
 
 
+def parameters(**config):
+    return sum(p.numel() for p in model.Colorizer(model.ColorizerConfig(**config)).parameters())
+
+
 def test_variants_differ_as_the_paper_says():
-    att = model.Colorizer(model.ColorizerConfig(variant="attention"))
-    base = model.Colorizer(model.ColorizerConfig(variant="baseline"))
-    assert att.attention is not None and att.encoder.layers[0][0].in_channels == 3  # L + x + y
-    assert base.attention is None and base.encoder.layers[0][0].in_channels == 1
-    assert att.fusion.conv.in_channels == 256 + 1000
-    nog = model.Colorizer(model.ColorizerConfig(global_branch=False))
-    assert nog.fusion.conv.in_channels == 256
+    """The paper's model: attention, and CoordConv's x and y beside L; the
+    baseline (Deep Koalarization): neither. Both fuse the Inception's 1000
+    logits into every position of the encoder's 256 channels."""
+    flat = torch.full((1, 1, 48, 64), 0.3)  # a flat gray photo: the same everywhere
+    for variant, attends_and_knows_where in [("attention", True), ("baseline", False)]:
+        torch.manual_seed(0)
+        net = model.Colorizer(model.ColorizerConfig(variant=variant, global_branch=False, width=8))
+        with torch.no_grad():  # training mode: BatchNorm scales whatever varies to a spread of one
+            ab, alpha = net.train()(flat, return_attention=True)
+        assert (alpha is not None) == attends_and_knows_where, variant  # where each position looks: (1, N, N)
+        # replicate padding sees no edge: only the coordinates can color a flat photo unevenly
+        spread = ab.std(dim=(2, 3)).max().item()
+        assert (spread > 0.05) if attends_and_knows_where else (spread < 1e-6), (variant, spread)
+    # the fusion: a 1x1 convolution that takes the 1000 logits beside the 4 x 64 = 256 encoder channels
+    assert parameters(global_branch=True) - parameters(global_branch=False) == 1000 * 256
+    net = model.Colorizer(model.ColorizerConfig(width=8)).eval()
+    lightness = torch.rand(1, 1, 32, 32) * 2 - 1
+    with torch.no_grad():
+        assert not torch.allclose(net(lightness, torch.randn(1, 1000)), net(lightness, torch.randn(1, 1000)))
 
 
 def test_attention_on_both_paths_is_the_papers_formula():

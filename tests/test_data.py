@@ -276,39 +276,55 @@ def test_a_decoder_warning_in_training_names_its_file_once(tmp_path, monkeypatch
 
 
 def test_cached_dataset_decodes_once_and_gives_the_same_crops(tmp_path, monkeypatch):
-    good = make_photo(tmp_path / "good.jpg", size=(300, 200))
+    """--cache MB: the photos that fit are decoded once, up front, and said;
+    a photo past the limit is decoded for every crop; a cached photo gives the
+    crops its file would."""
+    good = make_photo(tmp_path / "good.jpg", size=(300, 200))  # 0.23 MB decoded
     Image.open(good).convert("L").save(tmp_path / "gray.jpg")
-    make_photo(tmp_path / "more.png", size=(1000, 600))  # a PNG decodes at full size: 1.7 MB
+    make_photo(tmp_path / "more.png", size=(1000, 600))  # a PNG decodes at full size: 2.3 MB, past 1 MB
     files = [str(tmp_path / n) for n in ("gray.jpg", "good.jpg", "more.png")]
     plain, cached = data.ImageFolder(files, size=64), data.ImageFolder(files, size=64, cache_mb=1)
-    assert list(cached.cache) == files[:2]  # not more.png: past 1 MB; the gray one is kept as its reason
-    assert cached.cached_bytes == 300 * 200 * 4 and cached.cached_photos() == 1
+    # what train.py prints after "data: " (the gray photo is kept as its reason to be passed over)
+    assert cached.cache_note.startswith("1 of the 3 training photos decoded into memory once (0 MB of --cache 1"), \
+        cached.cache_note
     crops = []
     for i in range(4):
         random.seed(i)
         crops.append(plain[0][0])
-    monkeypatch.setattr(data, "load_image", lambda *a, **k: pytest.fail("decoded again"))
+    decoded = []
+    load_image = data.load_image
+    monkeypatch.setattr(data, "load_image", lambda path, **kw: decoded.append(os.path.basename(path))
+                        or load_image(path, **kw))
     for i in range(4):
         random.seed(i)
         rgb, skipped = cached[0]
         assert torch.equal(rgb, crops[i])  # the same random crop and flip as from the file
         assert "gray.jpg: grayscale" in skipped[0]
+    assert decoded == []  # neither the gray photo nor the good one was decoded again
+    for _ in range(2):
+        assert cached[2][0].shape == (3, 64, 64)
+    assert decoded == ["more.png", "more.png"]
 
 
-def test_training_decodes_large_jpegs_in_draft_mode(tmp_path, monkeypatch):
+def test_training_decodes_large_jpegs_at_a_reduced_size(tmp_path, monkeypatch):
     """bench.py's decode rows: for a 12-megapixel photo the JPEG decoder's own
-    downscaling is several times faster than a full decode, with or without a
-    reduce() after it. The dataset must ask for it, keeping 2x the crop."""
+    downscaling (by 2, 4 or 8) is several times faster than a full decode. The
+    dataset decodes at the smallest such size that keeps 2x the crop."""
     big = tmp_path / "big.jpg"
     Image.open(make_photo(tmp_path / "src.png")).resize((1024, 768)).save(big, quality=90)
     assert data.load_image(big, draft=64)[0].size == (128, 96)    # 1/8: both sides still >= 64
     assert data.load_image(big, draft=150)[0].size == (256, 192)  # 1/4
     assert data.load_image(big)[0].size == (1024, 768)
-    asked = []
+    decoded = []
     load_image = data.load_image
-    monkeypatch.setattr(data, "load_image", lambda path, **kw: asked.append(kw) or load_image(path, **kw))
+
+    def recorded(path, **kw):
+        rgb, alpha = load_image(path, **kw)
+        decoded.append(rgb.size)
+        return rgb, alpha
+    monkeypatch.setattr(data, "load_image", recorded)
     rgb, _ = data.ImageFolder([str(big)], size=48, train=True)[0]
-    assert asked == [{"draft": 96}] and rgb.shape == (3, 48, 48)
+    assert decoded == [(128, 96)] and rgb.shape == (3, 48, 48)  # 1/8 keeps the 2 x 48 = 96 px short side
 
 
 def test_balance_gives_each_source_its_share(tmp_path):

@@ -22,15 +22,33 @@ def test_lab_round_trip_batched_and_unbatched():
         assert lab.lab_to_rgb(lab.rgb_to_lab(torch.zeros(empty, dtype=torch.uint8))).shape == empty
 
 
-def test_lab_in_strips_gives_the_same_numbers_as_one_pass():
-    x = torch.rand(2, 3, 37, 23, dtype=torch.float64)
-    one_pass = lab._rgb_to_lab(x)
-    # 2-row strips; equal up to the order of float64 sums in the 3x3 products
-    assert torch.allclose(lab._in_strips(lab._rgb_to_lab, x, elements=100), one_pass, rtol=0, atol=1e-12)
-    assert torch.allclose(lab._in_strips(lab._lab_to_rgb, one_pass, elements=100), lab._lab_to_rgb(one_pass),
-                          rtol=0, atol=1e-12)
-    big = torch.rand(3, 700, 600)  # over 2**20 values: rgb_to_lab splits it itself
-    assert torch.allclose(lab.rgb_to_lab(big), lab._rgb_to_lab(big), atol=1e-4)  # float32, L up to 100
+def lab_by_the_formulas(rgb):
+    """sRGB (3, H, W) float64 -> Lab, step by step in numpy, with scikit-image's
+    constants (rgb2lab: sRGB gamma, xyz_from_rgb, the D65 white, the Lab companding)."""
+    linear = np.where(rgb > 0.04045, ((rgb + 0.055) / 1.055) ** 2.4, rgb / 12.92)
+    xyz_from_rgb = np.array([[0.412453, 0.357580, 0.180423],
+                             [0.212671, 0.715160, 0.072169],
+                             [0.019334, 0.119193, 0.950227]])
+    xyz = np.einsum("ij,jhw->ihw", xyz_from_rgb, linear) / np.array([0.95047, 1.0, 1.08883])[:, None, None]
+    fx, fy, fz = np.where(xyz > 0.008856, np.cbrt(xyz), 7.787 * xyz + 16 / 116)
+    return np.stack([116 * fy - 16, 500 * (fx - fy), 200 * (fy - fz)])
+
+
+def test_a_large_image_converts_to_the_numbers_of_the_formulas():
+    """A photo of over a million values (lab.py converts large images a part
+    at a time, to stay in the cache): the numbers of the formulas, every row
+    in its place, and back; and the same as its rows converted apart."""
+    torch.manual_seed(0)
+    big = torch.rand(3, 700, 600, dtype=torch.float64)  # 1.26 million values
+    got = lab.rgb_to_lab(big)
+    assert np.abs(got.numpy() - lab_by_the_formulas(big.numpy())).max() < 1e-9
+    assert torch.allclose(lab.rgb_to_l(big), got[:1], rtol=0, atol=1e-9)
+    back = lab.lab_to_rgb(got)
+    assert torch.allclose(back, big, rtol=0, atol=1e-9)
+    rows = torch.cat([lab.lab_to_rgb(got[:, i:i + 7]) for i in range(0, 700, 7)], dim=1)  # 12600 values each
+    assert torch.allclose(back, rows, rtol=0, atol=1e-12)
+    # float32, as colorize.py converts a full-resolution photo: as close as float32 gets to float64
+    assert (lab.rgb_to_lab(big.float()).double() - got).abs().max() < 2e-3
 
 
 def test_uint8_input_gives_the_numbers_of_float_input():

@@ -21,11 +21,19 @@ def checkerboard(size=64, cell=16):
 
 def test_coords_and_attention_are_switched_one_at_a_time():
     """The 2x2 of the course's ablation: attention and CoordConv apart, the
-    paper's model (both) and Deep Koalarization's (neither) as the defaults."""
-    for variant, coords, channels in [("attention", False, 1), ("baseline", True, 3)]:
+    paper's model (both) and Deep Koalarization's (neither) as the defaults
+    (test_colorize.py). Attention gives maps of where each position looks; the
+    coordinates let the network color a flat gray photo unevenly (with
+    replicate padding nothing else can)."""
+    flat = torch.full((1, 1, 48, 64), 0.3)
+    for variant, coords in [("attention", False), ("baseline", True)]:
+        torch.manual_seed(0)
         net = model.Colorizer(model.ColorizerConfig(variant=variant, coords=coords, width=8, global_branch=False))
-        assert (net.attention is not None) == (variant == "attention")
-        assert net.encoder.layers[0][0].in_channels == channels
+        with torch.no_grad():  # training mode: BatchNorm scales whatever varies to a spread of one
+            ab, alpha = net.train()(flat, return_attention=True)
+        assert (alpha is not None) == (variant == "attention"), variant
+        spread = ab.std(dim=(2, 3)).max().item()
+        assert (spread > 0.05) if coords else (spread < 1e-6), (variant, coords, spread)
     old = {"variant": "baseline", "global_branch": False, "width": 8}  # a checkpoint from before --coords
     assert model.ColorizerConfig.from_dict(old).coords is False
 
