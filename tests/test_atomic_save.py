@@ -16,6 +16,20 @@ import runs
 from conftest import DEMO, HERE, TINY, colorize_cli, make_photo, one_error_line, posix_only, run
 
 
+def test_a_write_that_fails_halfway_leaves_the_old_file_whole(tmp_path):
+    path = tmp_path / "ckpt.pt"
+    path.write_bytes(b"the old checkpoint")
+
+    def fails_halfway(f):
+        f.write(b"half of the new")
+        raise OSError(28, "No space left on device")
+    with pytest.raises(OSError, match="No space left"):
+        runs.save_atomic(fails_halfway, path)
+    assert path.read_bytes() == b"the old checkpoint" and os.listdir(tmp_path) == ["ckpt.pt"]
+    runs.save_atomic(lambda f: f.write(b"the new checkpoint"), path)
+    assert path.read_bytes() == b"the new checkpoint" and os.listdir(tmp_path) == ["ckpt.pt"]
+
+
 @posix_only  # a file size limit (setrlimit)
 def test_train_says_why_a_checkpoint_cannot_be_written(photo_dir, tmp_path):
     resource = pytest.importorskip("resource")
@@ -30,16 +44,27 @@ def test_train_says_why_a_checkpoint_cannot_be_written(photo_dir, tmp_path):
     assert not list(tmp_path.glob("*.tmp*"))
 
 
-def test_start_up_removes_only_its_own_temporary_files(photo_dir, tmp_path):
+def test_start_up_removes_a_killed_saves_leftovers_and_nothing_else(photo_dir, tmp_path):
+    """NAME.tmpDIGITS beside a file train.py writes is what a killed save
+    leaves: removed when train.py starts in the folder, and when --overwrite
+    replaces the run there. Files of the user's named alike, and a folder at
+    such a name, stay."""
     out = tmp_path / "run"
     out.mkdir()
     mine = ["log.csv.tmpl", "ckpt.pt.tmp-backup", "best.pt.tmp", "notes.tmp123"]
     for name in mine + ["ckpt.pt.tmp8231", "samples.png.tmp40"]:
         (out / name).write_text("x")
-    r = run("train.py", "--data", photo_dir, "--out", out, "--max-steps", 2, "--eval-every", 2, *TINY)
+    (out / "log.csv.tmp12345").mkdir()  # a folder at such a name is no save of train.py's
+    args = ["train.py", "--data", photo_dir, "--out", out, "--max-steps", 2, "--eval-every", 2, *TINY]
+    r = run(*args)
     assert r.returncode == 0, r.stderr
     left = set(os.listdir(out))
-    assert set(mine) <= left and not {"ckpt.pt.tmp8231", "samples.png.tmp40"} & left, left
+    assert set(mine) | {"log.csv.tmp12345"} <= left and not {"ckpt.pt.tmp8231", "samples.png.tmp40"} & left, left
+    (out / "ckpt.pt.tmp99999").write_bytes(b"left by a killed save")
+    r = run(*args, "--overwrite", "--seed", 1)
+    assert r.returncode == 0, r.stderr
+    left = set(os.listdir(out))
+    assert set(mine) | {"log.csv.tmp12345"} <= left and "ckpt.pt.tmp99999" not in left, left
 
 
 @posix_only  # links
