@@ -13,14 +13,6 @@ import runs
 from conftest import HERE, TINY, make_photo, one_error_line, run
 
 
-def test_train_refuses_a_missing_or_corrupt_checkpoint_to_resume(photo_dir, tmp_path):
-    r = run("train.py", "--data", photo_dir, "--out", tmp_path, "--resume", *TINY)
-    assert r.returncode == 2 and "ckpt.pt: no such file" in r.stderr and "Traceback" not in r.stderr
-    (tmp_path / "ckpt.pt").write_bytes(b"half a checkpoint")
-    r = run("train.py", "--data", photo_dir, "--out", tmp_path, "--resume", *TINY)
-    assert r.returncode == 2 and "not a train.py checkpoint" in r.stderr and "Traceback" not in r.stderr
-
-
 def test_resume_and_init_take_what_they_can_and_refuse_the_rest(photo_dir, tmp_path):
     run_dir, exported = tmp_path / "run", tmp_path / "small.pt"
     r = run("train.py", "--data", photo_dir, "--out", run_dir, "--max-steps", 4, "--eval-every", 2, *TINY)
@@ -54,7 +46,9 @@ def test_resume_and_init_take_what_they_can_and_refuse_the_rest(photo_dir, tmp_p
     assert torch.load(tmp_path / "tuned" / "ckpt.pt", weights_only=True)["step"] == 2
 
 
-def test_resume_writes_where_it_read_and_odd_run_states_are_one_line(photo_dir, tmp_path):
+def test_resume_writes_where_it_read(photo_dir, tmp_path):
+    """--resume without --out goes on with the run in out/ (the default) and
+    writes there, not in the folder its checkpoint's recorded flags name."""
     r = run(os.path.join(HERE, "train.py"), "--data", photo_dir, "--out", "runs/a", "--max-steps", 2,
             "--eval-every", 2, *TINY, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
@@ -64,15 +58,6 @@ def test_resume_writes_where_it_read_and_odd_run_states_are_one_line(photo_dir, 
     assert r.returncode == 0, r.stderr
     assert torch.load(tmp_path / "out" / "ckpt.pt", weights_only=True)["step"] == 4  # the run it read
     assert (tmp_path / "runs" / "a" / "ckpt.pt").read_bytes() == before  # not the folder its flags named
-    ckpt = torch.load(tmp_path / "out" / "ckpt.pt", weights_only=True)
-    for name, broken in [("rng", {k: v for k, v in ckpt.items() if k != "rng"}), ("step", {**ckpt, "step": -3}),
-                         ("history", {**ckpt, "history": [{"step": "a", "val_mse": "b"}]})]:
-        folder = tmp_path / name
-        folder.mkdir()
-        torch.save(broken, folder / "ckpt.pt")
-        one_error_line(run("train.py", "--data", photo_dir, "--out", folder, "--resume", "--max-steps", 9), "--resume")
-    one_error_line(run("train.py", "--data", photo_dir, "--out", photo_dir, *TINY), "--out", "folder of its own")
-    one_error_line(run("train.py", "--data", photo_dir, "--lr", "abc"), "--lr", "abc")  # argparse's own check
 
 
 def test_a_resumed_run_draws_the_same_photos_and_reaches_the_same_weights(photo_dir, tmp_path):
@@ -109,10 +94,25 @@ def test_a_resume_after_photos_were_added_starts_the_best_over_and_says_so(photo
     assert "step 6/6 | val mse" in r.stdout and "| best so far" in r.stdout.split("step 6/6 | val mse")[1].split("\n")[0]
 
 
-def test_a_checkpoints_flags_and_state_of_the_wrong_kind_are_one_line_on_resume(photo_dir, tmp_path):
+def test_a_checkpoint_resume_cannot_go_on_from_is_one_line(photo_dir, tmp_path):
+    """No ckpt.pt, half of one, a run state that makes no sense, and flags or
+    state of the wrong kind (a hand-edited or foreign file): exit 2, one line
+    saying why, no traceback."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    r = run("train.py", "--data", photo_dir, "--out", empty, "--resume", *TINY)
+    assert r.returncode == 2 and "ckpt.pt: no such file" in r.stderr and "Traceback" not in r.stderr
+    (empty / "ckpt.pt").write_bytes(b"half a checkpoint")
+    r = run("train.py", "--data", photo_dir, "--out", empty, "--resume", *TINY)
+    assert r.returncode == 2 and "not a train.py checkpoint" in r.stderr and "Traceback" not in r.stderr
+
     flags = ["--data", photo_dir, "--out", tmp_path / "run", "--eval-every", 2, *TINY]
     assert run("train.py", *flags, "--max-steps", 2).returncode == 0
     good = torch.load(tmp_path / "run" / "ckpt.pt", weights_only=True)
+    for name, broken in [("rng", {k: v for k, v in good.items() if k != "rng"}), ("step", {**good, "step": -3}),
+                         ("history", {**good, "history": [{"step": "a", "val_mse": "b"}]})]:
+        torch.save(broken, tmp_path / "run" / "ckpt.pt")
+        one_error_line(run("train.py", *flags, "--resume", "--max-steps", 9), "--resume")
     for key, value, says in [("lr", "0.1", "its --lr is '0.1', not a float"), ("ema", None, "its --ema is None"),
                              ("min_crop", "x", "its --min-crop is 'x'"), ("schedule", "bogus", "not one of"),
                              ("balance", True, "its --balance is True")]:

@@ -25,6 +25,8 @@ def test_train_never_replaces_a_run_unasked(photo_dir, tmp_path):
     (tmp_path / "log.csv").mkdir()
     for more in ([], ["--overwrite"], ["--resume", "--max-steps", 4]):
         one_error_line(run(*args, *more), "log.csv is a folder")
+    # nor is a run written into the photos it trains on
+    one_error_line(run("train.py", "--data", photo_dir, "--out", photo_dir, *TINY), "--out", "folder of its own")
 
 
 def test_a_run_written_while_another_started_is_seen_under_the_lock(tmp_path):
