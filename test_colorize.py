@@ -414,16 +414,21 @@ def test_colorize_py_keeps_the_inputs_lightness_in_every_mode_and_size(tmp_path)
     mode it takes (333 x 517), a small photo (40 x 32) and a 1000 x 120 panorama
     (wider than the network's 4:1): each output's L is its input's, pixel for
     pixel, at full resolution, though the network saw a copy 64 px high (32 for
-    the panorama)."""
+    the panorama). Transparency is kept, and the inputs are left as they were."""
     names = odd_images(tmp_path) + ["small.png", "wide.jpg"]
     make_photo(tmp_path / "small.png", size=(40, 32), seed=1)
     make_photo(tmp_path / "wide.jpg", size=(1000, 120), seed=2)
+    before = {n: digest(tmp_path / n) for n in names}
     r = run("colorize.py", *[tmp_path / n for n in names], "--checkpoint", DEMO, "--size", 64)
     assert r.returncode == 0, r.stderr
     for n in names:
         stem, ext = os.path.splitext(n)  # gray16.png and gray16.tif: one output each, named by extension
-        out = Image.open(tmp_path / (stem + ("_" + ext[1:] if stem == "gray16" else "") + "_color.png"))
-        assert_keeps_lightness(data.load_image(tmp_path / n)[0], out, n)
+        out = tmp_path / (stem + ("_" + ext[1:] if stem == "gray16" else "") + "_color.png")
+        assert str(out) in r.stdout, (n, r.stdout)
+        image = Image.open(out)
+        assert image.mode == ("RGBA" if "alpha" in n or n == "rgba.png" else "RGB"), n
+        assert_keeps_lightness(data.load_image(tmp_path / n)[0], image, n)
+        assert digest(tmp_path / n) == before[n], n
 
 
 def test_the_python_api_keeps_the_inputs_lightness(tmp_path):

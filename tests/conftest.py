@@ -27,7 +27,7 @@ sys.path.insert(0, HERE)  # the modules under test (lab, model, ...), however py
 
 import model  # noqa: E402
 # The helpers the pre-class file defines for itself (it must run alone): one copy, shared.
-from test_colorize import (DEMO, TINY, digest, make_photo, odd_images,  # noqa: E402,F401
+from test_colorize import (DEMO, TINY, digest, make_photo,  # noqa: E402,F401
                            random_inception, write_safetensors)
 
 torch.set_num_threads(2)
