@@ -24,7 +24,10 @@ from conftest import DEMO, HERE, colorize_cli, fake_run, make_photo, posix_only,
     (["--batch-size", "0"], "--batch-size 0: must be 1 or more"),
     (["-o", ""], "--out, --checkpoint and --inception take a path: an empty one"),
     pytest.param(["-o", "/dev/null"], "--out /dev/null: not a folder (a device or a FIFO)", marks=posix_only),
-    (["--checkpoint", ""], "--out, --checkpoint and --inception take a path: an empty one")])
+    (["--checkpoint", ""], "--out, --checkpoint and --inception take a path: an empty one"),
+    (["--size", "abc"], "argument --size"),  # argparse's own
+    pytest.param(["--device", "cuda"], "--device cuda, but no CUDA device is available",
+                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA device is here"))])
 def test_bad_flags_are_one_line_before_any_work(tmp_path, flags, message):
     img = make_photo(tmp_path / "p.jpg", size=(40, 32))
     (tmp_path / "FILE").write_text("a file")
@@ -52,23 +55,19 @@ def test_an_attention_model_too_slow_at_its_size_on_the_cpu_says_so_before_work(
     assert p.returncode == 130 and not (tmp_path / "p_color.png").exists(), err
 
 
-def test_attention_at_a_size_that_would_need_gigabytes_is_refused(tmp_path):
+def test_attention_that_would_need_gigabytes_is_refused_before_any_work(tmp_path):
+    """The guard reads the size the model will see: --size, else the checkpoint's."""
     img = make_photo(tmp_path / "p.jpg", size=(40, 32))
     r = colorize_cli(img, "--attention", "--size", 2048, "--checkpoint", DEMO)
     assert r.returncode == 2 and r.stderr.startswith("error: --attention with --size 2048") and "GB" in r.stderr
-
-
-def test_attention_is_refused_at_a_checkpoints_own_size_that_would_need_gigabytes(tmp_path):
-    """The guard reads the size the model will see: --size, else the checkpoint's."""
     fake_run(tmp_path / "big", 3)
     ckpt = torch.load(tmp_path / "big" / "best.pt", weights_only=True)
     ckpt["args"]["size"] = 1024
     torch.save(ckpt, tmp_path / "big.pt")
-    make_photo(tmp_path / "p.jpg", size=(40, 32))
-    r = colorize_cli(tmp_path / "p.jpg", "--checkpoint", tmp_path / "big.pt", "--attention", timeout=120)
+    r = colorize_cli(img, "--checkpoint", tmp_path / "big.pt", "--attention", timeout=120)
     assert r.returncode == 2 and "--attention with" in r.stderr and "trained at 1024" in r.stderr, r.stderr[-500:]
     assert not (tmp_path / "p_color.png").exists()
-    r = colorize_cli(tmp_path / "p.jpg", "--checkpoint", tmp_path / "big.pt", "--attention", "--size", 64)
+    r = colorize_cli(img, "--checkpoint", tmp_path / "big.pt", "--attention", "--size", 64)
     assert r.returncode == 0 and (tmp_path / "p_attention.html").exists(), r.stderr
 
 
