@@ -125,9 +125,12 @@ def test_overfit_one_photo_refuses_flags_that_cannot_work_before_any_work(tmp_pa
     assert sorted(os.listdir(tmp_path)) == ["p.jpg"] and digest(photo) == before
 
 
-def test_overfit_one_photo_refuses_a_photo_without_color(tmp_path):
-    """A flat gray photo (or a grayscale one): nothing to learn, and all-gray is
-    already perfect (its MSE 0), so the ratio to it would be meaningless."""
+def test_overfit_one_photo_refuses_a_photo_it_cannot_learn_from(tmp_path):
+    """A photo that is not there; a flat gray photo (or a grayscale one):
+    nothing to learn, and all-gray is already perfect (its MSE 0), so the
+    ratio to it would be meaningless."""
+    r = run(script("docs/overfit_one_photo.py"), tmp_path / "missing.jpg")
+    assert r.returncode != 0 and "missing.jpg" in r.stderr and "Traceback" not in r.stderr
     for name, im in [("flat.png", Image.new("RGB", (64, 48), (128, 128, 128))),
                      ("gray.jpg", Image.open(make_photo(tmp_path / "src.png", size=(64, 48))).convert("L"))]:
         im.save(tmp_path / name)
