@@ -5,6 +5,7 @@ did not run."""
 
 import os
 
+import pytest
 import torch
 from PIL import Image
 
@@ -34,10 +35,14 @@ def test_bench_refuses_what_it_cannot_use_in_one_line_before_any_work(tmp_path):
         assert r.stdout == "", r.stdout  # nothing measured
 
 
+@pytest.mark.slow
 def test_gpu_check_runs_every_step_on_the_cpu(photo_dir, tmp_path):
     """.ci/gpu-check --device cpu --quick: the steps of the GPU check at tiny
     sizes (bench.py --quick, train.py on random Inception weights, torchrun,
-    --resume, colorize.py compared), and one summary file."""
+    --resume, colorize.py compared), and one summary file. Slow: six fresh
+    Pythons, as on the GPU machine; bench.py --quick is about half of it
+    (its table is what the summary is checked for), and the Inception's
+    forward pass most of each training step."""
     out = tmp_path / "out"
     r = run(".ci/gpu-check", "--device", "cpu", "--quick", "--photos", photo_dir, out)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
@@ -69,6 +74,7 @@ def test_gpu_check_records_what_did_not_run_and_fails(photo_dir, tmp_path):
     assert "not passed: bench.py --device cpu, train.py" in summary
 
 
+@pytest.mark.slow
 @posix_only  # Ctrl-C as SIGINT
 def test_bench_measures_with_one_jpeg_and_ctrl_c_after_colorize_is_one_line(tmp_path):
     """One JPEG: every row that needs photos runs (the train.py loop included:

@@ -127,6 +127,7 @@ def test_a_folder_at_an_output_name_is_an_error_for_that_input(tmp_path):
         assert "Traceback" not in r.stderr and (tmp_path / "a_color.png").is_dir() and (tmp_path / "b_color.png").is_file()
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="reads its peak memory in Linux's /proc")
 def test_colorize_a_24_megapixel_photo_in_bounded_memory(tiny_ckpt, tmp_path):
     """6000 x 4000, with --metrics: full size out, and the process stays far

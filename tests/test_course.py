@@ -49,6 +49,7 @@ COURSE_PROMISES = [
      r"runs/no-coords chroma on the outer 4 pixels: [-\d.]+ in the middle: [-\d.]+")]
 
 
+@pytest.mark.slow
 @posix_only  # the page's commands run in bash
 def test_course_commands_keep_their_promises(tmp_path):
     """Every command block of docs/course.md, in order, as a student runs them
@@ -171,6 +172,7 @@ def test_overfit_one_photo_ctrl_c_is_one_line_and_writes_nothing(tmp_path):
 # docs/attention_task.py
 
 
+@pytest.mark.slow
 def test_attention_task_runs_and_keeps_its_outputs(tmp_path):
     out = tmp_path / "task"
     r = run("docs/attention_task.py", *TINY_TASK, "--out", out)

@@ -7,6 +7,7 @@ import math
 import os
 import shutil
 
+import pytest
 import torch
 
 import runs
@@ -60,6 +61,7 @@ def test_resume_writes_where_it_read(photo_dir, tmp_path):
     assert (tmp_path / "runs" / "a" / "ckpt.pt").read_bytes() == before  # not the folder its flags named
 
 
+@pytest.mark.slow
 def test_a_resumed_run_draws_the_same_photos_and_reaches_the_same_weights(photo_dir, tmp_path):
     """6 steps in one go, and 3 + 3 with --resume (one loader worker, and none):
     the same photos, crops and losses, and the same weights at the end."""

@@ -147,6 +147,7 @@ def test_ctrl_c_while_torch_loads_is_one_line(tmp_path, script):
     assert "Traceback" not in err and p.returncode in (0, 130), err
 
 
+@pytest.mark.slow
 def test_ctrl_c_under_torchrun_stops_every_rank_in_one_line_each(photo_dir, tmp_path):
     """Ctrl-C during training under torchrun: no rank says "before training
     began", none prints a traceback (SystemExit from half-run exit handlers),

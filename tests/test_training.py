@@ -99,6 +99,7 @@ def test_init_fine_tunes_the_bundled_demo(photo_dir, tmp_path):
     assert before["step"] == 0 and "val_mse" in before and "step 0/2 | val mse" in r.stdout
 
 
+@pytest.mark.slow
 def test_torchrun_two_processes_on_cpu_hold_the_same_weights(photo_dir, tmp_path):
     """torchrun --nproc-per-node 2: only rank 0 speaks and writes, and both ranks
     end with the same parameters, those of ckpt.pt (DDP averages the gradients).
