@@ -9,8 +9,7 @@ against timm's key set and parameter count and every weight file against the
 logits of the model that wrote it, and the two commands run as a user runs them.
 This file needs nothing but itself (and runs on any laptop, Windows too).
 
-The rest of the suite, a file per promise, is under tests/: `python -m pytest`
-runs both (tests/conftest.py holds what those files share).
+This file, by promise:
 
  1. Lab conversion is exact (lab.py)
         test_rgb_to_lab_matches_published_values
@@ -29,6 +28,32 @@ runs both (tests/conftest.py holds what those files share).
         test_train_cli_writes_checkpoint_samples_curves_and_resumes
         test_colorize_py_keeps_the_inputs_lightness_in_every_mode_and_size
         test_the_python_api_keeps_the_inputs_lightness
+
+The rest of the suite, a file per promise, is under tests/: `python -m pytest`
+runs both, `python -m pytest -m "not slow"` all but the few slowest
+(tests/conftest.py holds what those files share, and says why run() forks).
+
+    test_lab.py            Lab beyond the references: batches, large images, uint8, gradients
+    test_model.py          the colorizer's switches, bad inputs, padding, a checkerboard learned
+    test_inception_weights.py   every way a weights file is wrong; the download and the caches
+    test_data.py           photos read as a viewer shows them; the split, the cache, --balance
+    test_training.py       the loss goes down; best.pt, the average, divergence, --init, torchrun
+    test_progress.py       the ETA follows the recent rate
+    test_train_cli.py      train.py's flags and files checked before any work
+    test_resume.py         --resume goes on as if the run had not stopped, or says why not
+    test_run_folder.py     a run folder is never replaced unasked; the lock
+    test_atomic_save.py    every file written whole or not at all
+    test_checkpoints.py    bad checkpoints in one line; export; the newest run found
+    test_signals.py        Ctrl-C, SIGTERM and SIGHUP stop cleanly
+    test_colorize_cli.py   colorize.py's outputs: one set per input, nothing written over
+    test_colorize_inputs.py     colorize.py's bad flags and files, one line each
+    test_colorize_api.py   colorize.colorize() from a notebook
+    test_attention_maps.py      the statistics, the figure, the explorer page in a browser
+    test_metrics.py        PSNR, colorfulness, all-gray, and how far a mean can be trusted
+    test_demo.py           the bundled demo model
+    test_course.py         docs/course.md's commands and the course scripts
+    test_exercises.py      the exercise checker
+    test_bench.py          bench.py and the GPU check
 """
 
 import hashlib
