@@ -3,7 +3,7 @@ photos, tiny runs and checkpoints. pytest reads this file before the tests of
 this folder; they import its helpers (`from conftest import run, ...`).
 
     python -m pytest                    # test_colorize.py and tests/: the whole suite
-    python -m pytest -m "not slow"      # without the few tests of a minute or more
+    python -m pytest -m "not slow"      # without the eight slowest (10 s to 2 min each)
     python -m pytest tests/test_lab.py  # one promise
 
 A test that needs POSIX (signals, FIFOs, file locks, links, resource limits)
@@ -14,10 +14,10 @@ module at its top, so the suite is collected on any laptop.
 import dataclasses
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
-import time
 
 import pytest
 import torch
@@ -34,7 +34,7 @@ torch.set_num_threads(2)
 
 
 def pytest_configure(config):
-    config.addinivalue_line("markers", "slow: a minute or more on two cores; -m 'not slow' leaves them out")
+    config.addinivalue_line("markers", "slow: ten seconds or more on two cores; -m 'not slow' leaves it out")
 
 
 posix_only = pytest.mark.skipif(os.name != "posix", reason="POSIX only (signals, FIFOs, locks, links)")
@@ -168,7 +168,6 @@ def one_error_line(r, *words):
 def interrupt_at(cmd, line_starts, cwd=HERE, timeout=120):
     """Run python cmd, send SIGINT once a line of its stdout starts with line_starts:
     (returncode, stdout up to then and after, stderr)."""
-    import signal
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}  # its lines come as they are printed
     p = subprocess.Popen([sys.executable, *map(str, cmd)], cwd=cwd, env=env, stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True)
@@ -187,16 +186,6 @@ def assert_interrupted(code, out, err, expected_line):
     assert any(line.startswith(expected_line) for line in out.splitlines()), (out, err)  # it got there
     assert code == 130 and "Traceback" not in err, (code, err)
     assert err.count("\n") == 1 and err.startswith("interrupted"), err
-
-
-def wait_for_line(p, starts, deadline=300):
-    """Read p's stdout until a line starts with starts (a str or tuple); that line.
-    p must have been started with stdout=PIPE and text=True."""
-    end = time.monotonic() + deadline
-    for line in p.stdout:
-        if line.startswith(starts) or time.monotonic() > end:
-            return line
-    return ""
 
 
 # -----------------------------------------------------------------------------
