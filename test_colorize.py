@@ -76,7 +76,9 @@ import inception
 import lab
 import model
 
-torch.set_num_threads(2)
+# Two threads at most, and one where OMP_NUM_THREADS=1 asks for it: on cores shared with
+# other work, a second thread that waits for the first makes small models many times slower.
+torch.set_num_threads(min(2, torch.get_num_threads()))
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEMO = os.path.join(HERE, "demo", "colorizer.pt")

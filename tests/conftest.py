@@ -30,7 +30,9 @@ import model  # noqa: E402
 from test_colorize import (DEMO, TINY, digest, make_photo,  # noqa: E402,F401
                            random_inception, write_safetensors)
 
-torch.set_num_threads(2)
+# Two threads at most, and one where OMP_NUM_THREADS=1 asks for it: on cores shared with
+# other work, a second thread that waits for the first makes small models many times slower.
+torch.set_num_threads(min(2, torch.get_num_threads()))
 
 
 def pytest_configure(config):
