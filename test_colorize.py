@@ -250,18 +250,8 @@ def weight_files(inception_net, tmp_path_factory):
     files = {}
     files["safetensors"] = d / "model.safetensors"
     write_safetensors(state, files["safetensors"], metadata={"format": "pt"})
-    files["pth"] = d / "plain.pth"
-    torch.save(state, files["pth"])
-    files["bin nested state_dict"] = d / "pytorch_model.bin"
-    torch.save({"state_dict": state, "epoch": 3}, files["bin nested state_dict"])
-    files["pt nested model"] = d / "ckpt.pt"
-    torch.save({"model": state}, files["pt nested model"])
-    # Cadene's pretrainedmodels: last_linear, 1001 classes with background at row 0
-    cadene = {k.replace("classif.", "last_linear."): v for k, v in state.items()}
-    cadene["last_linear.weight"] = torch.cat([torch.randn(1, 1536), state["classif.weight"]])
-    cadene["last_linear.bias"] = torch.cat([torch.randn(1), state["classif.bias"]])
-    files["cadene 1001"] = d / "inceptionresnetv2-520b38e4.pth"
-    torch.save(cadene, files["cadene 1001"])
+    files["timm's state dict"] = d / "pytorch_model.bin"
+    torch.save(state, files["timm's state dict"])
     return files
 
 
@@ -304,7 +294,8 @@ def test_variants_differ_as_the_paper_says():
     flat = torch.full((1, 1, 48, 64), 0.3)  # a flat gray photo: the same everywhere
     for variant, attends_and_knows_where in [("attention", True), ("baseline", False)]:
         torch.manual_seed(0)
-        net = model.Colorizer(model.ColorizerConfig(variant=variant, global_branch=False, width=8))
+        config = model.ColorizerConfig(variant=variant, coords=attends_and_knows_where, global_branch=False, width=8)
+        net = model.Colorizer(config)
         with torch.no_grad():  # training mode: BatchNorm scales whatever varies to a spread of one
             ab, alpha = net.train()(flat, return_attention=True)
         assert (alpha is not None) == attends_and_knows_where, variant  # where each position looks: (1, N, N)
@@ -321,7 +312,7 @@ def test_variants_differ_as_the_paper_says():
 
 def test_attention_on_both_paths_is_the_papers_formula():
     """The fused path (scaled_dot_product_attention, no N x N matrix) and the
-    readable one (return_weights=True, and its alpha) against a plain loop over
+    readable one (return_attention=True, and its alpha) against a plain loop over
     query positions: q_t = W_a h_t, alpha_ts = softmax_s(q_t . h_s / sqrt(C)),
     c_t = sum_s alpha_ts h_s, out_t = tanh(W_c [c_t; h_t]). A map that is not
     square (4 x 6), a batch of 2."""
@@ -331,9 +322,9 @@ def test_attention_on_both_paths_is_the_papers_formula():
     expected_out, expected_alpha = attention_by_the_formula(att, h)
     assert expected_alpha.max() > 0.3 and expected_alpha.min() < 1e-3  # far from uniform: the order of s matters
     with torch.no_grad():
-        fused = att(h)
-        readable, alpha = att(h, return_weights=True)
-    assert fused.shape == readable.shape == (2, 16, 4, 6) and alpha.shape == (2, 24, 24)
+        fused, no_alpha = att(h)
+        readable, alpha = att(h, return_attention=True)
+    assert no_alpha is None and fused.shape == readable.shape == (2, 16, 4, 6) and alpha.shape == (2, 24, 24)
     for path, got, expected in [("fused", fused, expected_out), ("readable", readable, expected_out),
                                 ("alpha", alpha, expected_alpha)]:
         error = (got.double() - expected).abs().max().item()
@@ -383,8 +374,7 @@ def test_inception_input_is_normalized_with_mean_and_std_one_half(inception_net)
     assert torch.allclose(got, expected), f"max difference {(got - expected).abs().max():.1e}"
 
 
-@pytest.mark.parametrize("kind", ["safetensors", "pth", "bin nested state_dict",
-                                  "pt nested model", "cadene 1001"])
+@pytest.mark.parametrize("kind", ["safetensors", "timm's state dict"])
 def test_every_weight_format_loads_and_gives_identical_logits(kind, weight_files, inception_net, probe):
     loaded = inception.load_inception(weight_files[kind])
     assert not loaded.training and not any(p.requires_grad for p in loaded.parameters())

@@ -4,6 +4,7 @@ the newest run's best.pt and says so."""
 
 import dataclasses
 import os
+import zipfile
 
 import numpy as np
 import pytest
@@ -66,13 +67,7 @@ def test_nan_and_malformed_checkpoints_are_one_line(tmp_path, photo_dir):
                                tmp_path / f"{name}.pt", *TINY[:2]), "--init", f"{name}.pt")
 
 
-# torch 2.14 warns on stderr when it loads sparse tensors: colorize.py lets the
-# warning through, so its refusal is no longer one line (CI pins torch 2.13)
-SPARSE_WARNS = tuple(int(x) for x in torch.__version__.split("+")[0].split(".")[:2]) >= (2, 14)
-
-
-@pytest.mark.parametrize("name", ["size", "huge", "validation", "step", pytest.param("sparse", marks=pytest.mark.xfail(
-    SPARSE_WARNS, reason="torch 2.14's warning about sparse tensors reaches stderr", strict=False))])
+@pytest.mark.parametrize("name", ["size", "huge", "validation", "step", "sparse"])  # sparse: torch 2.14 warns of it
 def test_odd_checkpoint_entries_are_one_line(tmp_path, name):
     img = make_photo(tmp_path / "p.jpg", size=(40, 32))
     good = torch.load(fake_run(tmp_path / "run", 4, files=("best.pt",)) / "best.pt", weights_only=True)
@@ -190,3 +185,47 @@ def test_the_newest_run_search_does_not_follow_links_round_in_circles(tmp_path):
     os.symlink(tmp_path / "nothing", tmp_path / "runs" / "gone" / "best.pt")
     r = colorize_cli("p.jpg", "--overwrite", cwd=tmp_path, timeout=60)
     assert r.returncode == 0 and os.path.join("out", "run", "best.pt") in r.stderr, r.stderr
+
+
+def small_checkpoint(path, **changes):
+    net = model.Colorizer(model.ColorizerConfig(width=8, global_branch=False))
+    torch.save({"config": dataclasses.asdict(net.config), "model": net.state_dict(), "step": 3, **changes}, path)
+    return path
+
+
+@posix_only  # resource
+def test_a_small_file_declaring_a_huge_width_is_refused_without_building_it(tmp_path):
+    """Names and shapes are compared against a network of no memory first: a
+    1.7 KB file declaring width 1024 would otherwise build 6.7 GB of weights."""
+    path = small_checkpoint(tmp_path / "small.pt")
+    ckpt = torch.load(path, weights_only=True)
+    ckpt["config"]["width"] = 1024
+    torch.save(ckpt, path)
+    code = ("import resource, runs\n"
+            f"try:\n    runs.open_colorizer({str(path)!r}, None)\nexcept runs.CheckpointError as e:\n    print(e)\n"
+            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
+    r = run("-c", code)
+    message, peak_kb = r.stdout.strip().splitlines()
+    assert "not a compatible colorizer checkpoint" in message and "shape" in message, r.stdout + r.stderr
+    assert int(peak_kb) < 1.5 * 2**20, peak_kb  # KB: far below what the width asks for
+
+
+def test_compressed_checkpoint_entries_are_refused_before_they_inflate(tmp_path):
+    """torch.save never compresses; a deflated entry can inflate a thousandfold
+    in memory before any check, so it is refused before loading."""
+    path = small_checkpoint(tmp_path / "small.pt")
+    deflated = tmp_path / "deflated.pt"
+    with zipfile.ZipFile(path) as src, zipfile.ZipFile(deflated, "w", zipfile.ZIP_DEFLATED) as dst:
+        for info in src.infolist():
+            dst.writestr(info.filename, src.read(info.filename))
+    with pytest.raises(runs.CheckpointError, match="compressed"):
+        runs.read_checkpoint(deflated)
+    one_error_line(run("colorize.py", make_photo(tmp_path / "p.jpg"), "-o", tmp_path, "--checkpoint", deflated),
+                   "compressed")
+
+
+@pytest.mark.parametrize("record", [{"file": "x.safetensors", "sha256": 7}, {"file": 3, "sha256": "ab"}])
+def test_an_inception_record_of_other_types_is_refused_in_one_line(tmp_path, record):
+    path = small_checkpoint(tmp_path / "small.pt", inception=record)
+    with pytest.raises(runs.CheckpointError, match="inception"):
+        runs.read_checkpoint(path)

@@ -12,6 +12,7 @@ from PIL import Image
 import colorize
 import lab
 import model
+import runs
 from conftest import DEMO, HERE, make_photo, run
 
 sys.path.insert(0, os.path.join(HERE, "docs"))
@@ -23,8 +24,8 @@ HELD_OUT_PHOTO = os.path.join(HERE, "demo", "photos", "gcompris_categorization_0
 
 def test_bundled_demo_checkpoint_is_small_and_loads_with_weights_only():
     assert os.path.getsize(DEMO) < 15 * 2**20
-    ckpt = torch.load(DEMO, map_location="cpu", weights_only=True)
-    config = model.ColorizerConfig.from_dict(ckpt["config"])
+    ckpt = runs.read_checkpoint(DEMO)
+    config = model.ColorizerConfig(**ckpt["config"])
     assert config.global_branch is False and ckpt["inception"] is None
     assert all(v.dtype == torch.float16 for v in ckpt["model"].values() if v.is_floating_point())
     model.Colorizer(config).load_state_dict({k: v.float() for k, v in ckpt["model"].items()})

@@ -44,33 +44,11 @@ def test_inception_embedding_takes_gray_images_to_logits(inception_net):
     assert not emb.requires_grad
 
 
-def test_the_format_is_known_by_the_bytes_whatever_the_name(tmp_path):
-    """A safetensors file saved as .bin, a Hugging Face blob (no extension), and a
-    torch file saved as .safetensors are each read as what their bytes are.
-    (Every format loading into the Inception with its logits: test_colorize.py.)"""
-    torch.manual_seed(0)
-    state = {"conv.weight": torch.randn(4, 3, 3, 3), "bn.running_var": torch.rand(4),
-             "bn.num_batches_tracked": torch.tensor(7)}
-    for writer, name in [("safetensors", "pytorch_model.bin"), ("safetensors", "0f1e2d3c4b5a6978"),
-                         ("torch", "model.safetensors")]:
-        if writer == "safetensors":
-            write_safetensors(state, tmp_path / name)
-        else:
-            torch.save(state, tmp_path / name)
-        got = inception.read_state_dict(tmp_path / name)
-        assert got.keys() == state.keys() and all(torch.equal(got[k], v) for k, v in state.items()), name
-
-
-def test_weights_older_than_num_batches_tracked_load_and_nothing_else_may_be_missing(inception_net, probe, tmp_path):
-    """Cadene's 2017 file predates BatchNorm's num_batches_tracked buffer: torch's
-    strict load takes it, keeping the module's own buffers; so must load_strict."""
-    old = {k: v for k, v in inception_net.state_dict().items() if not k.endswith(".num_batches_tracked")}
-    torch.save(old, tmp_path / "inceptionresnetv2-520b38e4.pth")
-    loaded = inception.load_inception(tmp_path / "inceptionresnetv2-520b38e4.pth")
-    with torch.no_grad():
-        assert torch.equal(loaded(probe), inception_net(probe))
-    del old["conv2d_1a.bn.running_var"]
-    torch.save(old, tmp_path / "broken.pth")
+def test_a_weights_file_missing_a_tensor_is_refused_by_name(inception_net, tmp_path):
+    """Loading is strict: a missing tensor is named, with the file it is missing from."""
+    state = inception_net.state_dict()
+    del state["conv2d_1a.bn.running_var"]
+    torch.save(state, tmp_path / "broken.pth")
     with pytest.raises(ValueError, match=r"missing \(1\): conv2d_1a\.bn\.running_var$"):
         inception.load_inception(tmp_path / "broken.pth")
 

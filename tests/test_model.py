@@ -7,6 +7,7 @@ import torch
 
 import lab
 import model
+import runs
 
 
 def checkerboard(size=64, cell=16):
@@ -34,18 +35,16 @@ def test_coords_and_attention_are_switched_one_at_a_time():
         assert (alpha is not None) == (variant == "attention"), variant
         spread = ab.std(dim=(2, 3)).max().item()
         assert (spread > 0.05) if coords else (spread < 1e-6), (variant, coords, spread)
-    old = {"variant": "baseline", "global_branch": False, "width": 8}  # a checkpoint from before --coords
-    assert model.ColorizerConfig.from_dict(old).coords is False
 
 
-def test_colorizer_refuses_bad_inputs():
-    net = model.Colorizer(model.ColorizerConfig(width=8))
-    with pytest.raises(ValueError, match="multiples of 8"):
-        net(torch.zeros(1, 1, 30, 32), torch.zeros(1, 1000))
-    with pytest.raises(ValueError, match="embedding"):
-        net(torch.zeros(1, 1, 32, 32))
-    with pytest.raises(ValueError, match="unknown variant"):
-        model.ColorizerConfig(variant="transformer")
+@pytest.mark.parametrize("key,value", [("variant", "transformer"), ("padding", "reflect"), ("coords", 1),
+                                       ("width", 1), ("width", 4096), ("embed_dim", "1000")])
+def test_a_checkpoint_config_outside_the_networks_choices_is_refused(key, value):
+    """What builds a network from a file judges its config first: an unknown
+    variant or padding, a flag that is not a bool, a width out of range."""
+    config = {**vars(model.ColorizerConfig(width=8)), key: value}
+    assert key in runs.malformed({"config": config, "model": {}})
+    assert "no padding" in runs.malformed({"config": {k: v for k, v in config.items() if k != "padding"}, "model": {}})
 
 
 def test_colorizer_returns_attention_maps_for_visualization():
@@ -54,7 +53,7 @@ def test_colorizer_returns_attention_maps_for_visualization():
     assert ab.shape == (1, 2, 32, 48) and alpha.shape == (1, 4 * 6, 4 * 6)
 
 
-def test_replicate_padding_sees_no_edge_and_old_checkpoints_keep_zeros():
+def test_replicate_padding_sees_no_edge():
     """A constant gray photo is the same everywhere, so a model without
     coordinates should color it the same everywhere: with replicate padding it
     does; zero padding marks the edges (the colored frame)."""
@@ -62,13 +61,10 @@ def test_replicate_padding_sees_no_edge_and_old_checkpoints_keep_zeros():
     flat = torch.full((1, 1, 48, 64), 0.3)
     spread = {}
     for padding in ("zeros", "replicate"):
-        net = model.Colorizer(model.ColorizerConfig("baseline", global_branch=False, width=8, padding=padding))
+        net = model.Colorizer(model.ColorizerConfig("baseline", False, global_branch=False, width=8, padding=padding))
         with torch.no_grad():
             spread[padding] = net.eval()(flat).std(dim=(2, 3)).max().item()
     assert spread["replicate"] < 1e-6 < spread["zeros"], spread
-    assert model.ColorizerConfig.from_dict({"variant": "attention", "width": 8}).padding == "zeros"  # made before it
-    with pytest.raises(ValueError, match="padding"):
-        model.ColorizerConfig(padding="reflect")
 
 
 def test_coord_channels_span_minus_one_to_one():

@@ -116,7 +116,7 @@ def test_a_checkpoint_resume_cannot_go_on_from_is_one_line(photo_dir, tmp_path):
         torch.save(broken, tmp_path / "run" / "ckpt.pt")
         one_error_line(run("train.py", *flags, "--resume", "--max-steps", 9), "--resume")
     for key, value, says in [("lr", "0.1", "its --lr is '0.1', not a float"), ("ema", None, "its --ema is None"),
-                             ("min_crop", "x", "its --min-crop is 'x'"), ("schedule", "bogus", "not one of"),
+                             ("min_crop", "x", "its --min-crop is 'x'"), ("model", "transformer", "not one of"),
                              ("balance", True, "its --balance is True")]:
         torch.save({**good, "args": {**good["args"], key: value}}, tmp_path / "run" / "ckpt.pt")
         r = run("train.py", *flags, "--max-steps", 4, "--resume")
@@ -135,3 +135,14 @@ def test_a_checkpoint_resume_cannot_go_on_from_is_one_line(photo_dir, tmp_path):
         torch.save({**good, **edit}, tmp_path / "run" / "ckpt.pt")
         r = run("train.py", *flags, "--max-steps", 4, "--resume")
         assert r.returncode == 2 and says in r.stderr and r.stderr.count("\n") == 1, (name, r.stderr[-800:])
+
+
+@pytest.mark.parametrize("key", ["loss", "val_mse"])
+def test_a_resumed_history_that_is_not_finite_is_refused_before_any_work(photo_dir, tmp_path, key):
+    """An inf in the history would train and validate, then fail drawing the curves."""
+    flags = ["--data", photo_dir, "--out", tmp_path / "run", "--eval-every", 1, "--log-every", 1, *TINY]
+    assert run("train.py", *flags, "--max-steps", 1).returncode == 0
+    ckpt = torch.load(tmp_path / "run" / "ckpt.pt", weights_only=True)
+    next(r for r in ckpt["history"] if key in r)[key] = float("inf")
+    torch.save(ckpt, tmp_path / "run" / "ckpt.pt")
+    one_error_line(run("train.py", *flags, "--resume", "--max-steps", 3), "history")

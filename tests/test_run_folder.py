@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 import runs
 from conftest import HERE, TINY, fake_run, make_photo, one_error_line, posix_only, run
@@ -36,16 +37,16 @@ def test_a_run_written_while_another_started_is_seen_under_the_lock(tmp_path):
     fake_run(tmp_path / "new", 4, files=("ckpt.pt",))  # written after the first look, before the lock
     new = argparse.Namespace(out=str(tmp_path / "new"), resume=False, overwrite=False)
     with pytest.raises(SystemExit) as stop:
-        runs.prepare_folder(new, print)
+        runs.prepare_folder(new)
     assert stop.value.code == 2 and (tmp_path / "new" / "ckpt.pt").exists()
     fake_run(tmp_path / "old", 9, files=("ckpt.pt",))  # read at step 4; step 9 now
     old = argparse.Namespace(out=str(tmp_path / "old"), resume=True, overwrite=False)
     with pytest.raises(SystemExit) as stop:
-        runs.prepare_folder(old, print, {"step": 4})
+        runs.prepare_folder(old, {"step": 4})
     assert stop.value.code == 2
     fake_run(tmp_path / "same", 9, files=("ckpt.pt",))
     same = argparse.Namespace(out=str(tmp_path / "same"), resume=True, overwrite=False)
-    runs.prepare_folder(same, print, {"step": 9}).close()  # unchanged: it goes on
+    runs.prepare_folder(same, {"step": 9})[0].close()  # unchanged: it goes on
 
 
 @pytest.mark.parametrize("present", ["log.csv", "samples.png", "best.pt"])
@@ -55,20 +56,29 @@ def test_any_file_train_writes_makes_a_folder_a_run(photo_dir, tmp_path, present
     assert (tmp_path / present).read_bytes() == b"the user's own"
 
 
-def test_overwrite_removes_the_old_runs_files_before_the_new_run_writes(photo_dir, tmp_path):
+def test_overwrite_replaces_the_old_run_only_when_the_new_one_first_saves(photo_dir, tmp_path):
+    """--overwrite: a start that fails after the checks of the flags (a
+    validation split with no usable photo) leaves every file of the old run,
+    the one --init reads from among them; a start that gets to its first save
+    replaces them all, so no stale loss.png or best.pt of the old run stays."""
     fake_run(tmp_path, 999)
     for name in ("loss.png", "samples.png", "log.csv"):
         (tmp_path / name).write_bytes(b"old")
     (tmp_path / "notes.txt").write_text("mine")
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
     d = tmp_path / "data"  # a validation split that stops the new run before its first save
     (d / "train").mkdir(parents=True)
     (d / "val").mkdir()
     make_photo(d / "train" / "a.jpg")
     (d / "val" / "broken.jpg").write_bytes(b"\xff\xd8 not really")
-    r = run("train.py", "--data", d, "--out", tmp_path, "--overwrite", *TINY)
+    r = run("train.py", "--data", d, "--out", tmp_path, "--overwrite", "--init", tmp_path / "best.pt", *TINY)
     one_error_line(r, "validation")
-    assert "--overwrite: removed the old run's" in r.stdout
-    assert sorted(p.name for p in tmp_path.iterdir()) == [".lock", "data", "notes.txt"]
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.name in before} == before
+    r = run("train.py", "--data", photo_dir, "--out", tmp_path, "--overwrite", "--max-steps", 1, "--eval-every", 5,
+            *TINY)
+    assert r.returncode == 0 and "--overwrite: replaced the old run's" in r.stdout, r.stderr
+    assert not any(p.read_bytes() == b"old" for p in tmp_path.iterdir() if p.is_file())
+    assert torch.load(tmp_path / "ckpt.pt", weights_only=True)["step"] == 1
 
 
 @posix_only  # flock, kill -9

@@ -15,11 +15,24 @@ from conftest import TINY, make_photo, one_error_line, posix_only, run
     ("--batch-size", 0), ("--eval-every", 0), ("--log-every", 0), ("--lr", "nan"), ("--lr", "-1"),
     ("--workers", -1), ("--cache", -1), ("--width", 0), ("--width", 1), ("--val-images", 0), ("--size", 0), ("--size", -8),
     ("--size", 100000), ("--size", 30), ("--max-steps", 0), ("--ema", 1), ("--val-fraction", 0),
-    ("--seed", -1), ("--seed", 2**63 - 1), ("--lr", "abc")])
+    ("--seed", -1), ("--seed", 2**63 - 1), ("--lr", "abc"), ("--workers", 10**9), ("--batch-size", 10**9)])
 def test_train_checks_every_flag_before_any_work(photo_dir, tmp_path, flag, value):
     r = run("train.py", "--data", photo_dir, "--out", tmp_path / "run", *TINY, flag, value)
     one_error_line(r, flag)
     assert not (tmp_path / "run").exists()
+
+
+@posix_only  # a newline in a file name
+def test_a_newline_in_out_keeps_every_error_on_one_line(photo_dir, tmp_path):
+    """Every path in every message goes through one printable form."""
+    out = tmp_path / "a\nb"
+    out.write_text("a file, not a folder")
+    one_error_line(run("train.py", "--data", photo_dir, "--out", out, *TINY), "a\\nb", "a file")
+    os.remove(out)
+    out.mkdir()
+    (out / "ckpt.pt").write_text("x")
+    one_error_line(run("train.py", "--data", photo_dir, "--out", out, *TINY), "a\\nb", "holds a run")
+    one_error_line(run("train.py", "--data", photo_dir, "--out", out, "--resume", *TINY), "a\\nb")
 
 
 def test_compile_on_the_cpu_is_refused_in_one_line(photo_dir, tmp_path):
