@@ -133,40 +133,37 @@ def gray_rgb(lightness):
     return lab_to_rgb(net_to_lab(lightness, no_color))
 
 
-# Metrics on uint8 RGB, as colorization papers report them. Sums run over strips
-# of rows: a 24-megapixel photo in float64 at once would take gigabytes.
+# Metrics on uint8 RGB (B, 3, H, W) -> (B,), as colorization papers report them. Sums
+# run over strips of rows: a 24-megapixel photo in float64 at once would take gigabytes.
 
 def to_uint8(rgb):
     """sRGB in [0, 1] -> uint8 in [0, 255], rounded: what an image file holds."""
     return (rgb.clamp(0, 1) * 255).round().to(torch.uint8)
 
 
-def _pixel_mean(per_pixel, *images, rows=256):
-    """The mean over H and W of per_pixel(*strips of images) (..., h, W), strip by strip."""
+def _pixel_mean(per_pixel, *images, rows=256):  # per_pixel(*strips) (..., h, W), averaged over H and W
     total = sum(per_pixel(*strips).sum(dim=(-2, -1)) for strips in zip(*(x.split(rows, dim=-2) for x in images)))
     return total / (images[0].shape[-2] * images[0].shape[-1])
 
 
 def psnr(pred, target):
-    """Peak signal-to-noise ratio in dB per image over all channels of uint8
-    RGB tensors (B, 3, H, W) -> (B,). Identical images give inf."""
+    """Peak signal-to-noise ratio in dB over all channels; identical images give inf."""
     mse = _pixel_mean(lambda p, t: (p.double() - t.double()).pow(2).mean(-3), pred, target)
     return 20 * torch.log10(255 / mse.sqrt())
 
 
 def ab_mse(pred, target):
-    """Mean squared a*b* error in the network's ab/128 units of uint8 RGB (B, 3, H, W) -> (B,)."""
-    return _pixel_mean(lambda p, t: (rgb_to_lab(p)[..., 1:, :, :] - rgb_to_lab(t)[..., 1:, :, :]).double()
-                       .div(AB_SCALE).pow(2).mean(-3), pred, target)
+    """Mean squared a*b* error, in the network's ab/128 units."""
+    return _pixel_mean(lambda p, t: ((rgb_to_lab(p) - rgb_to_lab(t))[..., 1:, :, :].double() / AB_SCALE)
+                       .pow(2).mean(-3), pred, target)
 
 
 def colorfulness(rgb):
-    """Hasler and Suesstrunk (2003) colorfulness of uint8 RGB (B, 3, H, W) -> (B,).
-    This is the variant of DDColor and CT2, on |rg| and |yb|:
+    """Hasler and Suesstrunk (2003), the variant of DDColor and CT2, on |rg| and |yb|:
     M = sqrt(std_rg^2 + std_yb^2) + 0.3 sqrt(mean_rg^2 + mean_yb^2)."""
-    def opponent(x):  # (B, 3, h, W) -> |rg|, |rg|^2, |yb|, |yb|^2 (B, 4, h, W)
+    def moments(x):  # |rg|, |rg|^2, |yb|, |yb|^2: (B, 4, h, W)
         r, g, b = x.double().unbind(-3)
         rg, yb = (r - g).abs(), ((r + g) / 2 - b).abs()
         return torch.stack([rg, rg ** 2, yb, yb ** 2], dim=-3)
-    rg, rg2, yb, yb2 = _pixel_mean(opponent, rgb).unbind(-1)
+    rg, rg2, yb, yb2 = _pixel_mean(moments, rgb).unbind(-1)
     return (rg2 - rg ** 2 + yb2 - yb ** 2).clamp(min=0).sqrt() + 0.3 * (rg ** 2 + yb ** 2).sqrt()
