@@ -197,7 +197,7 @@ print(f"device {device} ({where}), {dtype}, torch {torch.__version__}, {torch.ge
 
 side = 256 if args.quick else 2048
 rgb_np = np.random.default_rng(0).random((side, side, 3), dtype=np.float32)   # (H, W, 3)
-rgb_t = torch.from_numpy(rgb_np).permute(2, 0, 1)                            # (3, H, W)
+rgb_t = data.to_tensor(rgb_np)                                               # (3, H, W)
 mp = side * side / 1e6
 threads = torch.get_num_threads()
 torch.set_num_threads(1)
