@@ -312,7 +312,7 @@ def outputs_for(args, names, job, colored, gray, prediction):
         labels = ["gray input"] + (names if len(names) > 1 else ["colorized"]) + (["original"] if has_color else [])
         images["_compare.png"] = side_by_side(panels, labels)
     _, attention, copy = prediction
-    if attention is not None and "_attention.png" in job.todo:
+    if attention is not None and {"_attention.png", "_attention.html"} & set(job.todo):
         colored_copy = colored[0].resize(copy.size, Image.BILINEAR)
         panels, labels, attention_line = attention_maps.attention_figure(copy, colored_copy, attention)
         images["_attention.png"] = side_by_side(panels, labels)
