@@ -228,7 +228,7 @@ def to_rgb(im):
     if im.mode in ("RGBA", "LA", "PA") or "transparency" in im.info:
         im = im.convert("RGBA")
         alpha = im.getchannel("A")
-    return im.convert("RGB"), alpha
+    return (im if im.mode == "RGB" else im.convert("RGB")), alpha  # RGB as it is: no copy of a photo
 
 
 def to_tensor(im):
