@@ -22,12 +22,12 @@ import json
 import math
 import re
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw
 
-from data import printable
+from data import printable, to_tensor
+from lab import to_uint8
 
 
 PEAK = 16  # the heat is full at 16 times the uniform weight
@@ -60,11 +60,11 @@ def heat_panel(picture, weights, grid, peak=PEAK, query=None):
     query's grid cell (qx, qy), if given. -> PIL RGB of the picture's size."""
     w, h = picture.size
     gh, gw = grid
-    gray = torch.from_numpy(np.array(picture.convert("L"))).float()[None] / 255  # (1, h, w)
+    gray = to_tensor(picture.convert("L")) / 255                      # (1, h, w)
     times_uniform = (weights.float() * weights.numel()).reshape(1, 1, gh, gw)
     hot = F.interpolate(heat(times_uniform, peak), size=(h, w), mode="bilinear", align_corners=False)[0, 0]
     panel = (0.35 * gray + 0.65 * ramp(hot)).clamp(0, 1)              # (3, h, w)
-    panel = Image.fromarray((panel * 255).round().byte().permute(1, 2, 0).numpy())
+    panel = Image.fromarray(to_uint8(panel).permute(1, 2, 0).numpy())
     if query is not None:
         cx, cy, r = (query[0] + 0.5) * w / gw, (query[1] + 0.5) * h / gh, 7
         ImageDraw.Draw(panel).ellipse([cx - r, cy - r, cx + r, cy + r], outline=(0, 255, 255), width=3)
@@ -87,7 +87,8 @@ def attention_figure(copy, colored_copy, alpha, grid=(2, 2), peak=PEAK):
         panels.append(heat_panel(copy, weights[k], (fh, fw), peak, query))
         labels.append(f"ring {k + 1}: top 5% hold {top[k]:.0%}")
     # Do the rings look at the same places? The share of one ring's top 5% that another's holds too.
-    overlap = [len(set(a.tolist()) & set(b.tolist())) / len(a) for i, a in enumerate(top_sets) for b in top_sets[i + 1:]]
+    overlap = [len(set(a.tolist()) & set(b.tolist())) / len(a)
+               for i, a in enumerate(top_sets) for b in top_sets[i + 1:]]
     all_entropy, all_top, _ = attention_stats(alpha)
     line = (f"rings 1-{len(queries)}: entropy {'/'.join(f'{e:.2f}' for e in entropy)} of uniform, top 5% of "
             f"positions hold {'/'.join(f'{t:.0%}' for t in top)} of the weight (uniform: 5%); all "
@@ -111,11 +112,6 @@ def quantize(alpha):
     return (log2 * STEPS_PER_DOUBLING + UNIFORM_CODE).round().clamp(0, 255).to(torch.uint8)
 
 
-def dequantize(codes, n):
-    """uint8 codes (Q, N) -> the weights they stand for (what the page draws)."""
-    return 2.0 ** ((codes.double() - UNIFORM_CODE) / STEPS_PER_DOUBLING) / n
-
-
 def page_queries(grid, keys, budget=PAGE_BYTES):
     """The query grid the page embeds: every position, or every stride-th row
     and column so that queries x keys stays within `budget` bytes. -> (stride,
@@ -135,7 +131,7 @@ def png_data_url(image):
 
 
 def page_data(picture, alpha, title="", peak=PEAK):
-    """What the page embeds, as a dict (the tests read it back from the page)."""
+    """What the page embeds, as a dict: the JSON of its script element id="data"."""
     w, h = picture.size
     grid = (h // 8, w // 8)
     n = grid[0] * grid[1]
@@ -154,15 +150,6 @@ def page_data(picture, alpha, title="", peak=PEAK):
             "weights": base64.b64encode(quantize(rows_alpha).numpy().tobytes()).decode("ascii")}
 
 
-def read_page_data(text):
-    """The dict a page embeds, read back from its text (for tests and notebooks)."""
-    start = text.index(DATA_OPEN) + len(DATA_OPEN)
-    return json.loads(text[start:text.index("</script>", start)])
-
-
-DATA_OPEN = '<script type="application/json" id="data">'
-
-
 def attention_page(picture, alpha, title="", peak=PEAK):
     """NAME_attention.html: the picture (PIL, size a multiple of 8) and, under
     the pointer (hover, or tap), that position's row of alpha (N, N) as a heat
@@ -173,7 +160,7 @@ def attention_page(picture, alpha, title="", peak=PEAK):
     # <, > and & as JSON escapes, so that no name can close the script element or open a comment in it
     data = json.dumps(page_data(picture, alpha, title, peak))
     data = data.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
-    fill = {"TITLE": html.escape(title), "DATA": DATA_OPEN + data + "</script>"}
+    fill = {"TITLE": html.escape(title), "DATA": '<script type="application/json" id="data">' + data + "</script>"}
     return re.sub("TITLE|DATA", lambda m: fill[m.group()], PAGE)  # one pass: a name holding DATA stays a name
 
 
@@ -198,7 +185,8 @@ log scale: black at or below uniform, white at <span id="peak"></span> times it.
 <code>#x=0.25,y=0.60</code> (fractions of width and height) opens at that point; clicking sets it.</small></p>
 <div class="row">
 <figure class="pane"><canvas id="picture"></canvas><figcaption>the picture, the query ringed</figcaption></figure>
-<figure class="pane"><canvas id="heat"></canvas><figcaption>its attention weights over the gray picture</figcaption></figure>
+<figure class="pane"><canvas id="heat"></canvas>
+<figcaption>its attention weights over the gray picture</figcaption></figure>
 </div>
 <div id="stats"></div>
 <div><span id="legend" style="display:inline-block;vertical-align:middle"></span>

@@ -16,7 +16,6 @@ installed (optional, never required).
 """
 import contextlib
 import dataclasses
-import glob
 import io
 import math
 import os
@@ -37,6 +36,7 @@ import data  # noqa: E402
 import inception  # noqa: E402
 import lab  # noqa: E402
 import model  # noqa: E402
+import outputs  # noqa: E402
 import runs  # noqa: E402
 
 parser = runs.ArgumentParser(description=__doc__.split("\n\n")[0])  # a bad flag value: one line, exit status 2
@@ -45,7 +45,7 @@ parser.add_argument("--dtype", choices=["auto", "float32", "bfloat16"], default=
                     help="autocast precision; auto: bfloat16 on CUDA, float32 on CPU")
 parser.add_argument("--compile", action="store_true", help="torch.compile the colorizer for the train step")
 parser.add_argument("--photos", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "photos"),
-                    help="a folder of real JPEGs for the data and colorize stages (README: The demo model)")
+                    help="a folder of real photos for the data and colorize stages (README: The demo model)")
 parser.add_argument("--batch-size", type=int, default=0, help="0: 8 on CPU, 64 on CUDA")
 parser.add_argument("--peak-tflops", type=float, default=0,
                     help="the card's dense bf16 peak for the MFU column; 0: from its name (H100 SXM 989, "
@@ -55,58 +55,51 @@ parser.add_argument("--quick", action="store_true", help="tiny sizes, few repeat
 args = parser.parse_args()
 
 
-def flag_problem(args):
-    """What is wrong with the flags, as 'error: --flag ...', or None: checked
-    before any work, so a typo costs a second, not a run that dies half-way."""
-    # A folder without JPEGs skips the rows that need photos, with a note; so does
-    # the default photos/, which a fresh clone lacks. A folder named but not there is a typo.
-    folder = "not a folder" if os.path.exists(args.photos) else "no such folder"
-    for ok, problem in [
-            (0 <= args.batch_size <= 1024,  # 16x the CUDA default; beyond it a batch's own tensors need gigabytes
-             f"--batch-size {args.batch_size}: must be 0 (the device's default) to 1024"),
-            (math.isfinite(args.peak_tflops) and args.peak_tflops >= 0,
-             f"--peak-tflops {args.peak_tflops:g}: must be 0 (from the card's name) or more"),
-            (args.device != "cuda" or torch.cuda.is_available(),
-             f"--device cuda: torch {torch.__version__} sees no CUDA GPU here (--device cpu runs on the CPU)"),
-            (not args.compile or (args.device != "cpu" and torch.cuda.is_available()),
-             "--compile: CUDA only (PyTorch's CPU compiler fails on the colorizer's replicate padding)"),
-            (os.path.isdir(args.photos) or args.photos == parser.get_default("photos"),
-             f"--photos {args.photos}: {folder}")]:
-        if not ok:
-            return problem
-    return None
-
-
 def stop(*_):
     print("interrupted: bench.py writes nothing, so nothing is lost", file=sys.stderr)
     sys.exit(130)
 
 
-if problem := flag_problem(args):
-    print(f"error: {problem}", file=sys.stderr)
-    sys.exit(2)
+# The flags, before any work: a typo costs a second, not a run that dies half-way. A folder
+# without photos skips the rows that need them, with a note; so does the default photos/,
+# which a fresh clone lacks. A folder named but not there is a typo.
+for ok, problem in [
+        (0 <= args.batch_size <= 1024,  # 16x the CUDA default; beyond it a batch's own tensors need gigabytes
+         f"--batch-size {args.batch_size}: must be 0 (the device's default) to 1024"),
+        (math.isfinite(args.peak_tflops) and args.peak_tflops >= 0,
+         f"--peak-tflops {args.peak_tflops:g}: must be 0 (from the card's name) or more"),
+        (args.device != "cuda" or torch.cuda.is_available(),
+         f"--device cuda: torch {torch.__version__} sees no CUDA GPU here (--device cpu runs on the CPU)"),
+        (not args.compile or (args.device != "cpu" and torch.cuda.is_available()),
+         "--compile: CUDA only (PyTorch's CPU compiler fails on the colorizer's replicate padding)"),
+        (os.path.isdir(args.photos) or args.photos == parser.get_default("photos"),
+         f"--photos {args.photos}: {'not a folder' if os.path.exists(args.photos) else 'no such folder'}")]:
+    if not ok:
+        print(f"error: {problem}", file=sys.stderr)
+        sys.exit(2)
 signal.signal(signal.SIGINT, stop)
-# The photos the data and colorize rows measure with: color JPEGs that decode
-# (train.py passes over broken and grayscale ones), checked now, not half-way.
-jpegs = sorted(glob.glob(os.path.join(args.photos, "*.jpg")))
-photos, passed_over, checker = [], [], data.ImageFolder([], 64)
-for path in jpegs:
-    if len(photos) == (4 if args.quick else len(jpegs)):
+# The photos the data and colorize rows measure with: color photos that decode (train.py passes over
+# broken and grayscale ones), listed as every script lists them (no FIFO is opened), checked now.
+passed_over, checker = [], data.ImageFolder([], 64)
+found = data.find_images(args.photos, passed_over) if os.path.isdir(args.photos) else []
+photos = []
+for path in found:
+    if len(photos) == (4 if args.quick else len(found)):
         break
     reason = checker.load(path)[1]  # None, or why train.py would pass the file over
     (passed_over if reason else photos).append(reason or path)
-if jpegs and not photos:
-    print(f"error: --photos {args.photos}: none of its {len(jpegs)} JPEGs is a color photo that decodes (first: "
+if found and not photos:
+    print(f"error: --photos {args.photos}: none of its {len(found)} images is a color photo that decodes (first: "
           f"{passed_over[0]})", file=sys.stderr)
     sys.exit(2)
 for reason in passed_over:
     print(f"note: passed over {reason}")
 if not photos:
-    print(f"note: no JPEGs in {args.photos}: the data loading, decode + crop, train.py loop and "
+    print(f"note: no images in {args.photos}: the data loading, decode + crop, train.py loop and "
           f"colorize.py per image rows are left out\n")
 
-device = torch.device("cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()) else "cpu")
-cuda = device.type == "cuda"
+cuda = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
+device = torch.device("cuda" if cuda else "cpu")
 dtype = {"auto": torch.bfloat16 if cuda else torch.float32, "float32": torch.float32,
          "bfloat16": torch.bfloat16}[args.dtype]
 batch = args.batch_size or (2 if args.quick else 64 if cuda else 8)
@@ -123,22 +116,17 @@ peak = args.peak_tflops or next((tf for name, tf in PEAK_TFLOPS if name in gpu),
 workers = data.default_workers()  # train.py's --workers default
 
 
-def sync():
-    if cuda:
-        torch.cuda.synchronize()
-
-
 def timed(fn, repeat, warmup=1):
     """Median seconds of fn() over `repeat` runs after `warmup` runs."""
     repeat, warmup = (1, 0) if args.quick else (repeat, warmup)  # --quick: each stage runs once
     for _ in range(warmup):
         fn()
-    sync()
+    torch.cuda.synchronize() if cuda else None
     times = []
     for _ in range(repeat):
         t = time.perf_counter()
         fn()
-        sync()
+        torch.cuda.synchronize() if cuda else None
         times.append(time.perf_counter() - t)
     return sorted(times)[len(times) // 2]
 
@@ -152,20 +140,15 @@ def count_flops(net, *inputs):
     """Forward FLOPs of one call: convs, linears and attention matmuls."""
     total = [0]
 
-    def conv_hook(m, inp, out):
-        k = m.weight[0].numel()  # cin/groups * kh * kw
-        total[0] += 2 * k * out.numel()
+    def hook(m, inp, out):
+        if isinstance(m, model.Attention):
+            B, C, H, W = inp[0].shape
+            total[0] += 2 * 2 * B * (H * W) ** 2 * C  # scores and context: two N x N x C matmuls
+        else:  # a conv or a linear layer: weight[0] holds the inputs of one output value
+            total[0] += 2 * m.weight[0].numel() * out.numel()
 
-    def linear_hook(m, inp, out):
-        total[0] += 2 * m.in_features * out.numel()
-
-    def attention_hook(m, inp, out):
-        B, C, H, W = inp[0].shape
-        total[0] += 2 * 2 * B * (H * W) ** 2 * C  # scores and context: two N x N x C matmuls
-
-    hooks = [mod.register_forward_hook(conv_hook) for mod in net.modules() if isinstance(mod, torch.nn.Conv2d)]
-    hooks += [mod.register_forward_hook(linear_hook) for mod in net.modules() if isinstance(mod, torch.nn.Linear)]
-    hooks += [mod.register_forward_hook(attention_hook) for mod in net.modules() if isinstance(mod, model.Attention)]
+    layers = (torch.nn.Conv2d, torch.nn.Linear, model.Attention)
+    hooks = [m.register_forward_hook(hook) for m in net.modules() if isinstance(m, layers)]
     with torch.no_grad():
         net(*inputs)
     for h in hooks:
@@ -201,7 +184,7 @@ def run_python(code):
                        cwd=os.path.dirname(os.path.abspath(__file__)))
     if r.returncode:
         failed("a measuring process", r)
-    return dict(line.split(None, 1) for line in r.stdout.splitlines() if line[:2] in ("M ", "T "))
+    return dict(line.split(None, 1) for line in r.stdout.splitlines() if line[:2] in ("M ", "T ", "G "))
 
 
 where = f"{gpu}, bf16 peak {peak or 'unknown'} TFLOP/s" if cuda else f"{os.cpu_count()} CPU cores"
@@ -214,7 +197,7 @@ print(f"device {device} ({where}), {dtype}, torch {torch.__version__}, {torch.ge
 
 side = 256 if args.quick else 2048
 rgb_np = np.random.default_rng(0).random((side, side, 3), dtype=np.float32)   # (H, W, 3)
-rgb_t = torch.from_numpy(rgb_np).permute(2, 0, 1)                            # (3, H, W)
+rgb_t = data.to_tensor(rgb_np)                                               # (3, H, W)
 mp = side * side / 1e6
 threads = torch.get_num_threads()
 torch.set_num_threads(1)
@@ -224,18 +207,14 @@ error = (lab.lab_to_rgb(lab.rgb_to_lab(rgb_t)) - rgb_t).abs().max().item()
 report("lab round trip", f"{side}x{side} float32, lab.py, 1 thread", f"{mp / t_ours:.1f} MP/s",
        f"round trip max abs error {error:.0e}")
 anchors = []  # (name, rgb -> Lab, Lab -> rgb), both on (H, W, 3) float32 in [0, 1]
-try:
+with contextlib.suppress(ImportError):
     import cv2
     cv2.setNumThreads(1)
     anchors.append((f"OpenCV {cv2.__version__}", lambda x: cv2.cvtColor(x, cv2.COLOR_RGB2Lab),
                     lambda x: cv2.cvtColor(x, cv2.COLOR_Lab2RGB)))
-except ImportError:
-    pass
-try:
+with contextlib.suppress(ImportError):
     import skimage.color
     anchors.append((f"scikit-image {skimage.__version__}", skimage.color.rgb2lab, skimage.color.lab2rgb))
-except ImportError:
-    pass
 for name, to_lab, to_rgb in anchors:
     t = timed(lambda: to_rgb(to_lab(rgb_np)), repeat=3)
     diff = np.abs(to_lab(rgb_np) - ours).max()
@@ -309,7 +288,7 @@ del net, l, emb, target, inception_net, gray
 
 if photos:
     files = [photos[i * len(photos) // 64] for i in range(64)]  # spread over the folder, not its first 64
-    for stage, setting, cache_mb in [("data loading", f"{len(photos)} JPEGs -> {S} crops", 0),
+    for stage, setting, cache_mb in [("data loading", f"{len(photos)} photos -> {S} crops", 0),
                                      ("", "the same, decoded once (--cache)", 1024)]:  # train.py's default
         dataset = data.ImageFolder(files, S, train=True, cache_mb=cache_mb)
         per_worker = len(files) / timed(lambda: [dataset[i] for i in range(len(dataset))], repeat=3)
@@ -347,20 +326,15 @@ if photos:
                 made.append(os.path.join(tmp, f"{w}x{h}_{i}.jpg"))
                 Image.fromarray(np.clip(im + grain, 0, 255).astype(np.uint8)).save(made[-1], quality=90)
 
-            def full(p):
-                return data.random_resized_crop(data.load_image(p)[0], S)
-
-            def reduce(p):  # decode all of it, then box-average by the largest factor that keeps 2x the crop
+            def reduced(p):  # decode all of it, then box-average by the largest factor that keeps 2x the crop
                 im = data.load_image(p)[0]
-                return data.random_resized_crop(im.reduce(max(1, min(im.size) // (2 * S))), S)
-
-            def draft(p):
-                return data.random_resized_crop(data.load_image(p, draft=2 * S)[0], S)
+                return im.reduce(max(1, min(im.size) // (2 * S)))
             t_full = None
-            for name, fn in [("full decode", full), ("full decode + reduce", reduce), ("JPEG draft (train.py)", draft)]:
-                t = timed(lambda: [fn(p) for p in made], repeat=3) / len(made)
+            for name, decode in [("full decode", lambda p: data.load_image(p)[0]), ("full decode + reduce", reduced),
+                                 ("JPEG draft (train.py)", lambda p: data.load_image(p, draft=2 * S)[0])]:
+                t = timed(lambda: [data.random_resized_crop(decode(p), S) for p in made], repeat=3) / len(made)
                 t_full = t_full or t
-                report("decode + crop" if fn is full else "", f"{w}x{h} JPEG, {name}",
+                report("decode + crop" if name == "full decode" else "", f"{w}x{h} JPEG, {name}",
                        f"{t * 1000:.1f} ms ({1 / t:.0f}/s)", f"{t_full / t:.1f}x full decode")
 
 # -----------------------------------------------------------------------------
@@ -408,28 +382,53 @@ with tempfile.TemporaryDirectory() as tmp:
     ckpt = os.path.join(tmp, "ckpt.pt")
     torch.save({"config": dataclasses.asdict(net.config), "model": net.state_dict(), "args": {"size": S}}, ckpt)
     if photos:
-        some = photos[:16]
-        t0 = time.perf_counter()
-        quiet = io.StringIO()  # it prints every path it writes and the checkpoint it uses
-        handlers = {signum: signal.getsignal(signum) for signum in runs.STOP_SIGNALS}
-        with contextlib.redirect_stdout(quiet), contextlib.redirect_stderr(quiet):
-            status = colorize.main(some + ["-o", os.path.join(tmp, "out"), "--checkpoint", ckpt, "--device",
-                                           device.type])
-        for signum, handler in handlers.items():  # colorize.main made them its own (it returns 130 after one)
-            signal.signal(signum, handler)
-        if status:
-            failed("colorize.py", subprocess.CompletedProcess([], status, "", quiet.getvalue()))
-        per_image = (time.perf_counter() - t0) / len(some)
-        net = net.to(device)
+        some, net = photos[:16], net.to(device)
         sizes = [colorize.network_size(*Image.open(p).size, S) for p in some]
+
+        def colorize_run(out):
+            """Seconds a photo of colorize.main on `some` (its checkpoint load included), quiet."""
+            quiet, handlers = io.StringIO(), {signum: signal.getsignal(signum) for signum in runs.STOP_SIGNALS}
+            t = time.perf_counter()
+            try:
+                with contextlib.redirect_stdout(quiet), contextlib.redirect_stderr(quiet):
+                    status = colorize.main(some + ["-o", out, "--checkpoint", ckpt, "--device", device.type])
+            except SystemExit as e:  # a stop signal while it ran: its handler exits 130
+                status = e.code
+            for signum, handler in handlers.items():  # colorize.main made them its own
+                signal.signal(signum, handler)
+            if status:
+                failed("colorize.py", subprocess.CompletedProcess([], status, "", quiet.getvalue()))
+            return (time.perf_counter() - t) / len(some)
 
         def forwards():
             with torch.no_grad():
                 for w, h in sizes:
                     net(torch.zeros(1, 1, h, w, device=device))
-        bare = timed(forwards, repeat=2) / len(some)
-        report("colorize.py per image", f"{len(some)} photos, net short side {S}", f"{per_image * 1000:.0f} ms",
-               f"{per_image / bare:.2f}x bare forward ({bare * 1000:.0f} ms)")
+        # Each run of colorize.py beside a bare forward at the same sizes: a shared machine slows
+        # both alike, so the ratio of a pair holds where one run's milliseconds do not.
+        forwards()  # the first call at a size sets up its kernels
+        pairs = [(colorize_run(os.path.join(tmp, f"out{k}")), timed(forwards, 1, warmup=0) / len(some))
+                 for k in range(1 if args.quick else 5)]
+        times, bares, ratios = (sorted(x) for x in zip(*[(c, b, c / b) for c, b in pairs]))
+        mid = len(pairs) // 2
+        report("colorize.py per image", f"{len(some)} photos, net short side {S}, median of {len(pairs)} runs",
+               f"{times[mid] * 1000:.0f} ms ({times[0] * 1000:.0f}-{times[-1] * 1000:.0f})",
+               f"{ratios[mid]:.2f}x bare forward ({bares[mid] * 1000:.0f} ms; {ratios[0]:.2f}x-{ratios[-1]:.2f}x)")
+        # Where its time goes, photo by photo: milliseconds, the median over the photos
+        loaded, stages = colorize.load(ckpt, device.type), {}
+
+        def clock(stage, work, *inputs):
+            t = time.perf_counter()
+            result = work(*inputs)
+            stages.setdefault(stage, []).append(time.perf_counter() - t)
+            return result
+        for p in some:
+            rgb = clock("read", lambda: data.open_image(p)[0])  # decode, EXIF orientation, ICC profile
+            (ab, _, _), = clock("resize + padded forward", colorize.predict_all, loaded, [rgb])
+            colored = clock("Lab at full size", colorize.full_resolution, rgb, ab, device.type)
+            clock("PNG + atomic write", outputs.save_output, colored, os.path.join(tmp, "stage.png"))
+        report("", "its stages, median over the photos", ", ".join(
+            f"{stage} {sorted(t)[len(t) // 2] * 1000:.1f}" for stage, t in stages.items()) + " ms")
     big_w, big_h = (600, 400) if args.quick else (6000, 4000)
     big = os.path.join(tmp, "big.jpg")
     src = Image.open(photos[0]) if photos else Image.new("RGB", (64, 64), (90, 120, 60))
@@ -445,24 +444,17 @@ with tempfile.TemporaryDirectory() as tmp:
 
 for px in (64,) if args.quick else (256, 512, 1024):
     n = (px // 8) ** 2
+    # In a fresh process each, so that the peak (RSS on the CPU, allocated on the GPU) is the block's own
     code = (f"import torch, model, time\ntorch.manual_seed(0)\natt = model.Attention(256).to({str(device)!r})\n"
             f"h = torch.randn(1, 256, {px // 8}, {px // 8}, device={str(device)!r})\n"
             "with torch.no_grad():\n    att(h, return_weights=RW)\n    t = time.perf_counter()\n"
             "    att(h, return_weights=RW)\n    torch.cuda.synchronize() if h.is_cuda else None\n"
-            "    print('T', time.perf_counter() - t)\n")
+            "    print('T', time.perf_counter() - t)\n"
+            "print('G', round(torch.cuda.max_memory_allocated() / 1024) if h.is_cuda else 0)\n")
     results = {}
     for rw in (False, True):
-        if cuda:
-            torch.cuda.reset_peak_memory_stats()
-            att = model.Attention(256).to(device)
-            h = torch.randn(1, 256, px // 8, px // 8, device=device)
-            with torch.no_grad():
-                att(h, return_weights=rw)
-                t = timed(lambda: att(h, return_weights=rw), repeat=3)
-            results[rw] = (t, torch.cuda.max_memory_allocated() / 2**20)
-        else:
-            vals = run_python(code.replace("RW", str(rw)))
-            results[rw] = (float(vals["T"]), int(vals["M"]) / 1024)
+        vals = run_python(code.replace("RW", str(rw)))
+        results[rw] = (float(vals["T"]), int(vals["G" if cuda else "M"]) / 1024)
     (tf, mf), (tw, mw) = results[False], results[True]
     what = "peak" if cuda else "peak RSS"
     report("attention block", f"{px} px input, N={n}, N x N = {n * n * 4 / 2**20:.0f} MB",

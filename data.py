@@ -228,12 +228,13 @@ def to_rgb(im):
     if im.mode in ("RGBA", "LA", "PA") or "transparency" in im.info:
         im = im.convert("RGBA")
         alpha = im.getchannel("A")
-    return im.convert("RGB"), alpha
+    return (im if im.mode == "RGB" else im.convert("RGB")), alpha  # RGB as it is: no copy of a photo
 
 
 def to_tensor(im):
-    """PIL RGB (or its array) -> uint8 (3, H, W), as lab.py takes it."""
-    return torch.from_numpy(np.array(im)).permute(2, 0, 1)
+    """A PIL image or its array (H, W, C) or (H, W) -> (C, H, W) of its dtype
+    (uint8 for RGB and L: what lab.py takes). lab.to_uint8 is the way back."""
+    return torch.from_numpy(np.atleast_3d(np.array(im))).permute(2, 0, 1)
 
 
 def open_image(path):
@@ -258,20 +259,23 @@ def image_input(image):
     """(PIL RGB, alpha or None) for the notebook API: a path (as the command
     opens it; warnings come back as Python warnings), a PIL image of any mode,
     turned upright by its EXIF orientation and taken to sRGB as a path is, or
-    a numpy array (H, W), (H, W, 3) or (H, W, 4) of uint8, or floats in [0, 1]."""
+    a numpy array (H, W), (H, W, 3) or (H, W, 4) of uint8, or floats in [0, 1].
+    Anything else: ValueError, one line."""
     if isinstance(image, np.ndarray):
-        kind = image.dtype.kind
-        if kind == "f" and image.size and not 0 <= np.nanmin(image) <= np.nanmax(image) <= 1:
-            raise ValueError(f"a float array must hold values from 0 to 1, this one {np.nanmin(image):g} to "
-                             f"{np.nanmax(image):g}: divide by 255 (or 65535), or give uint8")
+        shape, kind = image.shape, image.dtype.kind
+        if len(shape) not in (2, 3) or len(shape) == 3 and shape[2] not in (3, 4):
+            raise ValueError(f"an array of shape {shape} is not an image: give (H, W), (H, W, 3) or (H, W, 4)")
         if image.dtype != np.uint8 and kind != "f":  # 0-255 in int64 would read as white, 16 bits clip
             raise ValueError(f"an array of dtype {image.dtype} is not an image: give uint8 (0-255) or "
                              f"floats in [0, 1]")
-        try:
-            image = Image.fromarray(image if kind != "f" else (np.nan_to_num(image) * 255).round().astype(np.uint8))
-        except (TypeError, ValueError):
-            raise ValueError(f"an array of shape {image.shape} and dtype {image.dtype} is not an image "
-                             f"((H, W), (H, W, 3) or (H, W, 4))") from None
+        if 0 in shape:
+            raise ValueError(f"an empty image (an array of shape {shape})")
+        if kind == "f" and not np.isfinite(image).all():
+            raise ValueError("a float array with NaN or infinite values is not an image: give floats in [0, 1]")
+        if kind == "f" and not 0 <= image.min() <= image.max() <= 1:
+            raise ValueError(f"a float array must hold values from 0 to 1, this one {image.min():g} to "
+                             f"{image.max():g}: divide by 255 (or 65535), or give uint8")
+        image = Image.fromarray(image if kind != "f" else (image * 255).round().astype(np.uint8))
     if not isinstance(image, (str, os.PathLike, Image.Image)):
         raise ValueError(f"a {type(image).__name__} is not an image: give a path, a PIL image or a numpy array")
     if isinstance(image, Image.Image):

@@ -1,14 +1,11 @@
 """sRGB <-> CIE L*a*b* (D65 white, 2 degree observer) in plain, batched torch.
 
-The network sees only lightness L and predicts the two color channels a*, b*
-(paper section 1 and 3.1), so this conversion is where every image starts and
-ends. The formulas and constants are the ones scikit-image uses (rgb2lab /
-lab2rgb), so our numbers can be checked against its published values.
+The network sees only lightness L and predicts the two color channels a*, b* (paper
+sections 1 and 3.1): every image starts and ends here. The formulas and constants are
+scikit-image's (rgb2lab / lab2rgb), so our numbers check against its published values.
 
-Tensors carry channels at dim -3: (3, H, W) or (B, 3, H, W). sRGB in [0, 1]
-(or uint8 in [0, 255], converted through a 256-entry table),
-L in [0, 100], a and b roughly in [-128, 127]. Everything is differentiable
-and runs on any device and float dtype.
+Tensors carry channels at dim -3: (3, H, W) or (B, 3, H, W). sRGB in [0, 1] (or uint8),
+L in [0, 100], a and b roughly in [-128, 127]; differentiable, on any device and float dtype.
 
     python -c "import lab, torch; print(lab.rgb_to_lab(torch.ones(3, 1, 1)))"
 """
@@ -18,8 +15,7 @@ import torch
 RGB_TO_XYZ = ((0.412453, 0.357580, 0.180423), (0.212671, 0.715160, 0.072169), (0.019334, 0.119193, 0.950227))
 WHITE_D65 = (0.95047, 1.0, 1.08883)  # reference white X, Y, Z
 
-# The network's view of Lab: L/50 - 1 in [-1, 1] goes in, ab/128
-# comes out of a tanh. Defined here and nowhere else.
+# The network's view of Lab, defined here and nowhere else: L/50 - 1 in [-1, 1] goes in, ab/128 comes out of a tanh.
 L_CENTER = 50.0
 AB_SCALE = 128.0
 
@@ -29,12 +25,11 @@ def _matmul_channels(matrix, x):
     return torch.einsum("ij,...jhw->...ihw", matrix.to(device=x.device, dtype=x.dtype), x)
 
 
-def _per_channel(values, x):
+def _per_channel(values, x):  # a (3, 1, 1) tensor of x's kind
     return torch.tensor(values, device=x.device, dtype=x.dtype).view(3, 1, 1)
 
 
-# Each chain of linear steps is folded into one 3x3 matrix, so a conversion is a
-# few passes over the image instead of a dozen (bench.py measures it).
+# Each chain of linear steps folded into one 3x3 matrix: a few passes over the image, not a dozen.
 _M = torch.tensor(RGB_TO_XYZ, dtype=torch.float64)
 _WHITE = torch.tensor(WHITE_D65, dtype=torch.float64)
 RGB_TO_XYZN = _M / _WHITE[:, None]                   # linear RGB -> XYZ / white
@@ -111,9 +106,8 @@ def net_to_lab(lightness, ab):
 
 
 def gray_rgb(lightness):
-    """The gray sRGB image of a lightness in network units, (..., 1, H, W) ->
-    (..., 3, H, W) in [0, 1]: what the Inception branch sees, the same
-    luminance as the encoder's input."""
+    """The gray sRGB image (..., 3, H, W) of a lightness in network units (..., 1, H, W):
+    what the Inception branch sees, the same luminance as the encoder's input."""
     no_color = torch.zeros_like(lightness).expand(*lightness.shape[:-3], 2, *lightness.shape[-2:])
     return lab_to_rgb(net_to_lab(lightness, no_color))
 
@@ -122,37 +116,46 @@ def gray_rgb(lightness):
 # Speed-ups: the same numbers, faster (bench.py measures them)
 
 def _in_strips(per_pixel, x, elements=1 << 20):
-    """per_pixel(x), computed on strips of rows of about `elements` values each.
-    The conversion makes a dozen temporaries; on a large image each would
-    stream through main memory, on a strip they stay in cache: 2-3x faster,
-    same numbers, still differentiable (torch.cat)."""
+    """per_pixel(x) on strips of rows of about `elements` values: the dozen temporaries
+    of a conversion stay in cache instead of streaming through memory (2-3x faster)."""
     rows = max(1, elements // max(1, x[..., :1, :].numel()))  # max: an empty image is converted too
     if x.shape[-2] <= rows:
         return per_pixel(x)
     return torch.cat([per_pixel(strip) for strip in x.split(rows, dim=-2)], dim=-2)
 
 
-def _linear_table(rgb):
-    """8-bit pixels: look up 256 linear values instead of a power per pixel."""
+def _linear_table(rgb):  # 8-bit pixels: look up 256 linear values instead of a power per pixel
     return _srgb_to_linear(torch.arange(256, device=rgb.device) / 255)[rgb.long()]
 
 
-# Metrics on uint8 RGB, as colorization papers report them.
+# Metrics on uint8 RGB (B, 3, H, W) -> (B,), as colorization papers report them. Sums
+# run over strips of rows: a 24-megapixel photo in float64 at once would take gigabytes.
 
-def psnr(pred, target):
-    """Peak signal-to-noise ratio in dB per image over all channels of uint8
-    RGB tensors (B, 3, H, W) -> (B,). Identical images give inf."""
-    mse = (pred.double() - target.double()).pow(2).mean(dim=(-3, -2, -1))
+def to_uint8(rgb):  # sRGB in [0, 1] -> uint8 in [0, 255], rounded: what an image file holds
+    return (rgb.clamp(0, 1) * 255).round().to(torch.uint8)
+
+
+def _pixel_mean(per_pixel, *images, rows=256):  # per_pixel(*strips) (..., h, W), averaged over H and W
+    total = sum(per_pixel(*strips).sum(dim=(-2, -1)) for strips in zip(*(x.split(rows, dim=-2) for x in images)))
+    return total / (images[0].shape[-2] * images[0].shape[-1])
+
+
+def psnr(pred, target):  # peak signal-to-noise ratio in dB over all channels; identical images give inf
+    mse = _pixel_mean(lambda p, t: (p.double() - t.double()).pow(2).mean(-3), pred, target)
     return 20 * torch.log10(255 / mse.sqrt())
 
 
+def ab_mse(pred, target):  # mean squared a*b* error, in the network's ab/128 units
+    return _pixel_mean(lambda p, t: ((rgb_to_lab(p) - rgb_to_lab(t))[..., 1:, :, :].double() / AB_SCALE)
+                       .pow(2).mean(-3), pred, target)
+
+
 def colorfulness(rgb):
-    """Hasler and Suesstrunk (2003) colorfulness of uint8 RGB (B, 3, H, W) -> (B,).
-    This is the variant of DDColor and CT2, on |rg| and |yb|:
+    """Hasler and Suesstrunk (2003), the variant of DDColor and CT2, on |rg| and |yb|:
     M = sqrt(std_rg^2 + std_yb^2) + 0.3 sqrt(mean_rg^2 + mean_yb^2)."""
-    r, g, b = rgb.double().unbind(-3)
-    rg = (r - g).abs()
-    yb = ((r + g) / 2 - b).abs()
-    std = (rg.flatten(-2).std(-1, unbiased=False) ** 2 + yb.flatten(-2).std(-1, unbiased=False) ** 2).sqrt()
-    mean = (rg.flatten(-2).mean(-1) ** 2 + yb.flatten(-2).mean(-1) ** 2).sqrt()
-    return std + 0.3 * mean
+    def moments(x):  # |rg|, |rg|^2, |yb|, |yb|^2: (B, 4, h, W)
+        r, g, b = x.double().unbind(-3)
+        rg, yb = (r - g).abs(), ((r + g) / 2 - b).abs()
+        return torch.stack([rg, rg ** 2, yb, yb ** 2], dim=-3)
+    rg, rg2, yb, yb2 = _pixel_mean(moments, rgb).unbind(-1)
+    return (rg2 - rg ** 2 + yb2 - yb ** 2).clamp(min=0).sqrt() + 0.3 * (rg ** 2 + yb ** 2).sqrt()

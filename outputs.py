@@ -1,20 +1,26 @@
-"""What colorize.py writes: every input its own outputs, and the lines of --metrics.
+"""colorize.py's command around its story (load -> predict -> full resolution -> save).
 
+  0. Before any work: the flags and --out checked (one line, exit status 2),
+     each model said in one line.
   1. Inputs and their outputs: files and folders in, one output stem for each
      input; none replaces an input or another input's output; what exists is
-     kept (unless --overwrite); written atomically, with progress.
+     kept (unless --overwrite); written atomically, never through a link under
+     --out, with progress; the exit status, and a loud last line when nothing
+     was written.
   2. The extras of one input: the --compare strip (side_by_side), the
      --attention figure and page (drawn by attention_maps.py), and the
      metrics: PSNR, a*b* MSE and colorfulness per photo, then the means
      against all-gray, and how far a mean over few photos can be trusted.
 """
 import functools
-import math
 import os
 import sys
+import tempfile
 import time
+from collections import namedtuple
 
 import numpy as np
+import torch
 from PIL import Image, ImageDraw
 
 import attention_maps
@@ -24,13 +30,64 @@ import runs
 from data import OUTPUT_SUFFIXES, printable
 
 # -----------------------------------------------------------------------------
-# 1. Inputs and their outputs
+# 0. Before any work: the flags, --out, and each model said
 
+MAX_ATTENTION_SIZE = 512  # --attention: a 4:1 panorama at 512 px is 16384 positions, 1 GB of weights
+SLOW_ATTENTION_SIZE = 1024  # above it, attention's N^2 work takes minutes a photo on a CPU: said
 OUTPUT_NAMES = ("Every input gets its own outputs, and no output replaces an input: inputs that would share a name "
                 "(x.jpg and x.png; a/x.jpg and b/x.jpg with -o) get their extension added (x_jpg_color.png, "
                 "x_png_color.png) or, where that does not tell them apart, a number (x-2_color.png), in the "
                 "order given; so does an output that would be one of the inputs.")
 
+
+def command_line(argv, doc):
+    """colorize.py's flags (doc: its docstring), checked with --out before any
+    work: the first problem, one line, exit status 2. --out is made and written
+    to now, not found out after the first image (os.access says yes to root).
+    Sets args.device and args.batch_size."""
+    parser = runs.ArgumentParser(description=doc.split("\n\n")[0], epilog=OUTPUT_NAMES)
+    parser.add_argument("paths", nargs="+", metavar="PATH", help="images or folders (recursive)")
+    parser.add_argument("-o", "--out", metavar="DIR", help="write into this folder instead of beside each input")
+    parser.add_argument("--overwrite", action="store_true", help="replace outputs that exist already")
+    flags = parser.add_argument_group("model")
+    flags.add_argument("--checkpoint", action="append", metavar="PATH", help="a checkpoint or run folder (default: "
+                       "the newest run under runs/ or out/, else the bundled demo); again: several side by side")
+    flags.add_argument("--inception", metavar="PATH", help="Inception-ResNet-v2 weights, if not the cached default")
+    flags.add_argument("--size", type=int, help=f"short side of the network's copy, 8 to {runs.MAX_SIZE} (default: "
+                       "the training size)")
+    flags.add_argument("--device", choices=["auto", "cuda", "cpu"], default="auto", help="auto: cuda if available")
+    flags.add_argument("--batch-size", type=int, help="images per forward pass (default: 8 on CUDA, 1 on the CPU)")
+    flags = parser.add_argument_group("extras")
+    flags.add_argument("--compare", action="store_true", help="also NAME_compare.png: gray | colorized | original")
+    flags.add_argument("--attention", action="store_true", help="also NAME_attention.png, its statistics, and "
+                       "NAME_attention.html, a page that shows where any point looks")
+    flags.add_argument("--metrics", action="store_true", help="PSNR, ab MSE and colorfulness against all-gray, "
+                       "also where the outputs exist and are kept")
+    args = parser.parse_args(argv)
+    for ok, problem in [
+            (args.size is None or 8 <= args.size <= runs.MAX_SIZE,
+             f"--size {args.size}: must be 8 to {runs.MAX_SIZE} (the short side, in pixels, the network sees)"),
+            (args.batch_size is None or args.batch_size >= 1, f"--batch-size {args.batch_size}: must be 1 or more"),
+            (args.device != "cuda" or torch.cuda.is_available(), "--device cuda, but no CUDA device is available"),
+            (not (args.out and runs.not_a_folder(args.out)),
+             f"--out {printable(args.out or '')}: {runs.not_a_folder(args.out or '.')}"),
+            ("" not in [args.out, args.inception, *(args.checkpoint or [])],
+             "--out, --checkpoint and --inception take a path: an empty one was given")]:
+        if not ok:
+            runs.fail(problem)
+    if args.out:
+        try:
+            os.makedirs(args.out, exist_ok=True)
+            tempfile.TemporaryFile(dir=args.out).close()
+        except OSError as e:
+            runs.fail(f"--out {printable(args.out)}: cannot write there ({e.strerror or e})")
+    args.device = "cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()) else "cpu"
+    args.batch_size = args.batch_size or (8 if args.device == "cuda" else 1)
+    return args
+
+
+# -----------------------------------------------------------------------------
+# 1. Inputs and their outputs
 
 def collect_inputs(paths, out_dir):
     """[(input file, output stem)] for files and folders (recursive), one-line
@@ -83,10 +140,18 @@ def plan_outputs(jobs):
     return planned
 
 
-def save_output(output, path):
+def save_output(output, path, out=None):
     """A PIL image as PNG, or the text of a page, written to a temporary file
-    and renamed: never a half-written output."""
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    and renamed: never a half-written output. Under --out (`out`) the folders
+    on the way are made one at a time, and one that is a link is refused, so
+    that an output under --out stays under it, whatever was planted there."""
+    folder = out
+    for part in os.path.relpath(os.path.dirname(path), out).split(os.sep) if out else []:
+        folder = os.path.join(folder, part)
+        if os.path.islink(folder):
+            raise OSError(f"{printable(folder)} is a link, and no output is written through one")
+        if not os.path.isdir(folder):
+            os.mkdir(folder)
     if isinstance(output, str):
         runs.save_atomic(lambda f: f.write(output.encode("utf-8")), path)
     else:  # compress_level 1: 3-4x faster than the default, ~15% bigger
@@ -100,108 +165,162 @@ def model_name(path, names, several):
     return f"{name}-{len(names) + 1}" if name in names else name
 
 
+# One input to colorize: its number in the plan, its file, the stem of its
+# outputs, the image read, and the suffixes of the outputs to write (none: --metrics only).
+Input = namedtuple("Input", "number path stem rgb alpha todo")
+
+
 class OutputPlan:
-    """colorize.py's jobs: every input file with the stem of its outputs (see
-    plan_outputs), read in batches, written atomically, with progress. An image
-    whose every output asked for exists is skipped (unless --overwrite);
-    otherwise just the missing outputs are made. Failures are counted, said
-    in one line each, and the rest goes on."""
+    """colorize.py's inputs and outputs, to the exit status: every input file
+    with the stem of its outputs (see plan_outputs), read in batches, written
+    atomically, with progress, the lines of --attention and --metrics, and
+    their means. An output that exists is kept (unless --overwrite), and an
+    input whose every output exists is skipped, but for --metrics, which need
+    no file. Failures are counted, said in one line each, and the rest goes on."""
 
     def __init__(self, args):
-        self.args, self.done, self.started = args, 0, time.monotonic()
-        self.eta = runs.Eta(0)
+        self.args, self.names, self.metrics, self.done, self.written, self.skipped = args, [], [], 0, 0, 0
+        self.needs_gray = args.compare or args.metrics  # all-gray: a panel of --compare, the bar of --metrics
         jobs, errors, passed_over = collect_inputs(args.paths, args.out)
         self.jobs, self.failed = plan_outputs(jobs), len(errors)
+        self.eta = runs.Eta(len(self.jobs))
         for e in errors:
             print(f"error: {e}", file=sys.stderr)
         for w in passed_over:
             print(f"warning: {w}", file=sys.stderr)
 
+    def use(self, loaded, demo):
+        """A model colorize.load() returned, said in one line (demo: the bundled
+        demo's path, said as such when no --checkpoint chose it), at --size when
+        given, refused (exit 2) where --attention would need gigabytes. -> the
+        model to colorize with; the first one writes NAME_color.png."""
+        args, path = self.args, printable(loaded.path)
+        size = args.size or loaded.size  # what the network will see: --size, else the checkpoint's own
+        if args.attention and size > MAX_ATTENTION_SIZE:  # N x N float32 weights of a 4:1 copy: size^4 / 256 bytes
+            runs.fail(f"--attention with {'--size' if args.size else path + ', trained at'} {size}: its N x N "
+                      f"attention weights would take up to {size ** 4 / 256 / 2**30:.0f} GB; --size "
+                      f"{MAX_ATTENTION_SIZE} or less with --attention")
+        if loaded.net.attention is not None and args.device == "cpu" and size > SLOW_ATTENTION_SIZE:
+            print(f"note: {path} at a short side of {size}: its attention compares each of {(size // 8) ** 2}+ "
+                  f"positions with every other, minutes a photo on the CPU; --size {SLOW_ATTENTION_SIZE // 2} is "
+                  f"16 times less work", file=sys.stderr)
+        found = "" if args.checkpoint else f"; the newest run under {runs.SEARCHED}, --checkpoint PATH chooses another"
+        if loaded.path == demo and not args.checkpoint:
+            found = (f"; the bundled demo model, trained on 229 photos on a GPU, then on 262 on a CPU; a run of "
+                     f"train.py into {runs.SEARCHED} here is used instead")
+        print(f"checkpoint: {path} ({loaded.summary}{found})", file=sys.stderr)
+        self.names.append(model_name(loaded.path, self.names, len(args.checkpoint or []) > 1))
+        if args.attention and len(self.names) == 1 and loaded.net.attention is None:
+            print(f"note: {path} is a baseline model without attention; no attention maps", file=sys.stderr)
+            args.attention = False  # none asked for, none missing
+        return loaded._replace(size=size)
+
     def batches(self, batch_size):
-        """Lists of (number, path, stem, PIL RGB, alpha or None) to colorize."""
+        """Lists of up to batch_size Inputs to colorize, read as they are needed."""
+        self.started = time.monotonic()  # the clock starts at the first photo: loading models is no progress
+        self.eta.pause()
         extras = {"_compare.png": self.args.compare, "_attention.png": self.args.attention,
                   "_attention.html": self.args.attention}
-        asked = [s for s in OUTPUT_SUFFIXES if extras.get(s, True)]
-        for start in range(0, len(self.jobs), batch_size):
-            batch = []
-            for number, (path, stem) in enumerate(self.jobs[start:start + batch_size], start + 1):
-                folders = [stem + s for s in asked if os.path.isdir(stem + s)]
-                if folders:  # neither skipped as done nor replaced, --overwrite or not
-                    print(f"error: {printable(path)}: {printable(folders[0])} is a folder, where its output goes",
-                          file=sys.stderr)
-                    self.failed += 1
+        asked, batch = [s for s in OUTPUT_SUFFIXES if extras.get(s, True)], []
+        for number, (path, stem) in enumerate(self.jobs, 1):
+            folders = [stem + s for s in asked if os.path.isdir(stem + s)]
+            if folders:  # neither skipped as done nor replaced, --overwrite or not
+                self.error(path, f"{printable(folders[0])} is a folder, where its output goes")
+                continue
+            todo = [s for s in asked if self.args.overwrite or not os.path.exists(stem + s)]
+            if not todo:
+                self.skipped += 1
+                print(f"skip: {', '.join(printable(stem + s) for s in asked)} exist{'s' if len(asked) == 1 else ''} "
+                      f"(use --overwrite)")
+                if not self.args.metrics:
                     continue
-                if all(os.path.exists(stem + s) for s in asked) and not self.args.overwrite:
-                    print(f"skip: {', '.join(printable(stem + s) for s in asked)} exist{'s' if len(asked) == 1 else ''} "
-                          f"(use --overwrite)")
-                    continue
-                try:
-                    rgb, alpha, caught = data.open_image(path)
-                except ValueError as e:
-                    print(f"error: {e}", file=sys.stderr)
-                    self.failed += 1
-                    continue
-                for message in caught:
-                    print(f"warning: {message}", file=sys.stderr)
-                batch.append((number, path, stem, rgb, alpha))
+            try:
+                rgb, alpha, caught = data.open_image(path)
+            except ValueError as e:
+                self.error(None, e)
+                continue
+            for message in caught:
+                print(f"warning: {message}", file=sys.stderr)
+            batch.append(Input(number, path, stem, rgb, alpha, todo))
+            if len(batch) == batch_size:
+                yield batch
+                batch = []
+        if batch:
             yield batch
 
-    def write(self, number, path, stem, images):
-        """Save {suffix: image} for one input (an output kept from an earlier
-        run stays, unless --overwrite) and print its progress line. -> True
-        when written, False when the disk refused (said, counted)."""
+    def error(self, path, reason):
+        print(f"error: {printable(path) + ': ' if path else ''}{reason}", file=sys.stderr)
+        self.failed += 1
+
+    def save(self, job, colored, gray, prediction):
+        """Make one input's outputs (see outputs_for), write them, and say so:
+        its progress line, then its attention and metrics lines."""
+        images, scores, attention_line = outputs_for(self.args, self.names, job, colored, gray, prediction)
         written = []
         try:
             for suffix, image in images.items():
-                if self.args.overwrite or not os.path.exists(stem + suffix):
-                    save_output(image, stem + suffix)
-                    written.append(stem + suffix)
-        except OSError as e:  # disk full, no permission: say so, go on with the rest
-            print(f"error: {printable(path)}: cannot write the output ({e})", file=sys.stderr)
-            self.failed += 1
-            return False
-        self.done += 1
-        line = f"[{number}/{len(self.jobs)}] {printable(path)} -> {', '.join(map(printable, written))}"
-        if len(self.jobs) > 1:  # as train.py logs: throughput and time left
-            rate = self.done / (time.monotonic() - self.started)
-            self.eta.total = len(self.jobs)
-            line += f" | {rate:.2f} img/s | {self.eta.update(number)}"
-        print(line, flush=True)
-        return True
+                if self.args.overwrite or not os.path.exists(job.stem + suffix):  # not there when it was read
+                    save_output(image, job.stem + suffix, self.args.out)
+                    written.append(job.stem + suffix)
+        except OSError as e:  # disk full, no permission, a link on the way: said, and on with the rest
+            return self.error(job.path, f"cannot write the output ({e})")
+        finally:
+            self.written += len(written)
+        if written:
+            self.done += 1
+            line = f"[{job.number}/{len(self.jobs)}] {printable(job.path)} -> {', '.join(map(printable, written))}"
+            if len(self.jobs) > 1:  # as train.py logs: throughput and time left
+                line += f" | {self.done / (time.monotonic() - self.started):.2f} img/s | {self.eta.update(job.number)}"
+            print(line, flush=True)
+        if attention_line:
+            print(f"attention: {printable(job.path)}: {attention_line}")
+        if scores is not None:
+            print(metrics_line(job.path, scores))
+            self.metrics += [scores] if scores else []
+
+    def finish(self):
+        """The means of --metrics, and the exit status: 1 when an input failed,
+        3 when nothing was written because every output existed (said loudly), else 0."""
+        if self.metrics:
+            print_means(self.metrics, self.names)
+        if self.skipped and not self.written:
+            print("nothing written: every output exists already and was kept (an earlier run's, maybe another "
+                  "model's); --overwrite replaces them, -o DIR writes new ones elsewhere", file=sys.stderr)
+        return 1 if self.failed else 3 if self.skipped and not self.written else 0
 
 
 # -----------------------------------------------------------------------------
 # 2. The extras of one input: --compare, --attention, --metrics
 
-def outputs_for(args, names, path, rgb, alpha, colored, gray, prediction):
-    """{suffix: PIL image, or the text of a page} for one input: NAME_color.png
-    from the first model's colorized image (colored: one per model, at full
-    size), and the extras asked for; its metrics (None without --metrics, {}
-    for a gray input, else {name: (PSNR, ab MSE, colorfulness)}); and with
-    --attention, a line of statistics of the attention weights (else None).
+def outputs_for(args, names, job, colored, gray, prediction):
+    """{suffix: PIL image, or the text of a page} for the outputs job.todo
+    names: NAME_color.png from the first model's colorized image (colored: one
+    per model, at full size), and the extras; its metrics (None without
+    --metrics, {} for a gray input, else {name: (PSNR, ab MSE, colorfulness)});
+    and a line of statistics of the attention weights, when drawn (else None).
     gray: all-gray, the input's L with a*b* = 0 (for --compare and --metrics);
     prediction: the first model's (a*b*, attention or None, network's copy)."""
-    result = colored[0].copy()  # the RGB one is still needed for --compare and --metrics
-    if alpha is not None:
-        result.putalpha(alpha)
-    images, has_color = {"_color.png": result}, not data.is_grayscale(rgb)
-    if args.compare:  # copies: thumbnail() shrinks in place, and --metrics needs the full size
-        panels = [p.copy() for p in [gray] + colored + ([rgb] if has_color else [])]
+    images, attention_line = {}, None
+    has_color = (args.compare or args.metrics) and not data.is_grayscale(job.rgb)
+    if "_color.png" in job.todo:  # with alpha, a new image: the RGB one goes on to --compare and --metrics
+        images["_color.png"] = colored[0] if job.alpha is None else \
+            Image.merge("RGBA", (*colored[0].split(), job.alpha))
+    if "_compare.png" in job.todo:  # copies: thumbnail() shrinks in place, and --metrics needs the full size
+        panels = [p.copy() for p in [gray] + colored + ([job.rgb] if has_color else [])]
         for p in panels:
             p.thumbnail((1024, 1024))
         labels = ["gray input"] + (names if len(names) > 1 else ["colorized"]) + (["original"] if has_color else [])
         images["_compare.png"] = side_by_side(panels, labels)
     _, attention, copy = prediction
-    attention_line = None
-    if attention is not None:
+    if attention is not None and {"_attention.png", "_attention.html"} & set(job.todo):
         colored_copy = colored[0].resize(copy.size, Image.BILINEAR)
         panels, labels, attention_line = attention_maps.attention_figure(copy, colored_copy, attention)
         images["_attention.png"] = side_by_side(panels, labels)
-        images["_attention.html"] = attention_maps.attention_page(colored_copy, attention, os.path.basename(path))
+        images["_attention.html"] = attention_maps.attention_page(colored_copy, attention, os.path.basename(job.path))
     if not args.metrics or not has_color:
         return images, {} if args.metrics else None, attention_line
-    return images, {name: image_metrics(c, rgb) for name, c in zip(names + ["all-gray", "original"],
-                                                                   colored + [gray, rgb])}, attention_line
+    return images, {name: image_metrics(c, job.rgb) for name, c in zip(names + ["all-gray", "original"],
+                                                                       colored + [gray, job.rgb])}, attention_line
 
 
 def side_by_side(images, labels=None, gap=4, header=18):
@@ -218,25 +337,12 @@ def side_by_side(images, labels=None, gap=4, header=18):
     return sheet
 
 
-def image_metrics(result, original, rows=256):
-    """(PSNR dB, a*b* MSE in the network's ab/128 units, colorfulness) of a
-    uint8 RGB result (H, W, 3) against the original, in strips of rows, so
-    memory stays bounded at any size: sums of squared errors, and of the
-    opponent channels and their squares, which lab.colorfulness's formula
-    needs (its mean and standard deviation)."""
-    result, original = np.asarray(result), np.asarray(original)
-    sums = np.zeros(6)  # RGB squared error, a*b* squared error, rg, rg^2, yb, yb^2
-    for y in range(0, result.shape[0], rows):
-        pred, true = (data.to_tensor(x[y:y + rows])[None] for x in (result, original))  # (1, 3, rows, W) uint8
-        ab_pred, ab_true = (lab.rgb_to_lab(x)[:, 1:] / lab.AB_SCALE for x in (pred, true))
-        r, g, b = pred.double().unbind(1)
-        rg, yb = (r - g).abs(), ((r + g) / 2 - b).abs()
-        sums += [(pred.double() - true.double()).pow(2).sum().item(), (ab_pred - ab_true).double().pow(2).sum().item(),
-                 rg.sum().item(), rg.pow(2).sum().item(), yb.sum().item(), yb.pow(2).sum().item()]
-    n = result.shape[0] * result.shape[1]
-    mse, ab_mse, rg, rg2, yb, yb2 = sums / [3 * n, 2 * n, n, n, n, n]
-    colorfulness = math.sqrt(max(0.0, rg2 - rg ** 2 + yb2 - yb ** 2)) + 0.3 * math.sqrt(rg ** 2 + yb ** 2)
-    return 20 * math.log10(255 / math.sqrt(mse)) if mse else math.inf, float(ab_mse), colorfulness
+def image_metrics(result, original):
+    """(PSNR dB, a*b* MSE in the network's ab/128 units, colorfulness) of a PIL
+    RGB result against the original, by lab's formulas, which run in strips of
+    rows: bounded memory at any size."""
+    pred, true = data.to_tensor(result)[None], data.to_tensor(original)[None]  # (1, 3, H, W) uint8
+    return lab.psnr(pred, true).item(), lab.ab_mse(pred, true).item(), lab.colorfulness(pred).item()
 
 
 def metrics_line(path, scores):
