@@ -447,8 +447,8 @@ for px in (64,) if args.quick else (256, 512, 1024):
     # In a fresh process each, so that the peak (RSS on the CPU, allocated on the GPU) is the block's own
     code = (f"import torch, model, time\ntorch.manual_seed(0)\natt = model.Attention(256).to({str(device)!r})\n"
             f"h = torch.randn(1, 256, {px // 8}, {px // 8}, device={str(device)!r})\n"
-            "with torch.no_grad():\n    att(h, return_weights=RW)\n    t = time.perf_counter()\n"
-            "    att(h, return_weights=RW)\n    torch.cuda.synchronize() if h.is_cuda else None\n"
+            "with torch.no_grad():\n    att(h, return_attention=RW)\n    t = time.perf_counter()\n"
+            "    att(h, return_attention=RW)\n    torch.cuda.synchronize() if h.is_cuda else None\n"
             "    print('T', time.perf_counter() - t)\n"
             "print('G', round(torch.cuda.max_memory_allocated() / 1024) if h.is_cuda else 0)\n")
     results = {}

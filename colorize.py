@@ -25,7 +25,6 @@ from PIL import Image  # noqa: E402
 
 import data  # noqa: E402
 import lab  # noqa: E402
-import model  # noqa: E402
 import outputs  # noqa: E402
 import runs  # noqa: E402
 from data import printable  # noqa: E402

@@ -479,7 +479,8 @@ def validation_set(files, size, limit, log, spare=None):
     """The validation images: the first `limit` usable files, checked now, not
     after the first --eval-every steps; the others are passed over, said in the
     log. When none is usable and `spare` (the training files of a hash split)
-    is given, its first usable file is moved from training into validation."""
+    is given, its first usable file is moved from training into validation.
+    None usable at all: ValueError."""
     val_set = ImageFolder([], size, train=False)
     for path in files:
         if len(val_set) == limit:
@@ -496,6 +497,8 @@ def validation_set(files, size, limit, log, spare=None):
             log(f"warning: validation: none of the {len(files)} held-out files is usable; {printable(path)} is "
                 f"held out from training instead")
             break
+    if not val_set.files:
+        raise ValueError(f"no readable color image among the {len(files)} validation files")
     return val_set
 
 

@@ -89,8 +89,7 @@ def lab_to_rgb(lab):
     return _in_strips(_lab_to_rgb, lab)
 
 
-def l_to_net(L):
-    """L in [0, 100] -> the network's input in [-1, 1]."""
+def l_to_net(L):  # L in [0, 100] -> the network's input in [-1, 1]
     return L / L_CENTER - 1
 
 

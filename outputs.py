@@ -15,12 +15,10 @@
 import functools
 import os
 import sys
-import tempfile
 import time
 from collections import namedtuple
 
 import numpy as np
-import torch
 from PIL import Image, ImageDraw
 
 import attention_maps
@@ -53,10 +51,10 @@ def command_line(argv, doc):
     flags.add_argument("--checkpoint", action="append", metavar="PATH", help="a checkpoint or run folder (default: "
                        "the newest run under runs/ or out/, else the bundled demo); again: several side by side")
     flags.add_argument("--inception", metavar="PATH", help="Inception-ResNet-v2 weights, if not the cached default")
-    flags.add_argument("--size", type=int, help=f"short side of the network's copy, 8 to {runs.MAX_SIZE} (default: "
-                       "the training size)")
+    flags.add_argument("--size", type=runs.number_in(int, 8, runs.MAX_SIZE),
+                       help="short side of the network's copy in pixels (default: the training size)")
     flags.add_argument("--device", choices=["auto", "cuda", "cpu"], default="auto", help="auto: cuda if available")
-    flags.add_argument("--batch-size", type=int, help="images per forward pass (default: 8 on CUDA, 1 on the CPU)")
+    flags.add_argument("--batch-size", type=runs.number_in(int, 1, 4096), help="images per forward pass (default: 8 on CUDA, 1 on the CPU)")
     flags = parser.add_argument_group("extras")
     flags.add_argument("--compare", action="store_true", help="also NAME_compare.png: gray | colorized | original")
     flags.add_argument("--attention", action="store_true", help="also NAME_attention.png, its statistics, and "
@@ -64,24 +62,11 @@ def command_line(argv, doc):
     flags.add_argument("--metrics", action="store_true", help="PSNR, ab MSE and colorfulness against all-gray, "
                        "also where the outputs exist and are kept")
     args = parser.parse_args(argv)
-    for ok, problem in [
-            (args.size is None or 8 <= args.size <= runs.MAX_SIZE,
-             f"--size {args.size}: must be 8 to {runs.MAX_SIZE} (the short side, in pixels, the network sees)"),
-            (args.batch_size is None or args.batch_size >= 1, f"--batch-size {args.batch_size}: must be 1 or more"),
-            (args.device != "cuda" or torch.cuda.is_available(), "--device cuda, but no CUDA device is available"),
-            (not (args.out and runs.not_a_folder(args.out)),
-             f"--out {printable(args.out or '')}: {runs.not_a_folder(args.out or '.')}"),
-            ("" not in [args.out, args.inception, *(args.checkpoint or [])],
-             "--out, --checkpoint and --inception take a path: an empty one was given")]:
-        if not ok:
-            runs.fail(problem)
+    if "" in [args.out, args.inception, *(args.checkpoint or [])]:
+        runs.fail("--out, --checkpoint and --inception take a path: an empty one was given")
     if args.out:
-        try:
-            os.makedirs(args.out, exist_ok=True)
-            tempfile.TemporaryFile(dir=args.out).close()
-        except OSError as e:
-            runs.fail(f"--out {printable(args.out)}: cannot write there ({e.strerror or e})")
-    args.device = "cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()) else "cpu"
+        runs.writable_folder(args.out)
+    args.device = runs.device(args.device).type
     args.batch_size = args.batch_size or (8 if args.device == "cuda" else 1)
     return args
 

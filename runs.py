@@ -30,8 +30,6 @@ import sys
 import tempfile
 import time
 import types
-import warnings
-import zipfile
 
 # A Ctrl-C in the seconds a command spends importing torch: one line, no
 # traceback. Only for this folder's commands, not a notebook that imports them.

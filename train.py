@@ -104,11 +104,9 @@ memory_format = torch.channels_last if device.type == "cuda" else torch.contiguo
 # -----------------------------------------------------------------------------
 # data: uint8 RGB crops from the loader, Lab on the device
 
-val_set = data.validation_set(start.val_files, args.size, args.val_images, log,
-                              spare=start.train_files if data.held_out_by_hash(args.data) else None)
-if not len(val_set):
-    runs.fail(f"--data {data.printable(args.data)}: no readable color image among the "
-              f"{len(start.val_files)} validation files")
+val_set = runs.checked(data.validation_set, start.val_files, args.size, args.val_images, log,
+                       start.train_files if data.held_out_by_hash(args.data) else None,
+                       said=f"--data {data.printable(args.data)}")  # none usable: one line
 train_set = data.ImageFolder(start.train_files, args.size, train=True, min_area=args.min_crop, cache_mb=args.cache,
                              seed=args.seed)
 if args.cache:
@@ -206,10 +204,6 @@ del ckpt, start.ckpt
 # evaluate(): the validation MSE against the all-gray prediction's
 
 
-def to_uint8(rgb):
-    return (rgb.clamp(0, 1) * 255).round().to(torch.uint8)
-
-
 @torch.no_grad()
 def evaluate(colorizer, n_samples=6):
     """Validation MSE on a*b*/128 (the training loss), PSNR on uint8 RGB and the
@@ -225,11 +219,11 @@ def evaluate(colorizer, n_samples=6):
         sq_err += F.mse_loss(pred, ab, reduction="sum").item()
         gray_err += ab.pow(2).sum().item()  # all-gray predicts ab = 0: the bar to clear
         n_values += ab.numel()
-        out = to_uint8(lab.lab_to_rgb(lab.net_to_lab(lightness.float(), pred))).float()
+        out = lab.to_uint8(lab.lab_to_rgb(lab.net_to_lab(lightness.float(), pred)))  # (B, 3, S, S) uint8
         psnrs += lab.psnr(out, rgb.to(device)).clamp(max=100).tolist()  # clamp: a perfect image is inf
         for k in range(min(len(rgb), n_samples - len(samples))):
-            gray = to_uint8(lab.gray_rgb(lightness[k].float()))
-            samples.append(torch.cat([gray, out[k].to(torch.uint8), rgb[k].to(device)], dim=2))  # (3, S, 3S)
+            gray = lab.to_uint8(lab.gray_rgb(lightness[k].float()))
+            samples.append(torch.cat([gray, out[k], rgb[k].to(device)], dim=2))  # (3, S, 3S)
     net.train()
     if samples:
         run.write_samples(samples)

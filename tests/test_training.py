@@ -9,7 +9,6 @@ import pytest
 import torch
 
 import inception
-import model
 import runs
 from conftest import HERE, TINY, one_error_line, run, write_safetensors
 
