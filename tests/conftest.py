@@ -11,9 +11,11 @@ is marked `posix_only` and skipped elsewhere; no file here imports a POSIX-only
 module at its top, so the suite is collected on any laptop.
 """
 
+import base64
 import dataclasses
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -238,3 +240,14 @@ def fake_run(folder, step, files=("best.pt", "ckpt.pt"), **config):
                     "optimizer": {}, "best_mse": step / 1000}, folder / "ckpt.pt")
     return folder
 
+
+
+def read_page_data(text):
+    """The dict an explorer page embeds, read from its script element id="data"."""
+    return json.loads(re.search(r'<script type="application/json" id="data">(.*?)</script>', text, re.S).group(1))
+
+
+def page_weights(page, n):
+    """The weights a page draws, decoded as its script decodes them: (Q, N) floats."""
+    codes = torch.frombuffer(bytearray(base64.b64decode(page["weights"])), dtype=torch.uint8).view(-1, n).double()
+    return 2.0 ** ((codes - page["uniform_code"]) / page["steps"]) / n

@@ -2,7 +2,6 @@
 and the explorer page, which embeds the model's own weights, stays a few MB,
 holds any file name as text, and opens from disk in a real browser."""
 
-import base64
 import os
 import re
 import shutil
@@ -17,13 +16,7 @@ import attention_maps
 import colorize
 import data
 import outputs
-from conftest import make_photo, run
-
-
-def explorer_weights(page, n):
-    """The weights an explorer page embeds, as the (Q, N) floats it draws."""
-    codes = torch.frombuffer(bytearray(base64.b64decode(page["weights"])), dtype=torch.uint8)
-    return attention_maps.dequantize(codes.view(-1, n), n)
+from conftest import make_photo, page_weights, read_page_data, run
 
 
 def browser():
@@ -59,14 +52,14 @@ def test_the_attention_explorer_embeds_the_models_own_weights(tiny_ckpt, tmp_pat
     assert r.returncode == 0, r.stderr
     text = open(tmp_path / "p_attention.html", encoding="utf-8").read()
     assert not re.search(r"""(src|href)\s*=\s*["'](?!data:|#)|https?://|@import|url\(""", text)  # self-contained
-    page = attention_maps.read_page_data(text)
+    page = read_page_data(text)
     loaded = colorize.load(tiny_ckpt, device="cpu")
     (_, alpha, copy), = colorize.predict_all(loaded, [Image.open(photo).convert("RGB")], return_attention=True)
     assert (page["width"], page["height"]) == copy.size and page["grid"] == [copy.height // 8, copy.width // 8]
     n = alpha.shape[1]
-    assert page["stride"] == 1 and explorer_weights(page, n).shape == alpha.shape  # every query, at this size
+    assert page["stride"] == 1 and page_weights(page, n).shape == alpha.shape  # every query, at this size
     step = 2 ** (1 / 32)  # half a step of 1/16 of a doubling
-    ratio = explorer_weights(page, n) / alpha.double()
+    ratio = page_weights(page, n) / alpha.double()
     assert ((ratio >= 1 / step - 1e-6) & (ratio <= step + 1e-6)).all(), (ratio.min(), ratio.max())
     entropy, top, _ = attention_maps.attention_stats(alpha)
     assert torch.allclose(torch.tensor(page["entropy"]), entropy, atol=6e-4)
@@ -79,8 +72,8 @@ def test_the_explorer_keeps_peaked_weights_and_its_size_bounded():
     query embeds every stride-th one, and the page stays a few MB."""
     picture = Image.new("RGB", (64, 48), (90, 120, 60))
     alpha = torch.softmax(3 * torch.randn(48, 48, generator=torch.Generator().manual_seed(0)), dim=-1)
-    page = attention_maps.read_page_data(attention_maps.attention_page(picture, alpha, "peaked"))
-    back, n = explorer_weights(page, 48), 48
+    page = read_page_data(attention_maps.attention_page(picture, alpha, "peaked"))
+    back, n = page_weights(page, 48), 48
     kept = (alpha * n > 1 / 250) & (alpha * n < 125)
     ratio = back[kept] / alpha.double()[kept]
     assert ratio.min() > 2 ** (-1 / 32) - 1e-6 and ratio.max() < 2 ** (1 / 32) + 1e-6
@@ -103,7 +96,7 @@ def test_the_explorer_page_holds_any_file_name_as_text():
         page.encode("utf-8")  # writable as the file it is saved to
         assert page.count('id="data"') == 1 and page.count("<script") == 2, name
         assert page.count("</script>") == 2 and "<!--" not in page
-        assert attention_maps.read_page_data(page)["title"] == data.printable(name)
+        assert read_page_data(page)["title"] == data.printable(name)
 
 
 @pytest.mark.skipif(not browser() and not os.environ.get("CI"), reason="no headless Chromium here")
@@ -113,7 +106,7 @@ def test_the_explorer_opens_from_disk_and_its_fragment_chooses_the_point(tiny_ck
     photo = make_photo(tmp_path / "p.jpg", size=(160, 96))
     assert run("colorize.py", photo, "--checkpoint", tiny_ckpt, "--attention").returncode == 0
     page = tmp_path / "p_attention.html"
-    page_data = attention_maps.read_page_data(page.read_text())
+    page_data = read_page_data(page.read_text())
     gh, gw = page_data["grid"]
     shots = []
     for k, (x, y) in enumerate([(0.1, 0.1), (0.9, 0.8)]):

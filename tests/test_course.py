@@ -11,9 +11,9 @@ import pytest
 import torch
 from PIL import Image
 
-import attention_maps
 import lab
-from conftest import HERE, assert_interrupted, digest, interrupt_at, make_photo, one_error_line, posix_only, run, script
+from conftest import (HERE, assert_interrupted, digest, interrupt_at, make_photo, one_error_line, posix_only,
+                      read_page_data, run, script)
 
 
 TINY_TASK = ("--steps", "5", "--width", "4")  # docs/attention_task.py: two models of width 4, five steps each
@@ -113,9 +113,9 @@ def test_overfit_one_photo_never_replaces_a_file_unasked_and_says_a_bad_out_in_o
 @pytest.mark.parametrize("flags,words", [
     (["--lr", "nan"], "--lr"), (["--lr", "-1"], "--lr"), (["--lr", "inf"], "--lr"),
     (["--width", "100000"], "--width"), (["--width", "1", "--size", "16"], "--width"),
-    (["--size", "8", "--width", "1"], "--width"), (["--size", "8", "--width", "4"], "--size"),
+    (["--size", "8", "--width", "1"], "--size"), (["--size", "8", "--width", "4"], "--size"),
     (["--size", "80000"], "--size"),
-    (["--width", "1024", "--size", "16"], "GB"), (["--out", ""], "--out")])
+    (["--width", "1024", "--size", "16"], "--width"), (["--out", ""], "--out")])
 def test_overfit_one_photo_refuses_flags_that_cannot_work_before_any_work(tmp_path, flags, words):
     photo = make_photo(tmp_path / "p.jpg", size=(64, 48))
     before = digest(photo)
@@ -191,7 +191,7 @@ def test_attention_task_runs_and_keeps_its_outputs(tmp_path):
     with Image.open(out / "attention_task.png") as figure:
         assert figure.format == "PNG" and figure.size == (5 * 256 + 4 * 4, 4 * (18 + 64) + 3 * 6)
     page = (out / "attention_task.html").read_text(encoding="utf-8")
-    assert page.startswith("<!DOCTYPE html>") and attention_maps.read_page_data(page)["grid"] == [8, 32]
+    assert page.startswith("<!DOCTYPE html>") and read_page_data(page)["grid"] == [8, 32]
     assert sorted(p.name for p in out.iterdir()) == ["attention_task.html", "attention_task.png"]  # no temporary left
 
     # Run again: refused in one line naming the file, before any training, and the files stay as they were.

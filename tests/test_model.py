@@ -44,7 +44,8 @@ def test_a_checkpoint_config_outside_the_networks_choices_is_refused(key, value)
     variant or padding, a flag that is not a bool, a width out of range."""
     config = {**vars(model.ColorizerConfig(width=8)), key: value}
     assert key in runs.malformed({"config": config, "model": {}})
-    assert "no padding" in runs.malformed({"config": {k: v for k, v in config.items() if k != "padding"}, "model": {}})
+    default = vars(model.ColorizerConfig(width=8))
+    assert "no padding" in runs.malformed({"config": {k: v for k, v in default.items() if k != "padding"}, "model": {}})
 
 
 def test_colorizer_returns_attention_maps_for_visualization():
