@@ -168,7 +168,7 @@ def test_the_checkpoint_found_by_search_says_where_and_how_to_choose(tmp_path):
     assert r.returncode == 0 and "newest run under runs/ or out/, --checkpoint PATH chooses another" in r.stderr, r.stderr
     # runs/, where the README and the course train, is searched too: the newest of both wins
     fake_run(tmp_path / "runs" / "first", 7)
-    r = colorize_cli("p.jpg", cwd=tmp_path)
+    r = colorize_cli("p.jpg", "--overwrite", cwd=tmp_path)
     assert r.returncode == 0 and f"checkpoint: {os.path.join('runs', 'first', 'best.pt')} (step 7" in r.stderr, r.stderr
 
 

@@ -20,8 +20,8 @@ def test_a_second_run_skips_what_exists_and_makes_only_what_is_new(tiny_ckpt, tm
     photo = make_photo(tmp_path / "rgb.jpg", size=(120, 80))
     r = run("colorize.py", photo, "--checkpoint", tiny_ckpt)
     assert r.returncode == 0 and "rgb_color.png" in r.stdout, r.stderr
-    r = run("colorize.py", photo, "--checkpoint", tiny_ckpt)
-    assert r.returncode == 0 and "skip:" in r.stdout and "exists" in r.stdout
+    r = run("colorize.py", photo, "--checkpoint", tiny_ckpt)  # nothing new: said loudly, exit status 3
+    assert r.returncode == 3 and "skip:" in r.stdout and "exists" in r.stdout and "nothing written" in r.stderr
     r = run("colorize.py", photo, "--checkpoint", tiny_ckpt, "--overwrite")
     assert r.returncode == 0 and "rgb_color.png" in r.stdout
     kept = digest(tmp_path / "rgb_color.png")
