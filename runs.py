@@ -317,8 +317,8 @@ def averaged_weights(ckpt):
 def load_weights(net, state):
     """net.load_state_dict(state), or ValueError naming the first weight that
     does not fit, or saying that the weights hold NaN or infinite values (a
-    diverged run's weights colorize every photo black). net may be on the meta
-    device: the names and shapes are judged before any memory is spent."""
+    diverged run's weights colorize every photo black). A net on the meta
+    device (no memory) takes the file's tensors as its own."""
     own = net.state_dict()
     for k in [*own, *state]:
         if k not in state or k not in own:
@@ -329,21 +329,19 @@ def load_weights(net, state):
     if bad:
         raise ValueError(f"its weights hold NaN or infinite values ({bad[0]}{' and more' if len(bad) > 1 else ''}: "
                          f"a diverged run?)")
-    if own and next(iter(own.values())).device.type != "meta":
-        net.load_state_dict(state)
+    net.load_state_dict(state, assign=any(v.is_meta for v in own.values()))
     return net
 
 
 def colorizer_from(ckpt, said):
     """The Colorizer a checkpoint describes, with its averaged weights, or
-    CheckpointError "said: why not". Judged first on a network of no memory
-    (the meta device): a small file that declares a huge width is refused
-    without building it."""
-    config, weights = model.ColorizerConfig(**ckpt["config"]), averaged_weights(ckpt)
+    CheckpointError "said: why not". Built on the meta device (no memory, no
+    random initialization), judged there, then given the file's tensors: a
+    small file that declares a huge width is refused without building it."""
+    with torch.device("meta"):
+        net = model.Colorizer(model.ColorizerConfig(**ckpt["config"]))
     try:
-        with torch.device("meta"):
-            load_weights(model.Colorizer(config), weights)
-        return load_weights(model.Colorizer(config), weights)
+        return load_weights(net, averaged_weights(ckpt))
     except ValueError as e:
         raise CheckpointError(f"{said}: not a compatible colorizer checkpoint ({e})") from None
 
