@@ -95,30 +95,24 @@ def flags_given(parser, args):
     return given
 
 
-def number_in(kind, low, high=None, low_open=False, high_open=False):
+def number_in(kind, low, high=None, low_open=False, high_open=False, multiple=1):
     """An argparse type: a finite kind (int or float) from low to high (None:
-    no bound), each end included unless said open. Out of range: argparse's
-    own one-line error naming the flag, exit status 2."""
+    no bound), each end included unless said open, a multiple of `multiple`.
+    Out of range: argparse's own one-line error naming the flag, exit status 2."""
     def parse(text):
         value = kind(text)
-        if not (math.isfinite(value) and (value > low if low_open else value >= low) and
+        if not (math.isfinite(value) and (value > low if low_open else value >= low) and value % multiple == 0 and
                 (high is None or (value < high if high_open else value <= high))):
-            raise argparse.ArgumentTypeError(f"must be {'above' if low_open else 'at least'} {low}" + (
-                "" if high is None else f" and {'below' if high_open else 'at most'} {high}") + f", got {text}")
+            raise argparse.ArgumentTypeError(
+                ("must be " if multiple == 1 else f"must be a multiple of {multiple}, ") +
+                f"{'above' if low_open else 'at least'} {low}" +
+                ("" if high is None else f" and {'below' if high_open else 'at most'} {high}") + f", got {text}")
         return value
     parse.__name__, parse.kind = kind.__name__, kind  # argparse names the type in "invalid int value"
     return parse
 
 
-def crop_size(text):
-    """argparse type of --size: a multiple of 8 (the encoder halves it three times), 8 to 2048."""
-    value = number_in(int, 8, 2048)(text)
-    if value % 8:
-        raise argparse.ArgumentTypeError(f"must be a multiple of 8, got {text}")
-    return value
-
-
-crop_size.kind = int
+crop_size = number_in(int, 8, 2048, multiple=8)  # the encoder halves a crop three times
 
 
 def inception_choice(text):

@@ -21,7 +21,6 @@ looks) and DIR/attention_task.html (the attention explorer of one of them).
 import os
 import signal
 import sys
-import tempfile
 import time
 
 # Ctrl-C while torch loads (seconds): one line, no traceback; nothing is written yet
@@ -54,9 +53,12 @@ HELD_OUT_SEED = 1_000_000  # the measurement's pictures; --seed stays below it
 
 runs.exit_on_stop("interrupted: no half-written output is left")  # Ctrl-C, SIGTERM, SIGHUP
 parser = runs.ArgumentParser(description=__doc__.split("\n\n")[0])  # a bad flag: one line, exit status 2
-parser.add_argument("--seed", type=int, default=0, help="the models' initialization and the training batches")
-parser.add_argument("--steps", type=int, default=400, help="optimizer steps for each model")
-parser.add_argument("--width", type=int, default=16, help="channels of the first encoder conv")
+parser.add_argument("--seed", type=runs.number_in(int, 0, HELD_OUT_SEED - 1), default=0,
+                    help="the models' initialization and the training batches")
+parser.add_argument("--steps", type=runs.number_in(int, 1, 100_000), default=400, help="optimizer steps for each model")
+# Below 4 the decoder's last hidden layer (width // 2 channels) has one channel, and
+# one channel cannot carry gray, red and green: they do not lie on one line in a*b*.
+parser.add_argument("--width", type=runs.number_in(int, 4, 256), default=16, help="channels of the first encoder conv")
 parser.add_argument("--coords", choices=["on", "off"], default="off", help="CoordConv, for both models")
 parser.add_argument("--near", action="store_true", help="put the cue next to the disk, inside the receptive field")
 parser.add_argument("--out", default="runs/attention-task", help="folder for attention_task.png and .html")
@@ -65,23 +67,13 @@ parser.add_argument("--mine", action="store_true", help="use your functions of d
 args = parser.parse_args()
 files = [os.path.join(args.out, "attention_task" + ext) for ext in (".png", ".html")]
 for ok, problem in [  # refused before minutes of training, not after
-        (1 <= args.steps <= 100_000, "--steps must be 1 to 100000"),
-        # Below 4 the decoder's last hidden layer (width // 2 channels) has one channel, and
-        # one channel cannot carry gray, red and green: they do not lie on one line in a*b*.
-        (4 <= args.width <= 256, "--width must be 4 to 256"),
-        (0 <= args.seed < HELD_OUT_SEED, f"--seed must be 0 to {HELD_OUT_SEED - 1}"),
-        (not os.path.exists(args.out) or os.path.isdir(args.out), f"--out {args.out}: exists and is not a folder"),
         *[(not os.path.isdir(path), f"--out {args.out}: {os.path.basename(path)} is a folder, not a file; "
            f"move it away or give another --out") for path in files],
         *[(args.overwrite or not os.path.lexists(path), f"{path} exists; pass --overwrite to replace it")
           for path in files]]:
     if not ok:
         runs.fail(problem)
-try:
-    os.makedirs(args.out, exist_ok=True)
-    tempfile.TemporaryFile(dir=args.out).close()  # written to now: a read-only folder is said before training
-except OSError as e:  # no permission, a read-only disk, ...
-    runs.fail(f"--out {args.out}: cannot write there ({e.strerror or e})")
+runs.writable_folder(args.out)  # written to now: a read-only folder is said before training
 
 # -----------------------------------------------------------------------------
 # 1. The data: pictures made on the fly, in Lab
@@ -114,7 +106,7 @@ def make_batch(n, generator):
 def picture(lightness, ab):
     """(1, H, W) and (2, H, W) in network units -> a PIL RGB picture."""
     rgb = lab.lab_to_rgb(lab.net_to_lab(lightness, ab))          # (3, H, W) in [0, 1]
-    return Image.fromarray((rgb * 255).round().byte().permute(1, 2, 0).numpy())
+    return Image.fromarray(lab.to_uint8(rgb).permute(1, 2, 0).numpy())
 
 
 # -----------------------------------------------------------------------------

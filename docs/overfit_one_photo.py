@@ -7,7 +7,7 @@ in a minute: the model can represent color; whether it can guess colors it never
 import os, signal, sys  # noqa: E401
 signal.signal(signal.SIGINT, lambda *_: (print("interrupted", file=sys.stderr), os._exit(130)))  # while torch loads
 signal.signal(signal.SIGPIPE, signal.SIG_DFL) if hasattr(signal, "SIGPIPE") else None  # `| head`: a quiet stop
-import argparse, math, tempfile, time  # noqa: E401,E402
+import math, time  # noqa: E401,E402
 import numpy as np, torch, torch.nn.functional as F  # noqa: E401,E402
 from PIL import Image  # noqa: E402
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repository's files
@@ -35,26 +35,17 @@ def overfit(rgb, steps, width, lr):
     with torch.no_grad():                                   # eval: BatchNorm's running averages, as colorize.py
         pred = net.eval()(lightness)
     print(f"final, in eval mode: mse {F.mse_loss(pred, ab).item():.5f} (all-gray {gray_mse:.5f})")
-    return [Image.fromarray((lab.lab_to_rgb(lab.net_to_lab(lightness, x))[0] * 255).round().byte().permute(1, 2, 0)
-                            .numpy()) for x in (torch.zeros_like(pred), pred)]  # no color | the color learned
-
-
-def value(kind, ok, rule):  # an argparse type: a bad value is one line that names its flag and the rule
-    def parse(text):
-        if not ok(kind(text)):  # NaN fails every comparison
-            raise argparse.ArgumentTypeError(f"must be {rule}, got {text}")
-        return kind(text)
-    parse.__name__ = kind.__name__  # "invalid int value: 'x'"
-    return parse
+    return [Image.fromarray(lab.to_uint8(lab.lab_to_rgb(lab.net_to_lab(lightness, x))[0]).permute(1, 2, 0).numpy())
+            for x in (torch.zeros_like(pred), pred)]  # no color | the color learned
 
 
 runs.exit_on_stop("interrupted: no half-written output is left")  # Ctrl-C, SIGTERM, SIGHUP: one line, 130
 parser = runs.ArgumentParser(description=__doc__.split("\n\n")[0])  # a bad flag: one line, exit status 2
 parser.add_argument("photo", help="a color photograph")
-parser.add_argument("--steps", type=value(int, lambda v: v in range(1, 10**6 + 1), "1 to 1000000"), default=100)
-parser.add_argument("--size", type=value(int, lambda v: v in range(16, 513, 8), "a multiple of 8, 16-512"), default=128)
-parser.add_argument("--width", type=value(int, lambda v: v in range(2, 129), "2 to 128"), default=16)  # first conv's
-parser.add_argument("--lr", type=value(float, lambda v: 0 < v < math.inf, "a positive number"), default=3e-3)
+parser.add_argument("--steps", type=runs.number_in(int, 1, 10**6), default=100)
+parser.add_argument("--size", type=runs.number_in(int, 16, 512, multiple=8), default=128)  # within a laptop's memory
+parser.add_argument("--width", type=runs.number_in(int, 2, 128), default=16)  # channels of the first conv
+parser.add_argument("--lr", type=runs.number_in(float, 0, low_open=True), default=3e-3)
 parser.add_argument("--out", default="overfit.png", help="gray | prediction | original, as a PNG")
 parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
 args = parser.parse_args()
@@ -69,8 +60,7 @@ rgb = data.center_crop(runs.checked(data.open_image, photo)[0], args.size)
 if data.is_grayscale(rgb):                                 # train.py leaves such photos out too
     runs.fail(f"{photo}: no color (grayscale) at its center: nothing to learn; give a color photo")
 try:  # --out's folder written to now, not after the training; then --out whole (runs.save_atomic) or not at all
-    os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
-    tempfile.TemporaryFile(dir=os.path.dirname(out) or ".").close()
+    runs.writable_folder(os.path.dirname(out) or ".")
     sheet = Image.new("RGB", (3 * args.size, args.size))
     for k, im in enumerate([*overfit(rgb, args.steps, args.width, args.lr), rgb]):  # gray | prediction | original
         sheet.paste(im, (k * args.size, 0))
