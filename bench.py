@@ -38,6 +38,7 @@ import lab  # noqa: E402
 import model  # noqa: E402
 import outputs  # noqa: E402
 import runs  # noqa: E402
+from data import printable  # noqa: E402
 
 parser = runs.ArgumentParser(description=__doc__.split("\n\n")[0])  # a bad flag value: one line, exit status 2
 parser.add_argument("--device", choices=["auto", "cuda", "cpu"], default="auto")
@@ -46,8 +47,9 @@ parser.add_argument("--dtype", choices=["auto", "float32", "bfloat16"], default=
 parser.add_argument("--compile", action="store_true", help="torch.compile the colorizer for the train step")
 parser.add_argument("--photos", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "photos"),
                     help="a folder of real photos for the data and colorize stages (README: The demo model)")
-parser.add_argument("--batch-size", type=int, default=0, help="0: 8 on CPU, 64 on CUDA")
-parser.add_argument("--peak-tflops", type=float, default=0,
+# 1024: 16x the CUDA default; beyond it a batch's own tensors need gigabytes
+parser.add_argument("--batch-size", type=runs.number_in(int, 0, 1024), default=0, help="0: 8 on CPU, 64 on CUDA")
+parser.add_argument("--peak-tflops", type=runs.number_in(float, 0), default=0,
                     help="the card's dense bf16 peak for the MFU column; 0: from its name (H100 SXM 989, "
                          "H100 PCIe 756, H200 989, A100 312)")
 parser.add_argument("--quick", action="store_true", help="tiny sizes, few repeats: checks that every stage runs; "
@@ -63,20 +65,11 @@ def stop(*_):
 # The flags, before any work: a typo costs a second, not a run that dies half-way. A folder
 # without photos skips the rows that need them, with a note; so does the default photos/,
 # which a fresh clone lacks. A folder named but not there is a typo.
-for ok, problem in [
-        (0 <= args.batch_size <= 1024,  # 16x the CUDA default; beyond it a batch's own tensors need gigabytes
-         f"--batch-size {args.batch_size}: must be 0 (the device's default) to 1024"),
-        (math.isfinite(args.peak_tflops) and args.peak_tflops >= 0,
-         f"--peak-tflops {args.peak_tflops:g}: must be 0 (from the card's name) or more"),
-        (args.device != "cuda" or torch.cuda.is_available(),
-         f"--device cuda: torch {torch.__version__} sees no CUDA GPU here (--device cpu runs on the CPU)"),
-        (not args.compile or (args.device != "cpu" and torch.cuda.is_available()),
-         "--compile: CUDA only (PyTorch's CPU compiler fails on the colorizer's replicate padding)"),
-        (os.path.isdir(args.photos) or args.photos == parser.get_default("photos"),
-         f"--photos {args.photos}: {'not a folder' if os.path.exists(args.photos) else 'no such folder'}")]:
-    if not ok:
-        print(f"error: {problem}", file=sys.stderr)
-        sys.exit(2)
+device = runs.device(args.device)
+if args.compile and device.type != "cuda":
+    runs.fail("--compile: CUDA only (PyTorch's CPU compiler fails on the colorizer's replicate padding)")
+if not (os.path.isdir(args.photos) or args.photos == parser.get_default("photos")):
+    runs.fail(f"--photos {printable(args.photos)}: {'not a folder' if os.path.exists(args.photos) else 'no such folder'}")
 signal.signal(signal.SIGINT, stop)
 # The photos the data and colorize rows measure with: color photos that decode (train.py passes over
 # broken and grayscale ones), listed as every script lists them (no FIFO is opened), checked now.
@@ -89,9 +82,8 @@ for path in found:
     reason = checker.load(path)[1]  # None, or why train.py would pass the file over
     (passed_over if reason else photos).append(reason or path)
 if found and not photos:
-    print(f"error: --photos {args.photos}: none of its {len(found)} images is a color photo that decodes (first: "
-          f"{passed_over[0]})", file=sys.stderr)
-    sys.exit(2)
+    runs.fail(f"--photos {args.photos}: none of its {len(found)} images is a color photo that decodes (first: "
+              f"{passed_over[0]})")
 for reason in passed_over:
     print(f"note: passed over {reason}")
 if not photos:
@@ -351,11 +343,12 @@ if photos:
         os.makedirs(os.path.join(folder, "train"))
         os.makedirs(os.path.join(folder, "val"))
         for copy in range(math.ceil(20 * loop_batch / len(photos))):
-            for p in photos:
-                os.symlink(os.path.abspath(p), os.path.join(folder, "train", f"{copy}_{os.path.basename(p)}"))
-        for p in photos[:4]:
-            mirrored = data.load_image(p)[0].transpose(Image.FLIP_LEFT_RIGHT)
-            mirrored.save(os.path.join(folder, "val", os.path.basename(p)), quality=90)
+            for k, p in enumerate(photos):  # numbered: photos of one name in two folders stay two
+                os.symlink(os.path.abspath(p), os.path.join(folder, "train", f"{copy}_{k}_{os.path.basename(p)}"))
+        for k, p in enumerate(photos[:4]):
+            mirrored = data.load_image(p)[0].transpose(Image.FLIP_LEFT_RIGHT).convert("RGB")
+            mirrored.save(os.path.join(folder, "val", f"{k}_{os.path.splitext(os.path.basename(p))[0]}.jpg"),
+                          quality=90)
         cmd = [sys.executable, "train.py", "--data", folder, "--inception", "none", "--out", os.path.join(tmp, "run"),
                "--size", str(size), "--batch-size", str(loop_batch), "--max-steps", str(steps),
                "--eval-every", str(steps), "--val-images", "16", "--log-every", str(max(1, steps // 6)),

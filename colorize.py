@@ -49,11 +49,12 @@ def load(checkpoint=None, device=None, inception=None):
     available). inception: Inception-ResNet-v2 weights, if not the cached default.
     CheckpointError with one line; for a checkpoint found by the search, it
     says so and how to choose another."""
-    if device is not None and str(device).split(":")[0] not in ("cpu", "cuda"):
-        raise ColorizeError(f"device {device!r}: cpu or cuda")
-    if str(device).startswith("cuda") and not torch.cuda.is_available():
-        raise ColorizeError(f"device {device!r}, but no CUDA device is available")
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    try:
+        device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    except (RuntimeError, TypeError):
+        raise ColorizeError(f"device {printable(str(device))[:40]}: cpu or cuda") from None
+    if device.type not in ("cpu", "cuda") or (device.type == "cuda" and not torch.cuda.is_available()):
+        raise ColorizeError(f"device {device}: cpu, or cuda where a CUDA device is available")
     net, ckpt, path = runs.open_colorizer(checkpoint, DEMO_CHECKPOINT)
     inception_net = None
     if net.config.global_branch:  # a file other than the one it was trained with is a warning here (inception.py)

@@ -187,8 +187,9 @@ class OutputPlan:
                       f"{MAX_ATTENTION_SIZE} or less with --attention")
         if loaded.net.attention is not None and args.device == "cpu" and size > SLOW_ATTENTION_SIZE:
             print(f"note: {path} at a short side of {size}: its attention compares each of {(size // 8) ** 2}+ "
-                  f"positions with every other, minutes a photo on the CPU; --size {SLOW_ATTENTION_SIZE // 2} is "
-                  f"16 times less work", file=sys.stderr)
+                  f"positions with every other, minutes to hours a photo on the CPU; --size "
+                  f"{SLOW_ATTENTION_SIZE // 2} is {(size / (SLOW_ATTENTION_SIZE // 2)) ** 4:.0f} times less work",
+                  file=sys.stderr)
         found = "" if args.checkpoint else f"; the newest run under {runs.SEARCHED}, --checkpoint PATH chooses another"
         if loaded.path == demo and not args.checkpoint:
             found = (f"; the bundled demo model, trained on 229 photos on a GPU, then on 262 on a CPU; a run of "
@@ -212,7 +213,7 @@ class OutputPlan:
             if folders:  # neither skipped as done nor replaced, --overwrite or not
                 self.error(path, f"{printable(folders[0])} is a folder, where its output goes")
                 continue
-            todo = [s for s in asked if self.args.overwrite or not os.path.exists(stem + s)]
+            todo = [s for s in asked if self.args.overwrite or not os.path.lexists(stem + s)]  # a link to nothing too
             if not todo:
                 self.skipped += 1
                 print(f"skip: {', '.join(printable(stem + s) for s in asked)} exist{'s' if len(asked) == 1 else ''} "
@@ -244,7 +245,7 @@ class OutputPlan:
         written = []
         try:
             for suffix, image in images.items():
-                if self.args.overwrite or not os.path.exists(job.stem + suffix):  # not there when it was read
+                if self.args.overwrite or not os.path.lexists(job.stem + suffix):  # not there when it was read
                     save_output(image, job.stem + suffix, self.args.out)
                     written.append(job.stem + suffix)
         except OSError as e:  # disk full, no permission, a link on the way: said, and on with the rest

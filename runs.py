@@ -73,7 +73,7 @@ class CheckpointError(RunError):
 
 def fail(message, status=2):
     """Stop a script with one line on stderr (exit 2: the user's input; 1: the run)."""
-    print(f"error: {message}", file=sys.stderr)
+    print(f"error: {printable(str(message))}", file=sys.stderr)  # every control character escaped: one line
     sys.exit(status)
 
 
@@ -101,7 +101,7 @@ def number_in(kind, low, high=None, low_open=False, high_open=False, multiple=1)
     Out of range: argparse's own one-line error naming the flag, exit status 2."""
     def parse(text):
         value = kind(text)
-        if not (math.isfinite(value) and (value > low if low_open else value >= low) and value % multiple == 0 and
+        if not (math.isfinite(value) and (value > low if low_open else value >= low) and (multiple == 1 or value % multiple == 0) and
                 (high is None or (value < high if high_open else value <= high))):
             raise argparse.ArgumentTypeError(
                 ("must be " if multiple == 1 else f"must be a multiple of {multiple}, ") +
@@ -236,7 +236,7 @@ def read_checkpoint(path, missing="no such file", unreadable="not a checkpoint f
     """A checkpoint's dict (plain types only: weights_only=True), or
     CheckpointError "PATH: why not", in the words of the command that asks."""
     if not isinstance(path, (str, os.PathLike)):
-        raise CheckpointError(f"{path!r}: not a path to a checkpoint")
+        raise CheckpointError(f"a {type(path).__name__} where a path to a checkpoint was expected")
     if not os.path.isfile(path):
         raise CheckpointError(f"{printable(path)}: " + ("a folder, not a checkpoint file" if os.path.isdir(path) else
                                                    "not a regular file" if os.path.exists(path) else missing))

@@ -101,7 +101,7 @@ def test_overfit_one_photo_never_replaces_a_file_unasked_and_says_a_bad_out_in_o
     for out, overwrite, says in [(photo, True, "that is the photo itself"), (photo, False, "that is the photo itself"),
                                  (tmp_path / "notes.txt", False, "exists (--overwrite replaces it)"),
                                  (tmp_path, True, "exists and is not a file"),
-                                 (tmp_path / "notes.txt" / "o.png", False, "cannot write there")]:
+                                 (tmp_path / "notes.txt" / "o.png", False, "a file, not a folder")]:
         (tmp_path / "notes.txt").write_text("mine")
         r = run("docs/overfit_one_photo.py", photo, *small, "--out", out, *(["--overwrite"] if overwrite else []))
         assert r.returncode == 2 and says in r.stderr and r.stderr.count("\n") == 1, (out, r.stderr)
@@ -239,7 +239,7 @@ def test_attention_task_measures_the_receptive_field_of_an_untrained_baseline_th
     assert "receptive field: 131 x 131 px (computed: gradient of one output pixel)" in r.stdout.splitlines()
     for width in (2, 3):
         r = run(script("docs/attention_task.py"), "--steps", 1, "--width", width, "--out", tmp_path / "b")
-        one_error_line(r, "--width", "4 to 256")
+        one_error_line(r, "--width", "at least 4 and at most 256")
         assert r.stdout == ""
     assert not (tmp_path / "b").exists()
 
