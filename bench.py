@@ -38,7 +38,6 @@ import lab  # noqa: E402
 import model  # noqa: E402
 import outputs  # noqa: E402
 import runs  # noqa: E402
-from data import printable  # noqa: E402
 
 parser = runs.ArgumentParser(description=__doc__.split("\n\n")[0])  # a bad flag value: one line, exit status 2
 parser.add_argument("--device", choices=["auto", "cuda", "cpu"], default="auto")
@@ -69,7 +68,7 @@ device = runs.device(args.device)
 if args.compile and device.type != "cuda":
     runs.fail("--compile: CUDA only (PyTorch's CPU compiler fails on the colorizer's replicate padding)")
 if not (os.path.isdir(args.photos) or args.photos == parser.get_default("photos")):
-    runs.fail(f"--photos {printable(args.photos)}: {'not a folder' if os.path.exists(args.photos) else 'no such folder'}")
+    runs.fail(f"--photos {args.photos}: {'not a folder' if os.path.exists(args.photos) else 'no such folder'}")
 signal.signal(signal.SIGINT, stop)
 # The photos the data and colorize rows measure with: color photos that decode (train.py passes over
 # broken and grayscale ones), listed as every script lists them (no FIFO is opened), checked now.

@@ -112,7 +112,8 @@ def split_images(root, val_fraction=VAL_FRACTION, problems=None, run_folder=None
         outputs = {f for f in files if f.endswith(OUTPUT_SUFFIXES) or is_run_picture(f)}
         if outputs:
             problems.append(f"{len(outputs)} files in {printable(folder)} are named like colorize.py's outputs "
-                            f"({', '.join('*' + s for s in OUTPUT_SUFFIXES)}, or a run's samples.png and loss.png; e.g. {printable(min(outputs))}) and are "
+                            f"({', '.join('*' + s for s in OUTPUT_SUFFIXES)}, or a run's samples.png and loss.png; "
+                            f"e.g. {printable(min(outputs))}) and are "
                             f"left out; rename them to train on them")
         return [f for f in files if f not in outputs]
     if not held_out_by_hash(root):
@@ -350,7 +351,8 @@ class ImageFolder(torch.utils.data.Dataset):
                 self.cache[path] = rgb, reason
                 self.cached_bytes += nbytes
         self.cache_note = (f"{self.cached_photos()} of the {len(files)} training photos decoded into memory once "
-                           f"({self.cached_bytes / 2**20:.0f} MB of --cache {cache_mb}, {time.monotonic() - started:.1f} s)")
+                           f"({self.cached_bytes / 2**20:.0f} MB of --cache {cache_mb}, "
+                           f"{time.monotonic() - started:.1f} s)")
 
     def cached_photos(self):
         return sum(rgb is not None for rgb, _ in self.cache.values())
@@ -376,7 +378,8 @@ class ImageFolder(torch.utils.data.Dataset):
     def __getitem__(self, index):
         """index: a file's number, or (number, draw) from Draws: the draw number,
         with the seed, then decides the crop and flip, the same in any worker."""
-        index, rng = (index[0], random.Random(f"{self.seed}/{index[1]}")) if isinstance(index, tuple) else (index, random)
+        index, rng = (index[0], random.Random(f"{self.seed}/{index[1]}")) if isinstance(index, tuple) else \
+            (index, random)
         skipped = []
         for attempt in range(len(self.files)):
             path = self.files[(index + attempt) % len(self.files)]

@@ -54,7 +54,8 @@ def command_line(argv, doc):
     flags.add_argument("--size", type=runs.number_in(int, 8, runs.MAX_SIZE),
                        help="short side of the network's copy in pixels (default: the training size)")
     flags.add_argument("--device", choices=["auto", "cuda", "cpu"], default="auto", help="auto: cuda if available")
-    flags.add_argument("--batch-size", type=runs.number_in(int, 1, 4096), help="images per forward pass (default: 8 on CUDA, 1 on the CPU)")
+    flags.add_argument("--batch-size", type=runs.number_in(int, 1, 4096),
+                       help="images per forward pass (default: 8 on CUDA, 1 on the CPU)")
     flags = parser.add_argument_group("extras")
     flags.add_argument("--compare", action="store_true", help="also NAME_compare.png: gray | colorized | original")
     flags.add_argument("--attention", action="store_true", help="also NAME_attention.png, its statistics, and "

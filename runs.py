@@ -101,8 +101,9 @@ def number_in(kind, low, high=None, low_open=False, high_open=False, multiple=1)
     Out of range: argparse's own one-line error naming the flag, exit status 2."""
     def parse(text):
         value = kind(text)
-        if not (math.isfinite(value) and (value > low if low_open else value >= low) and (multiple == 1 or value % multiple == 0) and
-                (high is None or (value < high if high_open else value <= high))):
+        above = value > low if low_open else value >= low
+        below = high is None or (value < high if high_open else value <= high)
+        if not (math.isfinite(value) and above and below and (multiple == 1 or value % multiple == 0)):
             raise argparse.ArgumentTypeError(
                 ("must be " if multiple == 1 else f"must be a multiple of {multiple}, ") +
                 f"{'above' if low_open else 'at least'} {low}" +
@@ -654,7 +655,7 @@ def take_lock(out):
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0), 0o666)
     except OSError as e:  # ELOOP: a link
-        fail(f"--out {printable(out)}: {LOCK} is " + ("a link" if os.path.islink(path) else f"not usable ({e.strerror})")
+        fail(f"--out {out}: {LOCK} is " + ("a link" if os.path.islink(path) else f"not usable ({e.strerror})")
              + ", not train.py's lock; move it away or give another --out")
     lock = os.fdopen(fd, "r+")
     if not stat.S_ISREG(os.fstat(fd).st_mode) or not re.fullmatch(r"\d*\n?", lock.read(32)):
@@ -717,7 +718,8 @@ class Run:
                     if any(torch.is_tensor(v) and v.dim() and v.shape != p.shape for v in optimizer.state[p].values()):
                         raise ValueError(f"its state for a parameter of shape {tuple(p.shape)} has another shape")
         except (ValueError, KeyError, TypeError, RuntimeError) as e:
-            fail(f"--resume {printable(self.path[CHECKPOINT])}: its optimizer state does not fit the model ({inception.short_reason(e)})")
+            fail(f"--resume {self.path[CHECKPOINT]}: its optimizer state does not fit the model "
+                 f"({inception.short_reason(e)})")
         self.history, self.best_mse = ckpt["history"], ckpt.get("best_mse", math.inf)
         torch.set_rng_state(ckpt["rng"]["torch"])
         random.setstate(ckpt["rng"]["python"])
@@ -739,7 +741,8 @@ class Run:
             f"unreadable files and left out {gray} grayscale photos.")
 
     def last_good(self):
-        return f"{printable(self.path[CHECKPOINT])} is the last good checkpoint" if os.path.exists(self.path[CHECKPOINT]) else ""
+        exists = os.path.exists(self.path[CHECKPOINT])
+        return f"{printable(self.path[CHECKPOINT])} is the last good checkpoint" if exists else ""
 
     def save(self, write, name):
         """save_atomic, or stop with one line saying why the file could not be
@@ -747,7 +750,7 @@ class Run:
         try:
             save_atomic(write, self.path[name])
         except OSError as e:
-            fail(f"cannot write {printable(self.path[name])}: {e.strerror or e}" + (f"; {self.last_good()}" if self.last_good()
+            fail(f"cannot write {self.path[name]}: {e.strerror or e}" + (f"; {self.last_good()}" if self.last_good()
                                                                         else ""))
 
     def save_checkpoint(self, step, net, ema_net, optimizer, best_weights=None):
@@ -812,7 +815,8 @@ class Run:
     def stop_if_diverged(self, step, what, value, log):
         """A diverged state is never saved: say so, and whether a good checkpoint exists."""
         if not math.isfinite(value):
-            good = (f"the last good checkpoint is {printable(self.path[CHECKPOINT])}" if os.path.exists(self.path[CHECKPOINT])
+            good = (f"the last good checkpoint is {printable(self.path[CHECKPOINT])}"
+                    if os.path.exists(self.path[CHECKPOINT])
                     else "no checkpoint was written")
             log(f"error: {what} is {value} by step {step}; stopping without saving ({good}); "
                 f"try a lower --lr or --dtype float32.")
@@ -824,7 +828,8 @@ def plot_curves(history, width=640, height=400, pad=56):
     prediction's validation MSE (gray, the bar to clear) against step, log
     scale. -> PIL image, or None before there are two points."""
     series = [([(r["step"], r[key]) for r in history if key in r and r[key] > 0], color)
-              for key, color in (("loss", (31, 119, 180)), ("val_mse", (255, 127, 14)), ("val_mse_gray", (150, 150, 150)))]
+              for key, color in (("loss", (31, 119, 180)), ("val_mse", (255, 127, 14)),
+                                 ("val_mse_gray", (150, 150, 150)))]
     points = [p for s, _ in series for p in s]
     if len(points) < 2:
         return None
@@ -914,5 +919,7 @@ class StopRequest:
             sys.exit(130)
         self.requested = True
         name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
-        self.log(f"{name}: " + ("the last step is being saved; stopping once it is" if getattr(self.run, "last_step", False) else
-                                "saving a checkpoint after this step, then stopping") + " (Ctrl-C again to stop at once)")
+        last = getattr(self.run, "last_step", False)
+        self.log(f"{name}: " + ("the last step is being saved; stopping once it is" if last else
+                                "saving a checkpoint after this step, then stopping")
+                 + " (Ctrl-C again to stop at once)")
