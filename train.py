@@ -151,8 +151,7 @@ if args.init:
     log(f"initialized from {data.printable(args.init)} (step {ckpt.get('step', '?')} of its run)")
 net = net.to(device, memory_format=memory_format)
 log(f"colorizer: {config}, {sum(p.numel() for p in net.parameters()):,} parameters")
-# The moving average of the weights (and BatchNorm statistics): on a small data
-# set it is smoother and generalizes better than the last step's weights.
+# The moving average of the weights (and BatchNorm statistics): on little data it generalizes better.
 ema_net = copy.deepcopy(net).requires_grad_(False) if args.ema > 0 else None
 if ema_net and args.resume and ckpt.get("ema"):
     runs.load_weights(ema_net, ckpt["ema"])
