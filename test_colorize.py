@@ -34,7 +34,7 @@ runs both, `python -m pytest -m "not slow"` all but the few slowest
 (tests/conftest.py holds what those files share, and says why run() forks).
 
     test_lab.py            Lab beyond the references: batches, large images, uint8, gradients
-    test_model.py          the colorizer's switches, bad inputs, padding, a checkerboard learned
+    test_model.py          the colorizer's switches, a config judged, padding, a checkerboard learned
     test_inception_weights.py   every way a weights file is wrong; the download and the caches
     test_data.py           photos read as a viewer shows them; the split, the cache, --balance
     test_training.py       the loss goes down; best.pt, the average, divergence, --init, torchrun
@@ -45,7 +45,7 @@ runs both, `python -m pytest -m "not slow"` all but the few slowest
     test_atomic_save.py    every file written whole or not at all
     test_checkpoints.py    bad checkpoints in one line; export; the newest run found
     test_signals.py        Ctrl-C, SIGTERM and SIGHUP stop cleanly
-    test_colorize_cli.py   colorize.py's outputs: one set per input, nothing written over
+    test_colorize_cli.py   colorize.py's outputs: one set per input, nothing written over, never through a link
     test_colorize_inputs.py     colorize.py's bad flags and files, one line each
     test_colorize_api.py   colorize.colorize() from a notebook
     test_attention_maps.py      the statistics, the figure, the explorer page in a browser
@@ -54,6 +54,8 @@ runs both, `python -m pytest -m "not slow"` all but the few slowest
     test_course.py         docs/course.md's commands and the course scripts
     test_exercises.py      the exercise checker
     test_bench.py          bench.py and the GPU check
+    test_docs.py           every link and anchor resolves; the module imports; the checker names mistakes
+    test_readme.py         the README's commands, in order, write what they say
 """
 
 import hashlib

@@ -15,6 +15,7 @@ from PIL import Image
 import attention_maps
 import colorize
 import data
+import lab
 import outputs
 from conftest import make_photo, page_weights, read_page_data, run
 
@@ -122,3 +123,33 @@ def test_the_explorer_opens_from_disk_and_its_fragment_chooses_the_point(tiny_ck
                        timeout=120)
         shots.append(np.asarray(Image.open(shot).convert("RGB")).astype(int))
     assert np.abs(shots[0] - shots[1]).sum() > 0  # the ring and the heat moved
+
+
+def test_the_attention_kept_is_the_networks_own_among_the_pictures_positions(tiny_ckpt):
+    """predict_ab pads the copy by PAD pixels; the attention it returns is the
+    network's, its rows and columns of the border cells dropped, renormalized."""
+    loaded = colorize.load(tiny_ckpt, device="cpu")
+    copy = Image.fromarray(np.random.default_rng(0).integers(0, 256, (32, 48, 3), dtype=np.uint8))
+    _, alpha = colorize.predict_ab(loaded, [copy], return_attention=True)
+    gh, gw, cut = 32 // 8, 48 // 8, colorize.PAD // 8
+    lightness = lab.l_to_net(lab.rgb_to_l(data.to_tensor(copy)[None]))
+    padded = torch.nn.functional.pad(lightness, (colorize.PAD,) * 4, mode="replicate")
+    with torch.no_grad():
+        _, full = loaded.net(padded, None, return_attention=True)  # over the padded grid
+    width = gw + 2 * cut
+    inside = [(y + cut) * width + x + cut for y in range(gh) for x in range(gw)]
+    expected = full[0][inside][:, inside]
+    expected = expected / expected.sum(-1, keepdim=True)
+    assert alpha.shape == (1, gh * gw, gh * gw) and torch.allclose(alpha[0], expected, atol=1e-6)
+
+
+def test_the_explorer_page_carries_the_weights_and_how_to_read_them():
+    """Read back from the page alone (no helper of the module): every weight
+    within half a quantization step, for a name that tries to close the script."""
+    picture = Image.new("RGB", (64, 48), (90, 120, 60))
+    alpha = torch.softmax(3 * torch.randn(48, 48, generator=torch.Generator().manual_seed(0)), dim=-1)
+    page = read_page_data(attention_maps.attention_page(picture, alpha, "x</script>.png"))
+    assert page["title"] == "x</script>.png" and page["grid"] == [6, 8] and page["stride"] == 1
+    kept = (alpha * 48 > 1 / 250) & (alpha * 48 < 125)
+    ratio = page_weights(page, 48)[kept] / alpha.double()[kept]
+    assert kept.float().mean() > 0.5 and 2 ** (-1 / 32) - 1e-6 < ratio.min() <= ratio.max() < 2 ** (1 / 32) + 1e-6

@@ -87,3 +87,16 @@ def test_bench_measures_with_one_jpeg_and_ctrl_c_after_colorize_is_one_line(tmp_
     assert "train.py loop" in out, (out[-2000:], err[-2000:])
     assert_interrupted(code, out, err, "colorize.py per image")
     assert err == "interrupted: bench.py writes nothing, so nothing is lost\n"
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs here (not POSIX)")
+def test_bench_passes_over_a_fifo_among_its_photos_instead_of_waiting_on_it(tmp_path):
+    """A FIFO named a.jpg beside a broken JPEG: bench.py lists photos as every
+    script does (data.find_images), passes the FIFO over unopened, and stops in
+    one line before any work, in seconds."""
+    os.mkfifo(tmp_path / "a.jpg")
+    (tmp_path / "b.jpg").write_bytes(b"not a JPEG")
+    r = run("bench.py", "--quick", "--photos", tmp_path, timeout=120)
+    assert r.returncode == 2 and r.stdout == "", r.stdout + r.stderr
+    assert r.stderr.startswith("error: --photos ") and r.stderr.count("\n") == 1, r.stderr
+    assert "a.jpg: not a regular file" in r.stderr, r.stderr

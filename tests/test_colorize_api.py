@@ -3,6 +3,8 @@ and arrays, transparency kept, photos turned upright, and what cannot be
 colorized raises one ColorizeError line. (That the output keeps the input's
 L is test_colorize.py's test_the_python_api_keeps_the_inputs_lightness.)"""
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -61,3 +63,25 @@ def test_what_the_api_cannot_colorize_raises_one_line_that_says_why(tmp_path):
     if not torch.cuda.is_available():
         with pytest.raises(colorize.ColorizeError, match="no CUDA device"):
             colorize.load(DEMO, device="cuda")
+
+
+def test_the_python_api_refuses_arrays_that_are_not_images_in_one_line_without_warnings(tiny_ckpt):
+    loaded = colorize.load(tiny_ckpt, device="cpu")
+    for array, said in [(np.array(7, np.uint8), "shape ()"), (np.zeros(7200, np.uint8), "shape (7200,)"),
+                        (np.zeros((4, 5, 2), np.uint8), "shape (4, 5, 2)"),
+                        (np.zeros((4, 5, 1), np.uint8), "shape (4, 5, 1)"),
+                        (np.zeros((2, 3, 4, 5)), "shape (2, 3, 4, 5)"), (np.zeros((0, 5, 3), np.uint8), "empty"),
+                        (np.full((4, 5), np.nan), "NaN"), (np.full((4, 5, 3), np.inf, np.float32), "NaN or inf"),
+                        (np.zeros((4, 5, 3), bool), "dtype bool")]:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            with pytest.raises(colorize.ColorizeError) as e:
+                colorize.colorize(array, loaded)
+        assert said in str(e.value) and "\n" not in str(e.value), (array.shape, str(e.value))
+        assert not caught, [str(w.message) for w in caught]
+    # what the docstring promises still works: (H, W), (H, W, 3) and (H, W, 4), uint8 or floats in [0, 1]
+    rgb = np.random.default_rng(0).integers(0, 256, (30, 40, 3), dtype=np.uint8)
+    for array, mode in [(rgb[..., 0], "RGB"), (rgb, "RGB"), (rgb / 255, "RGB"), (rgb[::2, ::-1], "RGB"),
+                        (np.dstack([rgb, rgb[..., :1]]), "RGBA")]:
+        out = colorize.colorize(array, loaded)
+        assert out.size == (array.shape[1], array.shape[0]) and out.mode == mode

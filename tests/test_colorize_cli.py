@@ -144,3 +144,52 @@ def test_colorize_a_24_megapixel_photo_in_bounded_memory(tiny_ckpt, tmp_path):
     assert Image.open(tmp_path / "big_color.png").size == (6000, 4000) and "big.jpg: colorized PSNR" in r.stdout
     peak_mb = int(r.stdout.split("PEAK_KB")[1].split()[0]) / 1024
     assert peak_mb < 2500, peak_mb  # under 1 GB measured; the whole image in float32 Lab at once: several GB
+
+
+def test_a_link_planted_in_a_folder_under_out_is_never_written_through(tiny_ckpt, tmp_path):
+    """out/docs -> ../victim and out/a/b -> ../../victim: the inputs that would
+    go there are refused in one line naming the link, with or without
+    --overwrite, and nothing outside --out is written or replaced."""
+    src, out, victim = tmp_path / "in", tmp_path / "out", tmp_path / "victim"
+    for folder in (src / "docs", src / "a" / "b", out / "a", victim):
+        folder.mkdir(parents=True)
+    make_photo(src / "top.jpg")
+    make_photo(src / "docs" / "notes.jpg", seed=1)
+    make_photo(src / "a" / "b" / "deep.jpg", seed=2)
+    os.symlink(os.path.join("..", "victim"), out / "docs")
+    os.symlink(os.path.join("..", "..", "victim"), out / "a" / "b")
+    r = run("colorize.py", src, "-o", out, "--checkpoint", tiny_ckpt)
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    assert os.listdir(victim) == [] and (out / "top_color.png").is_file()
+    errors = [line for line in r.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 2, r.stderr
+    assert any("notes.jpg" in e and f"{out / 'docs'} is a link" in e for e in errors), errors
+    assert any("deep.jpg" in e and f"{out / 'a' / 'b'} is a link" in e for e in errors), errors
+    # a file of the user's behind the link is not replaced by --overwrite either
+    (victim / "notes_color.png").write_bytes(b"the user's own file")
+    r = run("colorize.py", src, "-o", out, "--checkpoint", tiny_ckpt, "--overwrite")
+    assert r.returncode == 1 and "is a link" in r.stderr, r.stderr
+    assert sorted(os.listdir(victim)) == ["notes_color.png"]
+    assert (victim / "notes_color.png").read_bytes() == b"the user's own file"
+
+
+def test_outputs_that_exist_still_give_metrics_and_a_run_that_writes_nothing_says_so(tiny_ckpt, tmp_path):
+    """The README's second command after its first: the outputs exist, so they
+    are kept; --metrics are still computed (they need no file), and the last
+    line says loudly that nothing was written and how to write, exit status 3."""
+    photo = make_photo(tmp_path / "p.jpg")
+    r = run("colorize.py", photo, "--checkpoint", tiny_ckpt, "--compare")
+    assert r.returncode == 0 and "nothing written" not in r.stderr, r.stderr
+    kept = {name: digest(tmp_path / name) for name in ("p_color.png", "p_compare.png")}
+    r = run("colorize.py", photo, "--checkpoint", tiny_ckpt, "--compare", "--metrics")
+    assert r.returncode == 3, r.stdout + r.stderr
+    assert "skip: " in r.stdout and re.search(r"metrics: .*p\.jpg: colorized PSNR [\d.]+ dB", r.stdout), r.stdout
+    assert "mean over 1 color images" in r.stdout
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith("nothing written: ") and "--overwrite" in last and "-o DIR" in last, r.stderr
+    assert {name: digest(tmp_path / name) for name in kept} == kept
+    # one input with something to write: no such line, exit status 0
+    r = run("colorize.py", photo, make_photo(tmp_path / "q.jpg", seed=1), "--checkpoint", tiny_ckpt, "--compare")
+    assert r.returncode == 0 and "nothing written" not in r.stderr and "q_color.png" in r.stdout, r.stderr
+    r = run("colorize.py", photo, "--checkpoint", tiny_ckpt, "--compare", "--overwrite")
+    assert r.returncode == 0 and "p_compare.png" in r.stdout and "nothing written" not in r.stderr, r.stderr

@@ -3,7 +3,9 @@ batches and sizes, large images, 8-bit input, gradients, the clip, the network's
 
 import numpy as np
 import torch
+from PIL import Image
 
+import data
 import lab
 
 
@@ -94,3 +96,12 @@ def test_gray_rgb_has_the_same_lightness_and_no_color():
     back = lab.rgb_to_lab(gray)
     assert torch.allclose(back[:, :1] / 50 - 1, lightness, atol=1e-4)
     assert back[:, 1:].abs().max() < 0.01
+
+
+def test_to_tensor_and_to_uint8_are_each_others_inverse():
+    rgb = np.random.default_rng(0).integers(0, 256, (7, 9, 3), dtype=np.uint8)
+    t = data.to_tensor(Image.fromarray(rgb))
+    assert t.shape == (3, 7, 9) and t.dtype == torch.uint8 and torch.equal(t.permute(1, 2, 0), torch.from_numpy(rgb))
+    assert data.to_tensor(Image.fromarray(rgb[..., 0])).shape == (1, 7, 9)  # a gray image: one channel
+    assert torch.equal(lab.to_uint8(t / 255), t)
+    assert lab.to_uint8(torch.tensor([-0.5, 0.0, 0.6 / 255, 0.499, 1.0, 7.0])).tolist() == [0, 0, 1, 127, 255, 255]

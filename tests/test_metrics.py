@@ -54,3 +54,23 @@ def test_all_gray_is_the_inputs_own_lightness_with_no_color(tiny_ckpt, tmp_path)
     # the compare sheet shows that same gray as "gray input"
     panel = np.asarray(Image.open(tmp_path / "rgb_compare.png").convert("RGB"))[18:, :96]
     assert np.abs(panel.astype(int) - gray[0].permute(1, 2, 0).numpy()).max() <= 1
+
+
+def test_metrics_in_strips_match_the_formulas_over_the_whole_image():
+    """lab's metrics sum over strips of rows (bounded memory); the numbers are
+    the textbook formulas' over the whole image, and outputs.image_metrics is
+    those same functions."""
+    rng = np.random.default_rng(1)
+    a, b = (rng.integers(0, 256, (1, 3, 600, 50), dtype=np.uint8) for _ in range(2))  # 600 rows: three strips
+    a, b = torch.from_numpy(a), torch.from_numpy(b)
+    mse = (a.double() - b.double()).pow(2).mean()
+    assert lab.psnr(a, b).item() == pytest.approx(20 * math.log10(255 / math.sqrt(mse)), rel=1e-12)
+    ab = (lab.rgb_to_lab(a)[:, 1:] - lab.rgb_to_lab(b)[:, 1:]).double() / lab.AB_SCALE
+    assert lab.ab_mse(a, b).item() == pytest.approx(ab.pow(2).mean().item(), rel=1e-9)
+    r, g, bl = a.double()[0]
+    rg, yb = (r - g).abs(), ((r + g) / 2 - bl).abs()
+    hasler = math.hypot(rg.std(unbiased=False), yb.std(unbiased=False)) + 0.3 * math.hypot(rg.mean(), yb.mean())
+    assert lab.colorfulness(a).item() == pytest.approx(hasler, rel=1e-9)
+    pictures = [Image.fromarray(x[0].permute(1, 2, 0).numpy()) for x in (a, b)]
+    assert outputs.image_metrics(*pictures) == (lab.psnr(a, b).item(), lab.ab_mse(a, b).item(),
+                                                lab.colorfulness(a).item())

@@ -6,6 +6,7 @@ import re
 import time
 
 import runs
+from conftest import make_photo, run
 
 
 def seconds(eta):
@@ -47,3 +48,21 @@ def test_a_resumed_run_counts_only_the_steps_it_took(monkeypatch):
     eta = runs.Eta(1000, done=500)
     clock[0] += 2.0
     assert seconds(eta.update(501)) == 2 * 499
+
+
+def test_the_progress_clock_starts_at_the_first_photo(tiny_ckpt, tmp_path):
+    """Time spent before the first photo (loading models: seconds) is not
+    progress: the first line's rate and time left come from the photos alone."""
+    photos = [str(make_photo(tmp_path / f"p{i}.jpg", seed=i)) for i in range(3)]
+    code = ("import sys, time, colorize, outputs\n"
+            "made = outputs.OutputPlan.__init__\n"
+            "def slow(self, args):\n"
+            "    made(self, args)\n"
+            "    time.sleep(3)  # as a large model loading after the plan is made\n"
+            "outputs.OutputPlan.__init__ = slow\n"
+            f"sys.exit(colorize.main({photos!r} + ['--checkpoint', {str(tiny_ckpt)!r}]))")
+    r = run("-c", code)
+    assert r.returncode == 0, r.stderr
+    first = r.stdout.splitlines()[0]
+    rate, minutes, seconds = re.search(r"\| ([\d.]+) img/s \| eta (\d+)m(\d+)s", first).groups()
+    assert float(rate) > 1 and 60 * int(minutes) + int(seconds) < 3, first  # with the 3 s: 0.33 img/s, eta 0m06s
