@@ -61,7 +61,7 @@ def load(checkpoint=None, device=None, inception=None):
         try:
             inception_net, _, warning = open_inception(inception or "auto", ckpt.get("inception"), strict=False)
         except (ValueError, RuntimeError) as e:  # the download advice names train.py's flags: cut it
-            reason = str(e).splitlines()[0].removesuffix(" Download").rstrip(".")
+            reason = str(e).split("; download ")[0]
             raise CheckpointError(f"{printable(path)} needs the Inception-ResNet-v2 weights it was trained with "
                                   f"({reason}); give them with --inception PATH") from None
         if warning:

@@ -370,9 +370,9 @@ def hub_cached_inception():
 def manual_steps(path, why):
     """The error of a download that cannot happen: what to do by hand instead."""
     return RuntimeError(
-        f"could not download the Inception-ResNet-v2 weights ({why}). Download\n  {INCEPTION_URL}\n"
-        f"by hand and save it as\n  {path}\nor pass --inception PATH (a .safetensors/.pth "
-        f"file), or --inception none to train without the global branch.")
+        f"could not download the Inception-ResNet-v2 weights ({why}); download {INCEPTION_URL} by hand and "
+        f"save it as {path}, or pass --inception PATH (a .safetensors/.pth file), or --inception none to train "
+        f"without the global branch")
 
 
 def fetch(url, dest):

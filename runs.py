@@ -103,7 +103,7 @@ def number_in(kind, low, high=None, low_open=False, high_open=False, multiple=1)
         value = kind(text)
         above = value > low if low_open else value >= low
         below = high is None or (value < high if high_open else value <= high)
-        if not (math.isfinite(value) and above and below and (multiple == 1 or value % multiple == 0)):
+        if not ((kind is int or math.isfinite(value)) and above and below and (multiple == 1 or value % multiple == 0)):
             raise argparse.ArgumentTypeError(
                 ("must be " if multiple == 1 else f"must be a multiple of {multiple}, ") +
                 f"{'above' if low_open else 'at least'} {low}" +
@@ -281,13 +281,13 @@ def malformed(ckpt):
     if set(config) - set(CONFIG_VALUES):
         return f"its config has an unknown {sorted(set(config) - set(CONFIG_VALUES))[0]!r}"
     for key in ("model", "ema"):
-        if not all(isinstance(v, torch.Tensor) and v.layout == torch.strided and not v.is_complex()
-                   for v in (ckpt.get(key) or {}).values()):
-            return f"{key!r} holds something other than dense real tensors"
+        if not all(isinstance(v, torch.Tensor) and v.layout == torch.strided and not (v.is_quantized or v.is_nested)
+                   and (v.is_floating_point() or v.dtype == torch.int64) for v in (ckpt.get(key) or {}).values()):
+            return f"{key!r} holds something other than dense float tensors (and int64 counters)"
     record = ckpt.get("inception") or {}
     if not all(isinstance(record.get(k), str) for k in ("file", "sha256") if k in record):
         return "its 'inception' record holds something other than a file name and a sha256"
-    finite = lambda v: type(v) in (int, float) and math.isfinite(v)  # noqa: E731
+    finite = lambda v: type(v) is float and math.isfinite(v) or type(v) is int and abs(v) < 2**63  # noqa: E731
     if not all(isinstance(row, dict) and type(row.get("step")) is int and all(
             finite(v) for k, v in row.items() if k != "step") for row in ckpt.get("history") or []):
         return "'history' holds something other than rows of finite numbers"
@@ -296,8 +296,8 @@ def malformed(ckpt):
     size = (ckpt.get("args") or {}).get("size", 256)
     if not (type(size) is int and 8 <= size <= MAX_SIZE):
         return f"its training size is {size!r}"
-    if not all(isinstance(v, (int, float)) for v in (ckpt.get("validation") or {}).values() if v is not None):
-        return "'validation' holds something other than numbers"
+    if not all(finite(v) for v in (ckpt.get("validation") or {}).values() if v is not None):
+        return "'validation' holds something other than finite numbers"
     return None
 
 
@@ -318,8 +318,9 @@ def load_weights(net, state):
     for k in [*own, *state]:
         if k not in state or k not in own:
             raise ValueError(f"{k} is {'missing' if k not in state else 'not in this model'}")
-        if state[k].shape != own[k].shape:
-            raise ValueError(f"{k} has shape {tuple(state[k].shape)}, the model needs {tuple(own[k].shape)}")
+        if state[k].shape != own[k].shape or state[k].is_floating_point() != own[k].is_floating_point():
+            raise ValueError(f"{k} is {tuple(state[k].shape)} {state[k].dtype}, the model needs "
+                             f"{tuple(own[k].shape)} {own[k].dtype}")
     bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
     if bad:
         raise ValueError(f"its weights hold NaN or infinite values ({bad[0]}{' and more' if len(bad) > 1 else ''}: "
@@ -528,8 +529,10 @@ def start_training(parser, args, log, is_main=True):
             fail(f"{flag} must be {must}, got {getattr(args, flag[2:].replace('-', '_'))}")
     device(args.device)
     config = checked(config_from_flags, args, ckpt, source)  # a checkpoint's own: flags may restate it
-    try:  # --init: the averaged weights it was judged by, which must fit and be finite
+    try:  # --init: the averaged weights it was judged by; --resume: the last step's and their average
         init_net = colorizer_from(ckpt, source) if args.init else None
+        for key in ("model", "ema") if args.resume else ():  # on a network of no memory, now
+            colorizer_from({**ckpt, "ema": None, "model": ckpt[key] or ckpt["model"]}, source)
     except CheckpointError as e:
         fail(e)
     given_inception = checked(inception.open_inception, args.inception, (ckpt or {}).get("inception"),
@@ -694,7 +697,8 @@ class Run:
 
     def __init__(self, args, config, inception_record, stream=(0, 0, 0), validation=(), training=(), replaces=()):
         self.args, self.config, self.inception_record = args, config, inception_record
-        self.replaces = list(replaces)  # --overwrite: the old run's files, removed at the first save
+        self.replaces = list(replaces)  # --overwrite: the old run's files, removed once the first save is whole
+        self.written = set()  # the files this run has written
         self.path = {name: os.path.join(args.out, name) for name in RUN_FILES}
         self.history, self.best_mse = [], math.inf  # history: one dict per logged step and per evaluation
         self.finished = False  # True once the last save is done and the process is on its way out
@@ -713,10 +717,16 @@ class Run:
         removed) gives numbers that do not compare: the best starts over, said."""
         try:  # a hand-edited or damaged state fails here, in one line, not at the first step
             optimizer.load_state_dict(ckpt["optimizer"])
-            for group in optimizer.param_groups:
+            for group in optimizer.param_groups:  # Adam's numbers, and a step count and two moments per weight
+                numbers = [group.get(k) for k in ("lr", "eps", "weight_decay")] + list(group.get("betas") or [None])
+                if len(numbers) != 5 or not all(type(v) in (int, float) and math.isfinite(v) for v in numbers):
+                    raise ValueError("its learning rate, betas, eps or weight decay are not numbers")
                 for p in group["params"]:
-                    if any(torch.is_tensor(v) and v.dim() and v.shape != p.shape for v in optimizer.state[p].values()):
-                        raise ValueError(f"its state for a parameter of shape {tuple(p.shape)} has another shape")
+                    state = optimizer.state[p]
+                    if state and not (set(state) == {"step", "exp_avg", "exp_avg_sq"} and all(
+                            torch.is_tensor(v) and v.is_floating_point() and v.shape == (() if k == "step" else p.shape)
+                            for k, v in state.items())):
+                        raise ValueError(f"its state for a parameter of shape {tuple(p.shape)} is not Adam's")
         except (ValueError, KeyError, TypeError, RuntimeError) as e:
             fail(f"--resume {self.path[CHECKPOINT]}: its optimizer state does not fit the model "
                  f"({inception.short_reason(e)})")
@@ -749,6 +759,7 @@ class Run:
         written (a full disk, a lost mount); the file it replaces stays whole."""
         try:
             save_atomic(write, self.path[name])
+            self.written.add(name)
         except OSError as e:
             fail(f"cannot write {self.path[name]}: {e.strerror or e}" + (f"; {self.last_good()}" if self.last_good()
                                                                         else ""))
@@ -757,12 +768,6 @@ class Run:
         """ckpt.pt: everything --resume needs; step is the number of optimizer
         steps done. best.pt too, holding best_weights, when train.py gives them
         (its best validation so far), with what colorize.py needs."""
-        if self.replaces:  # --overwrite: the old run goes now that the new one has something to save
-            for name in self.replaces:
-                if os.path.lexists(self.path[name]):
-                    os.remove(self.path[name])
-            print(f"--overwrite: replaced the old run's {', '.join(self.replaces)}", flush=True)
-            self.replaces = []
         first_step, drawn, per_step = self.stream
         common = {"config": dataclasses.asdict(self.config), "step": step, "history": self.history,
                   "inception": self.inception_record, "args": vars(self.args),
@@ -773,6 +778,12 @@ class Run:
         self.save(torch_writer({**common, "model": net.state_dict(), "optimizer": optimizer.state_dict(),
                                 "best_mse": self.best_mse, "ema": ema_net.state_dict() if ema_net else None,
                                 "rng": {"torch": torch.get_rng_state(), "python": random.getstate()}}), CHECKPOINT)
+        if self.replaces:  # --overwrite: the new run's first save is whole; what is left of the old run goes
+            for name in set(self.replaces) - self.written - {LOG}:  # log.csv: rewritten next (write_log)
+                if os.path.lexists(self.path[name]):
+                    os.remove(self.path[name])
+            print(f"--overwrite: replaced the old run's {', '.join(self.replaces)}", flush=True)
+            self.replaces = []
 
     def write_log(self):
         """log.csv (one row per logged step and per evaluation) and loss.png."""

@@ -44,6 +44,25 @@ def test_train_says_why_a_checkpoint_cannot_be_written(photo_dir, tmp_path):
     assert not list(tmp_path.glob("*.tmp*"))
 
 
+@posix_only  # a file size limit (setrlimit)
+def test_overwrite_on_a_full_disk_keeps_the_old_run(photo_dir, tmp_path):
+    """--overwrite, and the new run's first save fails for want of space: the
+    old run's files are all still there, its ckpt.pt for --resume."""
+    resource = pytest.importorskip("resource")
+    out = tmp_path / "run"
+    assert run("train.py", "--data", photo_dir, "--out", out, "--max-steps", 2, "--eval-every", 2, *TINY).returncode == 0
+    before = {name: (out / name).read_bytes() for name in ("ckpt.pt", "log.csv", "loss.png")}
+
+    def small_files():  # as if the disk were full: the new (wider) model's files do not fit
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (65536, 65536))
+    r = subprocess.run([sys.executable, "train.py", "--data", photo_dir, "--out", out, "--max-steps", "2",
+                        "--eval-every", "2", "--overwrite", *TINY[:2], "--width", "16", *TINY[4:]], cwd=HERE,
+                       capture_output=True, text=True, timeout=300, preexec_fn=small_files)
+    one_error_line(r, "cannot write", "too large")
+    assert {name: (out / name).read_bytes() for name in before} == before  # samples.png: the new run's
+
+
 def test_start_up_removes_a_killed_saves_leftovers_and_nothing_else(photo_dir, tmp_path):
     """NAME.tmpDIGITS beside a file train.py writes is what a killed save
     leaves: removed when train.py starts in the folder, and when --overwrite

@@ -4,6 +4,7 @@ the newest run's best.pt and says so."""
 
 import dataclasses
 import os
+import warnings
 import zipfile
 
 import numpy as np
@@ -229,3 +230,18 @@ def test_an_inception_record_of_other_types_is_refused_in_one_line(tmp_path, rec
     path = small_checkpoint(tmp_path / "small.pt", inception=record)
     with pytest.raises(runs.CheckpointError, match="inception"):
         runs.read_checkpoint(path)
+
+
+@pytest.mark.parametrize("edit", [{"history": [{"step": 1, "val_mse": 10**400}]}, {"validation": {"val_mse": 10**400}},
+                                  {"model": "quantized"}])
+def test_numbers_past_a_float_and_weights_of_other_kinds_are_one_line(tmp_path, edit):
+    path = small_checkpoint(tmp_path / "small.pt")
+    ckpt = torch.load(path, weights_only=True)
+    if edit.get("model") == "quantized":
+        key = next(k for k, v in ckpt["model"].items() if v.dim() == 4)
+        with warnings.catch_warnings():  # torch 2.14 warns that quantized tensors are on their way out
+            warnings.simplefilter("ignore")
+            edit = {"model": {**ckpt["model"], key: torch.quantize_per_tensor(ckpt["model"][key], 0.1, 0, torch.qint8)}}
+    torch.save({**ckpt, **edit}, path)
+    one_error_line(run("colorize.py", make_photo(tmp_path / "p.jpg"), "-o", tmp_path, "--checkpoint", path),
+                   "not a compatible colorizer checkpoint")

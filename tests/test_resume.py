@@ -146,3 +146,25 @@ def test_a_resumed_history_that_is_not_finite_is_refused_before_any_work(photo_d
     next(r for r in ckpt["history"] if key in r)[key] = float("inf")
     torch.save(ckpt, tmp_path / "run" / "ckpt.pt")
     one_error_line(run("train.py", *flags, "--resume", "--max-steps", 3), "history")
+
+
+def test_resume_judges_the_weights_and_the_optimizer_before_any_work(photo_dir, tmp_path):
+    """Weights that are NaN or of another shape or kind, and an optimizer state
+    that is not Adam's, are said in one line before any work, not as a
+    traceback at the first step."""
+    flags = ["--data", photo_dir, "--out", tmp_path / "run", "--eval-every", 2, *TINY]
+    assert run("train.py", *flags, "--max-steps", 2).returncode == 0
+    good = torch.load(tmp_path / "run" / "ckpt.pt", weights_only=True)
+    key, first = next(iter(good["model"])), min(good["optimizer"]["state"])
+    weight = good["model"][key]
+    for name, edit, says in [
+            ("nan", {"model": {**good["model"], key: weight * float("nan")}}, "NaN"),
+            ("shape", {"model": {**good["model"], key: torch.zeros(3)}}, "the model needs"),
+            ("uint8", {"ema": {**good["ema"], key: weight.to(torch.uint8)}}, "float tensors"),
+            ("moment", {"optimizer": {**good["optimizer"], "state": {
+                **good["optimizer"]["state"], first: {**good["optimizer"]["state"][first],
+                                                      "exp_avg": torch.tensor(0.0)}}}}, "not Adam's"),
+            ("betas", {"optimizer": {**good["optimizer"], "param_groups": [
+                {**good["optimizer"]["param_groups"][0], "betas": "ab"}]}}, "betas")]:
+        torch.save({**good, **edit}, tmp_path / "run" / "ckpt.pt")
+        one_error_line(run("train.py", *flags, "--resume", "--max-steps", 4), "--resume", says)

@@ -15,7 +15,8 @@ from conftest import TINY, make_photo, one_error_line, posix_only, run
     ("--batch-size", 0), ("--eval-every", 0), ("--log-every", 0), ("--lr", "nan"), ("--lr", "-1"),
     ("--workers", -1), ("--cache", -1), ("--width", 0), ("--width", 1), ("--val-images", 0), ("--size", 0), ("--size", -8),
     ("--size", 100000), ("--size", 30), ("--max-steps", 0), ("--ema", 1), ("--val-fraction", 0),
-    ("--seed", -1), ("--seed", 2**63 - 1), ("--lr", "abc"), ("--workers", 10**9), ("--batch-size", 10**9)])
+    ("--seed", -1), ("--seed", 2**63 - 1), ("--lr", "abc"), ("--workers", 10**9), ("--batch-size", 10**9),
+    ("--warmup", 10**400), ("--max-steps", 10**400), ("--lr", "1e300")])
 def test_train_checks_every_flag_before_any_work(photo_dir, tmp_path, flag, value):
     r = run("train.py", "--data", photo_dir, "--out", tmp_path / "run", *TINY, flag, value)
     one_error_line(r, flag)
