@@ -53,8 +53,10 @@ def load(checkpoint=None, device=None, inception=None):
         device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     except (RuntimeError, TypeError):
         raise ColorizeError(f"device {printable(str(device))[:40]}: cpu or cuda") from None
-    if device.type not in ("cpu", "cuda") or (device.type == "cuda" and not torch.cuda.is_available()):
-        raise ColorizeError(f"device {device}: cpu, or cuda where a CUDA device is available")
+    if device.type not in ("cpu", "cuda"):
+        raise ColorizeError(f"device {device}: cpu or cuda")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ColorizeError(f"device {device}, but no CUDA device is available")
     net, ckpt, path = runs.open_colorizer(checkpoint, DEMO_CHECKPOINT)
     inception_net = None
     if net.config.global_branch:  # a file other than the one it was trained with is a warning here (inception.py)

@@ -62,7 +62,7 @@ flags.add_argument("--padding", choices=["zeros", "replicate"],
 flags.add_argument("--init", metavar="CKPT", help="start from this checkpoint's weights (fine-tuning), at step 0")
 flags = parser.add_argument_group("optimization")
 flags.add_argument("--batch-size", type=number_in(int, 1, 4096), default=16, help="images per step per process")
-flags.add_argument("--lr", type=number_in(float, 0, 1, low_open=True), default=1e-3, help="Adam's learning rate")
+flags.add_argument("--lr", type=number_in(float, 0, 1e30, low_open=True), default=1e-3, help="Adam's learning rate")
 flags.add_argument("--warmup", type=number_in(int, 0, 10**9), default=100, help="steps of linear learning-rate warmup")
 flags.add_argument("--ema", type=number_in(float, 0, 1, False, True), default=0.999, metavar="DECAY",
                    help="validate (and keep in best.pt) a moving average of the weights; 0: off")
