@@ -8,20 +8,14 @@ the README's placeholders. What is changed, and what is not run, follows the
 rules below, visible and each for a reason; a command with no promise in
 PROMISES fails the test, so the table follows the README.
 
-Self-contained: the repository root goes on sys.path here, nothing comes from
-a conftest. Run it alone with `python -m pytest tests/test_readme.py`.
+Each command runs through conftest's run(), in a process of its own.
 """
-import json
 import os
 import re
 import shlex
 import shutil
-import subprocess
-import sys
-import tempfile
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+from conftest import HERE as ROOT, run
 
 # -----------------------------------------------------------------------------
 # The rules
@@ -113,64 +107,6 @@ def tiny(line):
     return line
 
 
-# -----------------------------------------------------------------------------
-# Running them: a helper that imported torch once forks a child per command (a
-# fresh Python spends seconds importing torch), which runs the script as
-# `python SCRIPT ARGS` would, in its own folder, with its own output and status.
-
-FORK_SERVER = r"""
-import atexit, json, os, runpy, sys, threading
-import numpy, PIL.Image, torch
-reply = os.fdopen(os.dup(1), "w")
-for request in sys.stdin:
-    req = json.loads(request)
-    pid = os.fork()
-    if pid == 0:
-        for fd, path, flags in [(0, os.devnull, os.O_RDONLY), (1, req["stdout"], os.O_WRONLY),
-                                (2, req["stderr"], os.O_WRONLY)]:
-            os.dup2(os.open(path, flags), fd)
-        os.chdir(req["cwd"])
-        code = 0
-        try:
-            sys.argv, sys.path[0] = req["argv"], os.path.dirname(os.path.abspath(req["argv"][0]))
-            runpy.run_path(req["argv"][0], run_name="__main__")
-        except SystemExit as e:
-            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-        except BaseException:
-            import traceback
-            traceback.print_exc()
-            code = 1
-        threading._shutdown()
-        atexit._run_exitfuncs()
-        sys.stdout.flush(), sys.stderr.flush()
-        os._exit(code)
-    reply.write(json.dumps(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])) + "\n")
-    reply.flush()
-"""
-
-
-class Python:
-    """`python SCRIPT ARGS` in a folder, through the fork server."""
-
-    def __init__(self):
-        env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
-        self.server = subprocess.Popen([sys.executable, "-c", FORK_SERVER], stdin=subprocess.PIPE,
-                                       stdout=subprocess.PIPE, text=True, cwd=ROOT, env=env)
-
-    def __call__(self, argv, cwd):
-        with tempfile.TemporaryDirectory() as tmp:
-            out, err = os.path.join(tmp, "stdout"), os.path.join(tmp, "stderr")
-            open(out, "w").close(), open(err, "w").close()
-            self.server.stdin.write(json.dumps({"argv": argv, "cwd": str(cwd), "stdout": out, "stderr": err}) + "\n")
-            self.server.stdin.flush()
-            code = json.loads(self.server.stdout.readline())
-            return code, open(out).read(), open(err).read()
-
-    def close(self):
-        self.server.stdin.close()
-        self.server.wait(timeout=60)
-
-
 def workspace(folder, runs=None):
     """A clone as a newcomer has it (the repository's files linked, runs/
     empty or `runs` linked), with photo.jpg (the windmills of the quick start's
@@ -199,23 +135,20 @@ def test_readme_commands_run_in_order_and_write_what_they_say(tmp_path):
              if not any(re.match(pattern, line) for pattern, _ in SKIPPED)]
     assert len(lines) == len(PROMISES), [line for line, _ in lines]
     main = workspace(tmp_path / "readme")
-    python = Python()
-    try:
-        for number, ((line, example), (finds, files, said)) in enumerate(zip(lines, PROMISES)):
-            line = tiny(line)
-            assert re.search(finds, line), (finds, line)  # the README's order is the table's
-            cwd = workspace(tmp_path / f"example{number}", runs=main / "runs") if example else main
-            before = {f for f in files if os.path.lexists(os.path.join(cwd, f))}
-            argv = shlex.split(line)
-            assert argv[0] == "python", line
-            code, out, err = python(argv[1:], cwd)
-            assert code == 0 and "Traceback" not in err, (line, code, out[-2000:], err[-2000:])
-            missing = [f for f in files if f in before or not os.path.exists(os.path.join(cwd, f))]
-            assert not missing, (line, "not written:", missing, out[-2000:], err[-2000:])
-            if said:
-                assert any(re.match(said, printed) for printed in out.splitlines()), (line, said, out[-2000:])
-    finally:
-        python.close()
+    for number, ((line, example), (finds, files, said)) in enumerate(zip(lines, PROMISES)):
+        line = tiny(line)
+        assert re.search(finds, line), (finds, line)  # the README's order is the table's
+        cwd = workspace(tmp_path / f"example{number}", runs=main / "runs") if example else main
+        before = {f for f in files if os.path.lexists(os.path.join(cwd, f))}
+        argv = shlex.split(line)
+        assert argv[0] == "python", line
+        r = run(*argv[1:], cwd=cwd, timeout=600)
+        code, out, err = r.returncode, r.stdout, r.stderr
+        assert code == 0 and "Traceback" not in err, (line, code, out[-2000:], err[-2000:])
+        missing = [f for f in files if f in before or not os.path.exists(os.path.join(cwd, f))]
+        assert not missing, (line, "not written:", missing, out[-2000:], err[-2000:])
+        if said:
+            assert any(re.match(said, printed) for printed in out.splitlines()), (line, said, out[-2000:])
 
 
 def test_tiny_fills_the_placeholders_and_shrinks_only_train_py():
