@@ -318,9 +318,10 @@ def load_weights(net, state):
     for k in [*own, *state]:
         if k not in state or k not in own:
             raise ValueError(f"{k} is {'missing' if k not in state else 'not in this model'}")
-        if state[k].shape != own[k].shape or state[k].is_floating_point() != own[k].is_floating_point():
-            raise ValueError(f"{k} is {tuple(state[k].shape)} {state[k].dtype}, the model needs "
-                             f"{tuple(own[k].shape)} {own[k].dtype}")
+        if state[k].shape != own[k].shape:
+            raise ValueError(f"{k} has shape {tuple(state[k].shape)}, the model needs {tuple(own[k].shape)}")
+        if state[k].is_floating_point() != own[k].is_floating_point():
+            raise ValueError(f"{k} is {state[k].dtype}, the model needs {own[k].dtype}")
     bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
     if bad:
         raise ValueError(f"its weights hold NaN or infinite values ({bad[0]}{' and more' if len(bad) > 1 else ''}: "
