@@ -25,19 +25,18 @@ import sys
 import tempfile
 import time
 
-signal.signal(signal.SIGINT, lambda *_: os._exit(130))  # Ctrl-C while torch loads (seconds): no traceback
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-from PIL import Image  # noqa: E402
+import runs  # first: a Ctrl-C while torch loads (seconds) stops in one line
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
 
-import colorize  # noqa: E402
-import data  # noqa: E402
-import inception  # noqa: E402
-import lab  # noqa: E402
-import model  # noqa: E402
-import outputs  # noqa: E402
-import runs  # noqa: E402
+import colorize
+import data
+import inception
+import lab
+import model
+import outputs
 
 parser = runs.ArgumentParser(description=__doc__.split("\n\n")[0])  # a bad flag value: one line, exit status 2
 parser.add_argument("--device", choices=["auto", "cuda", "cpu"], default="auto")

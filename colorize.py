@@ -12,24 +12,21 @@ flags. From Python (a notebook): colorize.colorize("photo.jpg") returns a PIL
 image; colorizer = colorize.load() once, then colorize.colorize(image, colorizer).
 """
 import os
-import signal
 import sys
 from collections import namedtuple
 
-if __name__ == "__main__":  # Ctrl-C while torch loads (seconds): nothing written yet, no traceback
-    signal.signal(signal.SIGINT, lambda *_: os._exit(130))
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-from PIL import Image  # noqa: E402
+import runs  # first: a Ctrl-C while torch loads (seconds) stops in one line
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
 
-import data  # noqa: E402
-import lab  # noqa: E402
-import outputs  # noqa: E402
-import runs  # noqa: E402
-from data import printable  # noqa: E402
-from inception import inception_embedding, open_inception  # noqa: E402
-from runs import CheckpointError, RunError as ColorizeError  # noqa: E402  (one-line errors, for notebooks)
+import data
+import lab
+import outputs
+from data import printable
+from inception import inception_embedding, open_inception
+from runs import CheckpointError, RunError as ColorizeError  # one-line errors, for notebooks
 
 # The model a fresh clone uses when no checkpoint is given or found (README: The demo model).
 DEMO_CHECKPOINT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "demo", "colorizer.pt")

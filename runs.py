@@ -146,10 +146,11 @@ def writable_folder(path, flag="--out"):
         os.makedirs(path, exist_ok=True)
         tempfile.TemporaryFile(dir=path).close()
     except OSError as e:
-        why = ("a link to nothing (or a loop of links)" if not os.path.exists(path) else "a file, not a folder"
-               if os.path.isfile(path) else "not a folder (a device or a FIFO)") if os.path.lexists(path) and \
-            not os.path.isdir(path) else f"cannot write there ({e.strerror or e})"
-        fail(f"{flag} {printable(path)}: {why}")
+        why = f"cannot write there ({e.strerror or e})"
+        if os.path.lexists(path) and not os.path.isdir(path):  # something other than a folder is there
+            why = ("a link to nothing (or a loop of links)" if not os.path.exists(path) else
+                   "a file, not a folder" if os.path.isfile(path) else "not a folder (a device or a FIFO)")
+        fail(f"{flag} {path}: {why}")
     return made
 
 
@@ -330,15 +331,15 @@ def load_weights(net, state):
     return net
 
 
-def colorizer_from(ckpt, said):
-    """The Colorizer a checkpoint describes, with its averaged weights, or
-    CheckpointError "said: why not". Built on the meta device (no memory, no
+def colorizer_from(ckpt, said, weights=None):
+    """The Colorizer a checkpoint describes, with its averaged weights (or
+    `weights`), or CheckpointError "said: why not". Built on the meta device (no memory, no
     random initialization), judged there, then given the file's tensors: a
     small file that declares a huge width is refused without building it."""
     with torch.device("meta"):
         net = model.Colorizer(model.ColorizerConfig(**ckpt["config"]))
     try:
-        return load_weights(net, averaged_weights(ckpt))
+        return load_weights(net, averaged_weights(ckpt) if weights is None else weights)
     except ValueError as e:
         raise CheckpointError(f"{said}: not a compatible colorizer checkpoint ({e})") from None
 
@@ -349,8 +350,8 @@ def config_from_flags(flags, ckpt=None, source="the checkpoint"):
     checkpoint's config, which the flags may restate but not change."""
     if ckpt is None:
         variant = flags.model or "attention"
-        return model.ColorizerConfig(variant=variant, coords=(flags.coords or "on" if variant == "attention" else
-                                                              flags.coords or "off") == "on",
+        coords = flags.coords or ("on" if variant == "attention" else "off")  # the paper's has them, the baseline not
+        return model.ColorizerConfig(variant=variant, coords=coords == "on",
                                      global_branch=flags.inception != "none", width=flags.width or 64,
                                      padding=flags.padding or model.ColorizerConfig.padding)
     config = model.ColorizerConfig(**ckpt["config"])
@@ -532,8 +533,8 @@ def start_training(parser, args, log, is_main=True):
     config = checked(config_from_flags, args, ckpt, source)  # a checkpoint's own: flags may restate it
     try:  # --init: the averaged weights it was judged by; --resume: the last step's and their average
         init_net = colorizer_from(ckpt, source) if args.init else None
-        for key in ("model", "ema") if args.resume else ():  # on a network of no memory, now
-            colorizer_from({**ckpt, "ema": None, "model": ckpt[key] or ckpt["model"]}, source)
+        for weights in [ckpt[k] for k in ("model", "ema") if args.resume and ckpt.get(k)]:
+            colorizer_from(ckpt, source, weights)  # on a network of no memory, now
     except CheckpointError as e:
         fail(e)
     given_inception = checked(inception.open_inception, args.inception, (ckpt or {}).get("inception"),
@@ -588,7 +589,7 @@ def start_checkpoint(args):
     not replace a run in --out unless --overwrite. One line and exit 2 if not."""
     if args.resume and args.init:
         fail("--resume continues a run, --init starts a new one from a checkpoint: give one of them")
-    out = printable(args.out)
+    out = args.out
     path = os.path.join(args.out, CHECKPOINT) if args.resume else args.init
     flag = "--resume" if args.resume else "--init"
     held = run_files(args.out)
@@ -606,10 +607,10 @@ def start_checkpoint(args):
     except CheckpointError as e:
         fail(f"{flag} {e}")
     if args.resume and "optimizer" not in ckpt:
-        fail(f"--resume: {printable(path)} holds only a model, not a run to continue; fine-tune from it "
-             f"with --init {printable(path)} and another --out")
+        fail(f"--resume: {path} holds only a model, not a run to continue; fine-tune from it "
+             f"with --init {path} and another --out")
     if args.resume and resumable(ckpt):
-        fail(f"--resume: {printable(path)} is not a run to continue ({resumable(ckpt)})")
+        fail(f"--resume: {path} is not a run to continue ({resumable(ckpt)})")
     return ckpt
 
 
@@ -621,13 +622,13 @@ def prepare_folder(args, ckpt=None):
     save left behind. A folder made here and left empty by a failed start is
     removed again. -> (the lock, held while the process lives; the old run's
     files that --overwrite is to replace)."""
-    out, said = args.out, printable(args.out)
+    out = args.out
     if writable_folder(out):
         atexit.register(remove_if_empty, out)
     lock = take_lock(out)
     held = run_files(out)  # under the lock: what no other train.py will change now
     if held and not args.resume and not args.overwrite:
-        fail(f"--out {said}: another train.py wrote a run there ({', '.join(held)}) while this one started: "
+        fail(f"--out {out}: another train.py wrote a run there ({', '.join(held)}) while this one started: "
              f"--resume to continue it, --overwrite to start over, or another --out")
     if args.resume:
         try:  # mmap: the step without reading the weights
@@ -635,7 +636,7 @@ def prepare_folder(args, ckpt=None):
         except Exception:
             step = None
         if step != ckpt["step"]:
-            fail(f"--resume: {printable(os.path.join(out, CHECKPOINT))} changed while this run started (step "
+            fail(f"--resume: {os.path.join(out, CHECKPOINT)} changed while this run started (step "
                  f"{ckpt['step']}, now {step}): another train.py went on with it; --resume again")
     for name in os.listdir(out):  # after the lock: no other run's save is in flight
         path = os.path.join(out, name)
@@ -663,7 +664,7 @@ def take_lock(out):
              + ", not train.py's lock; move it away or give another --out")
     lock = os.fdopen(fd, "r+")
     if not stat.S_ISREG(os.fstat(fd).st_mode) or not re.fullmatch(r"\d*\n?", lock.read(32)):
-        fail(f"--out {printable(out)}: {LOCK} is not train.py's lock (it is not a file holding a process id); move it "
+        fail(f"--out {out}: {LOCK} is not train.py's lock (it is not a file holding a process id); move it "
              f"away or give another --out")
     if fcntl is None:
         return lock
@@ -671,7 +672,7 @@ def take_lock(out):
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
         lock.seek(0)
-        fail(f"--out {printable(out)}: another train.py (pid {lock.read().strip() or '?'}) is writing there; "
+        fail(f"--out {out}: another train.py (pid {lock.read().strip() or '?'}) is writing there; "
              f"wait for it, stop it, or give another --out")
     lock.seek(0)
     lock.truncate()
@@ -931,7 +932,6 @@ class StopRequest:
             sys.exit(130)
         self.requested = True
         name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
-        last = getattr(self.run, "last_step", False)
-        self.log(f"{name}: " + ("the last step is being saved; stopping once it is" if last else
+        self.log(f"{name}: " + ("the last step is being saved; stopping once it is" if self.run.last_step else
                                 "saving a checkpoint after this step, then stopping")
                  + " (Ctrl-C again to stop at once)")

@@ -83,7 +83,7 @@ STOP_WHILE_EXITING = """
 import atexit, os, signal, sys, time
 import runs
 class Run:  # what StopRequest asks of train.py's run
-    finished = False
+    finished = last_step = False
     def last_good(self):
         return "run/ckpt.pt is the last good checkpoint"
 run = Run()
