@@ -414,6 +414,16 @@ def balance_weights(files, power):
     return [counts[s] ** -power for s in sources]
 
 
+def describe(args, train_set, val_set, weights, world):
+    """What train.py says of its data: the photos decoded into memory (--cache),
+    the training and validation photos, and (--balance) each source's share."""
+    lines = [f"data: {train_set.cache_note}{' in each training process' if world > 1 else ''}"] if args.cache else []
+    lines.append(f"data: {len(train_set)} training and {len(val_set)} validation images in {printable(args.data)}")
+    if weights:
+        lines.append(f"data: --balance {args.balance:g}: {source_shares(train_set.files, weights, args.data)}")
+    return "\n".join(lines)
+
+
 def source_shares(files, weights, root, most=8):
     """"gcompris 17%, kphotoalbum 17%, ...": the share of the draws each source
     gets, the largest `most` of them."""
@@ -470,6 +480,8 @@ def batches(dataset, batch_size, workers, note_skipped, seed=0, rank=0, world=1,
             for rgb, reasons in stream:
                 note_skipped(reasons)
                 yield rgb
+        except ValueError as e:  # every file unreadable or grayscale, said in a worker: the last line is the reason
+            raise ValueError(str(e).strip().splitlines()[-1].removeprefix("ValueError: ")) from None
         finally:  # the workers stop now, told by the loader itself
             getattr(stream, "_shutdown_workers", lambda: None)()
             del stream

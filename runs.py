@@ -504,7 +504,7 @@ def run_files(out):
     return [name for name in RUN_FILES if os.path.lexists(os.path.join(out, name))]
 
 
-def start_training(parser, args, log, is_main=True):
+def start_training(parser, args):
     """Everything train.py checks before any work, in the order it matters,
     each problem one line and exit status 2: the flags that depend on each
     other or on a checkpoint, the checkpoint --resume continues or --init
@@ -512,6 +512,8 @@ def start_training(parser, args, log, is_main=True):
     folder is made and locked. Nothing is removed here: with --overwrite the
     old run's files are replaced at the new run's first save (Run), so a
     start that fails later loses nothing. -> what the run starts from."""
+    is_main = int(os.environ.get("RANK", 0)) == 0  # only rank 0 logs and writes files
+    log = (lambda *a: print(*a, flush=True)) if is_main else (lambda *a: None)  # flushed: log files fill as it runs
     given = flags_given(parser, args)
     for stream in (sys.stdout, sys.stderr):  # file names that are not valid UTF-8 still print
         stream.reconfigure(errors="backslashreplace")
@@ -531,10 +533,10 @@ def start_training(parser, args, log, is_main=True):
             fail(f"{flag} must be {must}, got {getattr(args, flag[2:].replace('-', '_'))}")
     device(args.device)
     config = checked(config_from_flags, args, ckpt, source)  # a checkpoint's own: flags may restate it
-    try:  # --init: the averaged weights it was judged by; --resume: the last step's and their average
-        init_net = colorizer_from(ckpt, source) if args.init else None
-        for weights in [ckpt[k] for k in ("model", "ema") if args.resume and ckpt.get(k)]:
-            colorizer_from(ckpt, source, weights)  # on a network of no memory, now
+    try:  # built on a network of no memory, judged, then given the file's tensors, now
+        net = colorizer_from(ckpt, source) if args.init else \
+            colorizer_from(ckpt, source, ckpt["model"]) if args.resume else None  # --resume: the last step's
+        ema_net = colorizer_from(ckpt, source, ckpt["ema"]) if args.resume and ckpt.get("ema") else None
     except CheckpointError as e:
         fail(e)
     given_inception = checked(inception.open_inception, args.inception, (ckpt or {}).get("inception"),
@@ -549,37 +551,67 @@ def start_training(parser, args, log, is_main=True):
         log(f"warning: {problem}")
     lock, replaces = prepare_folder(args, ckpt) if is_main else (None, [])  # the lock: held until the process ends
     args.inception = args.inception or "auto"
+    if args.init:
+        log(f"initialized from {printable(args.init)} (step {ckpt.get('step', '?')} of its run)")
+    skipped = set()  # files passed over while training: one-line reasons, each said once
+
+    def note_skipped(reasons):
+        for reason in set(reasons) - skipped:
+            skipped.add(reason)
+            log(f"warning: skipped {reason}")
+    world = int(os.environ.get("WORLD_SIZE", 1))
     return types.SimpleNamespace(
-        ckpt=ckpt, step=step, config=config, init_net=init_net, inception=given_inception[:2] if given_inception
-        else None, train_files=train_files, val_files=val_files, lock=lock, replaces=replaces,
+        log=log, is_main=is_main, ckpt=ckpt, step=step, config=config, net=net, ema_net=ema_net,
+        inception=given_inception[:2] if given_inception else None, train_files=train_files, val_files=val_files,
+        lock=lock, replaces=replaces, skipped=skipped, note_skipped=note_skipped,
+        # the photos drawn so far (all ranks), where the stream of a resumed run goes on
+        draws=ckpt.get("draws", step * args.batch_size * world) if args.resume else 0,
         fine_tune=bool(args.init or (ckpt or {}).get("args", {}).get("init")))  # also when --resume continues one
 
 
-def start_device(choice, distributed):
-    """--device -> (torch.device, rank, world). On CUDA: TF32 matmuls and
-    cuDNN's autotuner (fixed crop sizes: it picks the fastest kernels once).
-    Under torchrun: the process group, each rank on the GPU of its LOCAL_RANK,
-    named, so that collectives (the final barrier) know which one it is."""
-    dev = device(choice, index=int(os.environ.get("LOCAL_RANK", 0)))
+def start_device(args):
+    """--device -> (torch.device, rank, world), the seeds set (each rank its
+    own), --dtype auto made bfloat16 on CUDA, float32 on the CPU. On CUDA: TF32 matmuls and cuDNN's autotuner (fixed crop sizes: it
+    picks the fastest kernels once). Under torchrun: the process group, each
+    rank on the GPU of its LOCAL_RANK, named, so that collectives (the final
+    barrier) know which one it is."""
+    dev = device(args.device, index=int(os.environ.get("LOCAL_RANK", 0)))
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
         torch.backends.cudnn.benchmark = True
-    if not distributed:
-        return dev, 0, 1
-    torch.distributed.init_process_group("nccl" if dev.type == "cuda" else "gloo",
-                                         device_id=dev if dev.type == "cuda" else None)
-    return dev, torch.distributed.get_rank(), torch.distributed.get_world_size()
+    rank, world = 0, 1
+    if "RANK" in os.environ:  # set by torchrun
+        torch.distributed.init_process_group("nccl" if dev.type == "cuda" else "gloo",
+                                             device_id=dev if dev.type == "cuda" else None)
+        rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
+    random.seed(args.seed + rank)
+    torch.manual_seed(args.seed + rank)
+    if args.dtype == "auto":
+        args.dtype = "bfloat16" if dev.type == "cuda" else "float32"
+    return dev, rank, world
 
 
-def open_default_inception(ckpt, distributed, is_main):
-    """--inception auto: the default weights, downloaded once (under torchrun by
-    rank 0, the others find them in the cache). -> (network, record)."""
-    if distributed:
-        if is_main:
+def start_inception(start, dev, memory_format):
+    """The frozen Inception on the device, said in the log: --inception PATH as
+    start_training checked it, or the default weights, downloaded once (under
+    torchrun by rank 0; the others find them in the cache). -> (network, record)."""
+    if start.inception is None and "RANK" in os.environ:
+        if start.is_main:
             checked(inception.default_inception_path)
         torch.distributed.barrier()
-    return checked(inception.open_inception, "auto", (ckpt or {}).get("inception"))[:2]
+    net, record = start.inception or checked(inception.open_inception, "auto", (start.ckpt or {}).get("inception"))[:2]
+    start.log(f"inception: {record['file']} (sha256 {record['sha256'][:12]}...)")
+    return net.to(dev, memory_format=memory_format), record
+
+
+def wrap_for_training(net, compile, dev):
+    """What the training step calls: net compiled with --compile, and under
+    torchrun in DistributedDataParallel (gradients averaged over the ranks)."""
+    net = torch.compile(net) if compile else net
+    if "RANK" not in os.environ:
+        return net
+    return torch.nn.parallel.DistributedDataParallel(net, device_ids=[dev.index] if dev.type == "cuda" else None)
 
 
 def start_checkpoint(args):
@@ -695,28 +727,41 @@ def remove_if_empty(out):
 class Run:
     """The files of one training run in its --out folder: ckpt.pt (all that
     --resume needs), best.pt (the best validation so far, what colorize.py
-    uses), log.csv, loss.png and samples.png. Rank 0 alone writes them."""
+    uses), log.csv, loss.png and samples.png, and what goes into them: the
+    history of losses and validations. Rank 0 alone writes them. A stop
+    signal (StopRequest) saves the step in hand and stops."""
 
-    def __init__(self, args, config, inception_record, stream=(0, 0, 0), validation=(), training=(), replaces=()):
-        self.args, self.config, self.inception_record = args, config, inception_record
-        self.replaces = list(replaces)  # --overwrite: the old run's files, removed once the first save is whole
+    def __init__(self, args, start, inception_record, validation, optimizer, world):
+        self.args, self.config, self.inception_record = args, start.config, inception_record
+        self.start, self.optimizer, self.log = start, optimizer, start.log
+        self.replaces = list(start.replaces)  # --overwrite: the old run's files, removed once the first save is whole
         self.written = set()  # the files this run has written
         self.path = {name: os.path.join(args.out, name) for name in RUN_FILES}
         self.history, self.best_mse = [], math.inf  # history: one dict per logged step and per evaluation
         self.finished = False  # True once the last save is done and the process is on its way out
         self.last_step = False  # True from the start of the last step's evaluation and save
         # (step, photos drawn by then, drawn per step): how far the stream of photos is at each step
-        self.stream = stream
+        self.stream = (start.step, start.draws, args.batch_size * world)
         # What validation judges and what the stream of photos draws from: digests of the photos'
         # names and sizes, kept in checkpoints, so that a --resume can tell when they changed.
         digest = lambda files: hashlib.sha1(repr([(os.path.relpath(f, args.data), os.path.getsize(f))  # noqa: E731
                                                   for f in files]).encode()).hexdigest()
-        self.validated_on, self.trained_on = digest(validation), digest(training)
+        self.validated_on, self.trained_on = digest(validation), digest(start.train_files)
+        # The loss since the last log line, summed on the device: the GPU never waits for a per-step .item()
+        self.loss_sum, self.loss_count, self.images, self.clock = 0, 0, 0, time.monotonic()
+        self.eta = Eta(args.max_steps, done=start.step)  # from the recent rate: it follows a machine that gets busy
+        self.validating_since = None
+        self.stop_request = StopRequest(self, self.log) if "RANK" not in os.environ else stop_every_rank(self, self.log)
+        if args.resume:
+            self.restore(start.ckpt)
+            self.log(f"resumed from {printable(self.path[CHECKPOINT])} at step {start.step}")
+        start.ckpt = None  # its tensors: the optimizer's are copied, the weights are the network's own
 
-    def restore(self, ckpt, optimizer, log):
+    def restore(self, ckpt):
         """--resume: the optimizer, history, best so far and random state of the
         run. Validation on other photos than the checkpoint's (photos added or
         removed) gives numbers that do not compare: the best starts over, said."""
+        optimizer = self.optimizer
         try:  # a hand-edited or damaged state fails here, in one line, not at the first step
             optimizer.load_state_dict(ckpt["optimizer"])
             for group in optimizer.param_groups:  # Adam's numbers, and a step count and two moments per weight
@@ -737,20 +782,69 @@ class Run:
         random.setstate(ckpt["rng"]["python"])
         if ckpt.get("validated_on") != self.validated_on:
             self.best_mse = math.inf
-            log("resume: the validation photos are not the ones the run was judged on (" + (
+            self.log("resume: the validation photos are not the ones the run was judged on (" + (
                 "photos added, removed or changed" if ckpt.get("validated_on") else "the checkpoint does not say which")
                 + "): the best so far starts over")
         if ckpt.get("trained_on", self.trained_on) != self.trained_on:
-            log("resume: the training photos are not the ones the run drew from (photos added, removed or "
-                "changed): from here on it draws other photos than an uninterrupted run would")
+            self.log("resume: the training photos are not the ones the run drew from (photos added, removed or "
+                     "changed): from here on it draws other photos than an uninterrupted run would")
 
-    def finish(self, skipped, log):
-        """The last line of a run that went to its end (its last evaluation saved everything)."""
+    def add_loss(self, step, loss, images, lr):
+        """A training step's loss (a tensor on the device) and images; every
+        --log-every steps their mean is read, checked for NaN/inf, logged with
+        the throughput and time left, and kept in the history."""
+        self.loss_sum, self.loss_count, self.images = self.loss_sum + loss.detach(), self.loss_count + 1, \
+            self.images + images
+        if step % self.args.log_every and step != self.args.max_steps:
+            return
+        self.stop_if_diverged(step, "loss", float(self.loss_sum))
+        now = time.monotonic()
+        row = {"step": step, "loss": float(self.loss_sum) / self.loss_count, "lr": lr,
+               "img_per_s": self.images / (now - self.clock)}
+        self.history.append(row)
+        self.log(f"step {step}/{self.args.max_steps} | loss {row['loss']:.5f} | {row['img_per_s']:.1f} img/s | "
+                 f"{self.eta.update(step)}")
+        self.loss_sum, self.loss_count, self.images, self.clock = 0, 0, 0, now
+
+    def begin_validation(self, step):
+        """Before a validation: no diverged state is validated or saved; its time is no throughput."""
+        self.stop_if_diverged(step, "loss", float(self.loss_sum))
+        self.validating_since = time.monotonic()
+
+    def add_validation(self, row):
+        """A validation's numbers into the history, checked. -> True when they are the best so far."""
+        self.stop_if_diverged(row["step"], "validation MSE", row["val_mse"])
+        is_best, self.best_mse = row["val_mse"] < self.best_mse, min(self.best_mse, row["val_mse"])
+        self.history.append(row)
+        return is_best
+
+    def stop_if_asked(self, step, net, ema_net):
+        """After a stop signal (StopRequest): save the step in hand, say where,
+        exit 130; on the last step, its own save goes on."""
+        if not (self.stop_request and self.stop_request.requested) or self.last_step:
+            return
+        self.stop_if_diverged(step, "loss", float(self.loss_sum))
+        if step > self.start.step:
+            self.save_checkpoint(step, net, ema_net)
+        self.log(f"stopped at step {step}/{self.args.max_steps}: " + (
+            f"{printable(self.path[CHECKPOINT])} holds it (--resume continues the run)" if step > self.start.step
+            else "nothing to save") + (f"; {printable(self.path[BEST])} is the best validation so far"
+                                       if os.path.exists(self.path[BEST]) else ""))
+        self.finished = True
+        sys.exit(130)
+
+    def finish(self):
+        """The last line of a run that went to its end (its last evaluation saved
+        everything); under torchrun the ranks wait for rank 0's last save."""
         self.finished = True  # a stop signal from here on has nothing to save
+        skipped = self.start.skipped
         gray = sum("grayscale" in s for s in skipped)
-        log(f"done: {self.args.max_steps} steps, checkpoint {printable(self.path[CHECKPOINT])}, best "
-            f"{printable(self.path[BEST])} (validation MSE {self.best_mse:.5f}). Skipped {len(skipped) - gray} "
-            f"unreadable files and left out {gray} grayscale photos.")
+        self.log(f"done: {self.args.max_steps} steps, checkpoint {printable(self.path[CHECKPOINT])}, best "
+                 f"{printable(self.path[BEST])} (validation MSE {self.best_mse:.5f}). Skipped {len(skipped) - gray} "
+                 f"unreadable files and left out {gray} grayscale photos.")
+        if "RANK" in os.environ:
+            torch.distributed.barrier()  # else rank 0 finds its peers gone
+            torch.distributed.destroy_process_group()
 
     def last_good(self):
         exists = os.path.exists(self.path[CHECKPOINT])
@@ -766,10 +860,11 @@ class Run:
             fail(f"cannot write {self.path[name]}: {e.strerror or e}" + (f"; {self.last_good()}" if self.last_good()
                                                                         else ""))
 
-    def save_checkpoint(self, step, net, ema_net, optimizer, best_weights=None):
+    def save_checkpoint(self, step, net, ema_net, best_weights=None):
         """ckpt.pt: everything --resume needs; step is the number of optimizer
         steps done. best.pt too, holding best_weights, when train.py gives them
-        (its best validation so far), with what colorize.py needs."""
+        (its best validation so far), with what colorize.py needs. Then log.csv
+        and loss.png."""
         first_step, drawn, per_step = self.stream
         common = {"config": dataclasses.asdict(self.config), "step": step, "history": self.history,
                   "inception": self.inception_record, "args": vars(self.args),
@@ -777,7 +872,7 @@ class Run:
                   "trained_on": self.trained_on}
         if best_weights is not None:
             self.save(torch_writer({**common, "model": best_weights}), BEST)
-        self.save(torch_writer({**common, "model": net.state_dict(), "optimizer": optimizer.state_dict(),
+        self.save(torch_writer({**common, "model": net.state_dict(), "optimizer": self.optimizer.state_dict(),
                                 "best_mse": self.best_mse, "ema": ema_net.state_dict() if ema_net else None,
                                 "rng": {"torch": torch.get_rng_state(), "python": random.getstate()}}), CHECKPOINT)
         if self.replaces:  # --overwrite: the new run's first save is whole; what is left of the old run goes
@@ -786,6 +881,11 @@ class Run:
                     os.remove(self.path[name])
             print(f"--overwrite: replaced the old run's {', '.join(self.replaces)}", flush=True)
             self.replaces = []
+        self.write_log()
+        if self.validating_since is not None:  # the time it took is no training throughput
+            self.clock += time.monotonic() - self.validating_since
+            self.validating_since = None
+            self.eta.pause()
 
     def write_log(self):
         """log.csv (one row per logged step and per evaluation) and loss.png."""
@@ -806,33 +906,14 @@ class Run:
         grid = torch.cat(samples, dim=1).permute(1, 2, 0).cpu().numpy()   # (rows*S, 3*S, 3)
         self.save(lambda f: Image.fromarray(grid).save(f, format="PNG"), SAMPLES)
 
-    def add_loss(self, row, eta, log):
-        """A logged step (its mean loss since the last) into the history, and its log line."""
-        self.history.append(row)
-        log(f"step {row['step']}/{self.args.max_steps} | loss {row['loss']:.5f} | {row['img_per_s']:.1f} img/s | "
-            f"{eta}")
-
-    def stop(self, step, start_step, net, ema_net, optimizer, loss, log):
-        """After a Ctrl-C (StopRequest): save the step in hand, say where, exit 130."""
-        self.stop_if_diverged(step, "loss", loss, log)
-        if step > start_step:
-            self.save_checkpoint(step, net, ema_net, optimizer)
-            self.write_log()
-        log(f"stopped at step {step}/{self.args.max_steps}: " + (
-            f"{printable(self.path[CHECKPOINT])} holds it (--resume continues the run)" if step > start_step else
-            "nothing to save") + (f"; {printable(self.path[BEST])} is the best validation so far"
-                                  if os.path.exists(self.path[BEST]) else ""))
-        self.finished = True
-        sys.exit(130)
-
-    def stop_if_diverged(self, step, what, value, log):
+    def stop_if_diverged(self, step, what, value):
         """A diverged state is never saved: say so, and whether a good checkpoint exists."""
         if not math.isfinite(value):
             good = (f"the last good checkpoint is {printable(self.path[CHECKPOINT])}"
                     if os.path.exists(self.path[CHECKPOINT])
                     else "no checkpoint was written")
-            log(f"error: {what} is {value} by step {step}; stopping without saving ({good}); "
-                f"try a lower --lr or --dtype float32.")
+            self.log(f"error: {what} is {value} by step {step}; stopping without saving ({good}); "
+                     f"try a lower --lr or --dtype float32.")
             sys.exit(1)
 
 

@@ -18,13 +18,9 @@ folder, checkpoints, Ctrl-C and SIGTERM) lives in runs.py, the Inception and
 its weights in inception.py.
 """
 import copy
-import os
-import random
-import time
 
 import runs  # first: a Ctrl-C while torch loads (seconds) stops in one line
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 
 import data
@@ -44,8 +40,7 @@ flags.add_argument("--size", type=runs.crop_size, default=256, help="training cr
 flags.add_argument("--min-crop", type=number_in(float, 0, 1, True), default=0.25, help="least share of a photo cropped")
 flags.add_argument("--val-fraction", type=number_in(float, 0, 1, True, True), default=data.VAL_FRACTION,
                    help="share of the photos held out for validation by a hash of their name (without DIR/val)")
-flags.add_argument("--workers", type=number_in(int, 0, 256), default=data.default_workers(),
-                   help="loader processes: about 300 crops/s each from JPEGs, 900 from --cache (bench.py)")
+flags.add_argument("--workers", type=number_in(int, 0, 256), default=data.default_workers(), help="loader processes")
 flags.add_argument("--cache", type=number_in(int, 0, 1 << 20), default=1024, metavar="MB",
                    help="decode training photos once and keep up to this many MB in memory; 0: off")
 flags.add_argument("--balance", type=number_in(float, 0, 4), default=0.0, metavar="POWER", help="draw a photo with "
@@ -57,8 +52,7 @@ flags.add_argument("--coords", choices=["on", "off"], help="CoordConv input chan
 flags.add_argument("--inception", type=runs.inception_choice, metavar="auto|none|PATH",
                    help="auto (default): timm's ImageNet weights (cached or downloaded); none: no global branch")
 flags.add_argument("--width", type=number_in(int, 2, 1024), help="channels of the first encoder conv (default 64)")
-flags.add_argument("--padding", choices=["zeros", "replicate"],
-                   help="beyond the edge: replicate (default: no colored frame) or zeros (the paper's)")
+flags.add_argument("--padding", choices=["zeros", "replicate"], help="replicate (default) or zeros (the paper's)")
 flags.add_argument("--init", metavar="CKPT", help="start from this checkpoint's weights (fine-tuning), at step 0")
 flags = parser.add_argument_group("optimization")
 flags.add_argument("--batch-size", type=number_in(int, 1, 4096), default=16, help="images per step per process")
@@ -79,24 +73,17 @@ flags.add_argument("--log-every", type=number_in(int, 1, 10**9), default=10, hel
 flags.add_argument("--eval-every", type=number_in(int, 1, 10**9), default=500, help="steps between checkpoints")
 flags.add_argument("--val-images", type=number_in(int, 1, 10**9), default=500, help="validation images, at most")
 flags.add_argument("--resume", action="store_true", help="continue the run saved in --out/ckpt.pt")
-flags.add_argument("--overwrite", action="store_true",
-                   help="start over in an --out that holds a run; its files are replaced at the first save")
+flags.add_argument("--overwrite", action="store_true", help="start over in an --out that holds a run")
 args = parser.parse_args()
-is_main = int(os.environ.get("RANK", 0)) == 0  # only rank 0 logs and writes files
-log = (lambda *a: print(*a, flush=True)) if is_main else (lambda *a: None)  # flushed: log files fill as it runs
-# Every flag, file and checkpoint is checked now, before any work, and the run folder is locked.
-start = runs.start_training(parser, args, log, is_main)
-ckpt, config = start.ckpt, start.config
+# Every flag, file and checkpoint is checked now, before any work, and the run folder is locked. Only rank 0
+# logs and writes files; the log is flushed, so log files fill as it runs.
+start = runs.start_training(parser, args)
+log, config = start.log, start.config
 
 # -----------------------------------------------------------------------------
-# device, seed, precision, distributed
+# device, seed, precision (distributed: each rank its GPU)
 
-distributed = "RANK" in os.environ  # set by torchrun
-device, rank, world = runs.start_device(args.device, distributed)  # CUDA's fast paths on; each rank its GPU
-random.seed(args.seed + rank)
-torch.manual_seed(args.seed + rank)
-if args.dtype == "auto":
-    args.dtype = "bfloat16" if device.type == "cuda" else "float32"
+device, rank, world = runs.start_device(args)  # and --dtype auto: bfloat16 on CUDA, float32 on the CPU
 autocast = torch.autocast(device.type, dtype=getattr(torch, args.dtype), enabled=args.dtype != "float32")
 scaler = torch.amp.GradScaler(device.type, enabled=args.dtype == "float16")  # only fp16 needs scaling
 memory_format = torch.channels_last if device.type == "cuda" else torch.contiguous_format
@@ -109,25 +96,11 @@ val_set = runs.checked(data.validation_set, start.val_files, args.size, args.val
                        said=f"--data {data.printable(args.data)}")  # none usable: one line
 train_set = data.ImageFolder(start.train_files, args.size, train=True, min_area=args.min_crop, cache_mb=args.cache,
                              seed=args.seed)
-if args.cache:
-    log(f"data: {train_set.cache_note}{' in each training process' if distributed else ''}")
-log(f"data: {len(start.train_files)} training and {len(val_set)} validation images in {data.printable(args.data)}")
 weights = data.balance_weights(start.train_files, args.balance) if args.balance else None  # --balance: by source
-if weights:
-    log(f"data: --balance {args.balance:g}: {data.source_shares(start.train_files, weights, args.data)}")
-skipped = set()  # one-line reasons, each file reported once
-
-
-def note_skipped(reasons):
-    for reason in set(reasons) - skipped:
-        skipped.add(reason)
-        log(f"warning: skipped {reason}")
-
-
-# The stream of photos goes on where a resumed run stopped: draws_done draws (all ranks) are behind it.
-draws_done = ckpt.get("draws", start.step * args.batch_size * world) if args.resume else 0
-data_iter = data.batches(train_set, args.batch_size, args.workers, note_skipped, seed=args.seed, rank=rank,
-                         world=world, pin_memory=device.type == "cuda", weights=weights, start=draws_done)
+log(data.describe(args, train_set, val_set, weights, world))
+# The stream of photos goes on where a resumed run stopped: start.draws draws (all ranks) are behind it.
+data_iter = data.batches(train_set, args.batch_size, args.workers, start.note_skipped, seed=args.seed, rank=rank,
+                         world=world, pin_memory=device.type == "cuda", weights=weights, start=start.draws)
 
 
 def to_network(rgb):
@@ -136,29 +109,17 @@ def to_network(rgb):
     return lightness.contiguous(memory_format=memory_format), ab
 
 # -----------------------------------------------------------------------------
-# model: a new one, --resume (the same run goes on) or --init (fine-tuning)
+# model: a new one, --resume's last weights (the same run goes on) or --init's (fine-tuning)
 
 
-inception_net, inception_record = start.inception or runs.open_default_inception(ckpt, distributed, is_main) \
-    if config.global_branch else (None, None)
-if inception_net is not None:  # the frozen Inception: the one the checkpoint was trained with, if it was
-    inception_net = inception_net.to(device, memory_format=memory_format)
-    log(f"inception: {inception_record['file']} (sha256 {inception_record['sha256'][:12]}...)")
-net = start.init_net or model.Colorizer(config)
-if args.resume:  # the last step's weights
-    runs.load_weights(net, ckpt["model"])
-if args.init:
-    log(f"initialized from {data.printable(args.init)} (step {ckpt.get('step', '?')} of its run)")
-net = net.to(device, memory_format=memory_format)
+inception_net, inception_record = runs.start_inception(start, device, memory_format) if config.global_branch \
+    else (None, None)  # the frozen Inception: the one a checkpoint was trained with, if it was
+net = (start.net or model.Colorizer(config)).to(device, memory_format=memory_format)
 log(f"colorizer: {config}, {sum(p.numel() for p in net.parameters()):,} parameters")
 # The moving average of the weights (and BatchNorm statistics): on little data it generalizes better.
-ema_net = copy.deepcopy(net).requires_grad_(False) if args.ema > 0 else None
-if ema_net and args.resume and ckpt.get("ema"):
-    runs.load_weights(ema_net, ckpt["ema"])
-train_net = torch.compile(net) if args.compile else net
-if distributed:
-    train_net = torch.nn.parallel.DistributedDataParallel(
-        train_net, device_ids=[device.index] if device.type == "cuda" else None)
+ema_net = (start.ema_net or copy.deepcopy(net)).to(device, memory_format=memory_format).requires_grad_(False) \
+    if args.ema > 0 else None
+train_net = runs.wrap_for_training(net, args.compile, device)  # torch.compile, DistributedDataParallel
 
 
 def embed(lightness):  # the global branch: (B, 1, H, W) -> (B, 1000) Inception logits of the gray image, or None
@@ -192,12 +153,8 @@ def lr_at(step):
     return args.lr * min(1.0, (step + 1) / max(1, args.warmup))
 
 
-run = runs.Run(args, config, inception_record, stream=(start.step, draws_done, args.batch_size * world),
-               validation=val_set.files, training=start.train_files, replaces=start.replaces)
-if args.resume:  # the optimizer, history and best so far (over again if validation is on other photos)
-    run.restore(ckpt, optimizer, log)
-    log(f"resumed from {data.printable(run.path[runs.CHECKPOINT])} at step {start.step}")
-del ckpt, start.ckpt
+# --resume: the optimizer, history and best so far (over again if validation is on other photos)
+run = runs.Run(args, start, inception_record, val_set.files, optimizer, world)
 
 # -----------------------------------------------------------------------------
 # evaluate(): the validation MSE against the all-gray prediction's
@@ -211,7 +168,7 @@ def evaluate(colorizer, n_samples=6):
     sq_err, gray_err, n_values, psnrs, samples = 0.0, 0.0, 0, [], []
     for i in range(0, len(val_set), args.batch_size):
         rgb, reasons = data.collate([val_set[j] for j in range(i, min(i + args.batch_size, len(val_set)))])
-        note_skipped(reasons)
+        start.note_skipped(reasons)
         lightness, ab = to_network(rgb)
         with autocast:
             pred = colorizer(lightness, embed(lightness)).float()
@@ -229,47 +186,31 @@ def evaluate(colorizer, n_samples=6):
     return sq_err / n_values, sum(psnrs) / len(psnrs), gray_err / n_values
 
 # -----------------------------------------------------------------------------
-# the loop
+# the loop (Ctrl-C or SIGTERM: the step in hand is saved, then it stops)
 
 
-stop = runs.StopRequest(run, log) if not distributed else runs.stop_every_rank(run, log)  # Ctrl-C, SIGTERM
-# The loss is summed on the device, so the GPU never waits for a per-step .item();
-# it is read, and checked for NaN/inf, before anything is logged or saved.
-loss_sum, loss_count, images = torch.zeros((), device=device), 0, 0
-t_interval = time.monotonic()
-eta = runs.Eta(args.max_steps, done=start.step)  # from the recent rate: it follows a machine that gets busy
 for step in range(start.step, args.max_steps + 1):
     last_step = run.last_step = step == args.max_steps
-    if stop and stop.requested and not last_step:  # Ctrl-C: save the step in hand and stop
-        run.stop(step, start.step, net, ema_net, optimizer, loss_sum.item(), log)
+    run.stop_if_asked(step, net, ema_net)
 
     # evaluate and save: before the first step (the untrained or --init model), every --eval-every steps, after the last
-    if is_main and (step % args.eval_every == 0 or last_step) and (step > start.step or not args.resume):
-        run.stop_if_diverged(step, "loss", loss_sum.item(), log)
-        t_eval = time.monotonic()
+    if start.is_main and (step % args.eval_every == 0 or last_step) and (step > start.step or not args.resume):
+        run.begin_validation(step)  # no diverged state is validated or saved
         val_mse, val_psnr, gray_mse = evaluate(ema_net or net)
         row = {"step": step, "val_mse": val_mse, "val_psnr": val_psnr, "val_mse_gray": gray_mse}
         if ema_net:  # the last step's weights too, to see what the average buys
             row["val_mse_raw"] = evaluate(net, n_samples=0)[0]
-        run.stop_if_diverged(step, "validation MSE", val_mse, log)
-        is_best, run.best_mse = val_mse < run.best_mse, min(run.best_mse, val_mse)
-        run.history.append(row)
+        is_best = run.add_validation(row)
         log(f"step {step}/{args.max_steps} | val mse {val_mse:.5f} ({val_mse / gray_mse:.2f}x all-gray"
             + (f"; last weights {row['val_mse_raw']:.5f})" if ema_net else ")")
             + f" | val psnr {val_psnr:.2f} dB" + (" | best so far" if is_best else ""))
         # best.pt: the weights this validation judged (the average, with --ema), when they are the best so far
-        run.save_checkpoint(step, net, ema_net, optimizer, (ema_net or net).state_dict() if is_best else None)
-        run.write_log()
-        t_interval += time.monotonic() - t_eval  # validation is not throughput
-        eta.pause()
+        run.save_checkpoint(step, net, ema_net, (ema_net or net).state_dict() if is_best else None)
     if last_step:
         break
 
     # the training step: lightness in, a*b* out, MSE between a*b* and the truth
-    try:
-        rgb = next(data_iter)
-    except ValueError as e:  # every file unreadable or grayscale: nothing to learn from
-        runs.fail(str(e).strip().splitlines()[-1].removeprefix("ValueError: "))
+    rgb = runs.checked(next, data_iter)  # ValueError: every file unreadable or grayscale, nothing to learn from
     lightness, ab = to_network(rgb)                                   # (B, 1, S, S), (B, 2, S, S)
     with autocast:
         loss = F.mse_loss(train_net(lightness, embed(lightness)).float(), ab)
@@ -281,20 +222,6 @@ for step in range(start.step, args.max_steps + 1):
     scaler.update()
     if ema_net:
         update_ema(step)
+    run.add_loss(step + 1, loss, len(rgb) * world, lr_at(step))  # summed on the device; logged every --log-every
 
-    # log
-    loss_sum, loss_count, images = loss_sum + loss.detach(), loss_count + 1, images + len(rgb) * world
-    if (step + 1) % args.log_every == 0 or step + 1 == args.max_steps:
-        run.stop_if_diverged(step + 1, "loss", loss_sum.item(), log)
-        now = time.monotonic()
-        run.add_loss({"step": step + 1, "loss": loss_sum.item() / loss_count, "lr": lr_at(step),
-                      "img_per_s": images / (now - t_interval)}, eta=eta.update(step + 1), log=log)
-        loss_sum, loss_count, images, t_interval = torch.zeros((), device=device), 0, 0, now
-
-# -----------------------------------------------------------------------------
-# done (the last evaluation above wrote the checkpoint, log and plots)
-
-run.finish(skipped, log)  # a Ctrl-C from here on has nothing to save
-if distributed:
-    dist.barrier()  # the others wait for rank 0's last evaluation, or it finds its peers gone
-    dist.destroy_process_group()
+run.finish()  # the last evaluation above wrote the checkpoint, log and plots
