@@ -56,8 +56,8 @@ def test_gpu_check_runs_every_step_on_the_cpu(photo_dir, tmp_path):
     assert rows["bench.py --device cpu --compile"][0] == "left out"
     assert "step 4/4, loss" in rows["--resume of the torchrun run"][2]
     assert "3 photos: max difference" in rows["colorize.py --device cpu, compared"][2]
-    for stage in ["lab round trip", "train step (bare)", "data loading", "decode + crop", "train.py loop",
-                  "colorize.py per image", "attention block"]:
+    for stage in ["lab round trip", "train step (bare)", "data loading", "train.py loop", "colorize.py per image",
+                  "attention block"]:
         assert stage in rows, stage
     assert "| train step (bare) | attention + global, 64x64, batch 2 |" in summary
     assert "the Inception's share of the step" in summary
@@ -78,7 +78,7 @@ def test_gpu_check_records_what_did_not_run_and_fails(photo_dir, tmp_path):
 @posix_only  # Ctrl-C as SIGINT
 def test_bench_measures_with_one_jpeg_and_ctrl_c_after_colorize_is_one_line(tmp_path):
     """One JPEG: every row that needs photos runs (the train.py loop included:
-    its validation photo must not be a copy of the ones it trains on). A Ctrl-C
+    train.py trains and validates on the one photo, with a warning). A Ctrl-C
     after colorize.main has run (it makes the stop signals its own) is still
     bench.py's: one line, exit 130."""
     make_photo(tmp_path / "only.jpg", size=(160, 120))
