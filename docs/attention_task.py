@@ -111,26 +111,23 @@ if args.mine:  # your functions take the place of the model's own
     sys.path.insert(0, os.path.join(HERE, "exercises"))
     try:
         import exercises
-    except Exception as e:  # not there, or it does not run
-        runs.fail(f"--mine: docs/exercises/exercises.py does not run ({type(e).__name__}: {e})")
+        functions = [getattr(exercises, name) for name in
+                     ("coord_channels", "attention_forward", "fusion_forward", "colorization_loss")]
+    except Exception as e:  # not there, it does not run, or a function is missing
+        runs.fail(f"--mine: docs/exercises/exercises.py: {type(e).__name__}: {e}; run python docs/exercises/check.py")
 
-    def mine(name):
-        """exercises.py's function, stopping in one line while it is not written yet."""
-        if not callable(getattr(exercises, name, None)):
-            runs.fail(f"--mine: docs/exercises/exercises.py has no function {name}")
-
+    def mine(function):
+        """Your function, stopping the script in one line while it is not written yet."""
         def call(*a):
             try:
-                return getattr(exercises, name)(*a)
+                return function(*a)
             except NotImplementedError:
-                runs.fail(f"--mine: {name} of docs/exercises/exercises.py is not written yet; "
+                runs.fail(f"--mine: {function.__name__} of docs/exercises/exercises.py is not written yet; "
                           "run python docs/exercises/check.py")
         return call
 
-    model.coord_channels = mine("coord_channels")  # Encoder.forward looks it up at each call
-    model.Attention.forward = mine("attention_forward")  # (self, h, return_attention), as model.py's
-    model.Fusion.forward = mine("fusion_forward")
-    loss_fn = mine("colorization_loss")
+    # In that order: Encoder.forward looks coord_channels up at each call; the forwards take (self, ...)
+    model.coord_channels, model.Attention.forward, model.Fusion.forward, loss_fn = map(mine, functions)
     # A tiny model through both attention paths and the loss: an unwritten
     # exercise stops the script here, not after the first model's training.
     probe, tiny = make_net("attention", width=2), torch.zeros(1, 1, 16, 16)

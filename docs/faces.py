@@ -8,15 +8,11 @@ each face this prints the original's mean a* and b* and those of NAME_color.png
 in every folder given. Skin is warm: a* above 0 (the originals here: a* +12 to
 +18, b* +9 to +20). A colorizer that never saw people paints it green (a* below 0).
 """
-import os
-import signal
-import sys
+import os, signal, sys  # noqa: E401
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)  # the repository's files
-import data  # noqa: E402
-import lab  # noqa: E402
-import runs  # noqa: E402
+import data, lab, runs  # noqa: E401,E402
 
 
 def read_boxes(path):

@@ -13,11 +13,7 @@ them. One line per exercise: pass, not written yet, or the first difference;
 then "N of 4 pass". Exit status 0 when all pass, 1 otherwise, 2 for a bad argument,
 130 after Ctrl-C.
 """
-import importlib.util
-import math
-import os
-import signal
-import sys
+import importlib.util, math, os, signal, sys  # noqa: E401
 
 # Ctrl-C while torch loads (seconds): one line, no traceback
 signal.signal(signal.SIGINT, lambda *_: (print("interrupted", file=sys.stderr), os._exit(130)))
@@ -26,11 +22,8 @@ if hasattr(signal, "SIGPIPE"):  # `check.py | head`: stop quietly when the reade
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))  # the repository root, for model.py
 
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-
-import model  # noqa: E402
-import runs  # noqa: E402  (one-line errors, as every command of the repository)
+import torch, torch.nn.functional as F  # noqa: E401,E402
+import model, runs  # noqa: E401,E402  (runs: one-line errors, as every command of the repository)
 
 TOLERANCE = 1e-5  # float32 is good to ~1e-7 here; a real mistake is off by far more
 
@@ -137,12 +130,9 @@ def check_coord_channels(coord_channels):
 def row_sums(alpha):
     """A wrong alpha whose rows do not sum to 1 (each position's look is a
     softmax over s): say so, it points at the softmax's dimension."""
-    if not isinstance(alpha, torch.Tensor):
-        return ""
-    sums = alpha.detach().double().sum(-1)                        # (B, N)
-    if not sums.isfinite().all() or torch.allclose(sums, torch.ones_like(sums), atol=1e-4):
-        return ""
-    return f"; its rows sum to {sums.min():.2g} .. {sums.max():.2g}, not 1"
+    sums = alpha.detach().double().sum(-1) if isinstance(alpha, torch.Tensor) else torch.ones(1)  # (B, N)
+    wrong = sums.isfinite().all() and not torch.allclose(sums, torch.ones_like(sums), atol=1e-4)
+    return f"; its rows sum to {sums.min():.2g} .. {sums.max():.2g}, not 1" if wrong else ""
 
 
 def attention_mistake(attention, h, got, got_alpha):
