@@ -18,26 +18,15 @@ same seed; the last line says how far each is from all-gray on the disk.
 Writes --out DIR/attention_task.png (held-out examples and where a disk position
 looks) and DIR/attention_task.html (the attention explorer of one of them).
 """
-import os
-import signal
-import sys
-import time
-
-# Ctrl-C while torch loads (seconds): one line, no traceback; nothing is written yet
-signal.signal(signal.SIGINT, lambda *_: (print("interrupted", file=sys.stderr), os._exit(130)))
+import os, signal, sys  # noqa: E401
+signal.signal(signal.SIGINT, lambda *_: (print("interrupted", file=sys.stderr), os._exit(130)))  # while torch loads
 if hasattr(signal, "SIGPIPE"):  # `attention_task.py | head`: stop quietly when the reader leaves
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # (the files are written whole or not at all)
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
+import torch, torch.nn.functional as F  # noqa: E401,E402
 from PIL import Image  # noqa: E402
-
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))  # the repository's files
-import attention_maps  # noqa: E402
-import lab  # noqa: E402
-import model  # noqa: E402
-import outputs  # noqa: E402
-import runs  # noqa: E402
+import attention_maps, lab, model, outputs, runs  # noqa: E401,E402
 
 H, W = 64, 256        # the picture; the network's grid is H/8 x W/8 = 8 x 32
 CUE, RADIUS = 32, 16  # the striped square's side, the disk's radius (px)
@@ -66,13 +55,11 @@ parser.add_argument("--overwrite", action="store_true", help="replace earlier ou
 parser.add_argument("--mine", action="store_true", help="use your functions of docs/exercises/exercises.py")
 args = parser.parse_args()
 files = [os.path.join(args.out, "attention_task" + ext) for ext in (".png", ".html")]
-for ok, problem in [  # refused before minutes of training, not after
-        *[(not os.path.isdir(path), f"--out {args.out}: {os.path.basename(path)} is a folder, not a file; "
-           f"move it away or give another --out") for path in files],
-        *[(args.overwrite or not os.path.lexists(path), f"{path} exists; pass --overwrite to replace it")
-          for path in files]]:
-    if not ok:
-        runs.fail(problem)
+for path in files:  # refused now, not after minutes of training
+    why = ("exists and is not a file (a folder?)" if os.path.lexists(path) and not os.path.isfile(path) else
+           "exists (--overwrite replaces it)" if os.path.lexists(path) and not args.overwrite else None)
+    if why:
+        runs.fail(f"--out {path}: {why}")
 runs.writable_folder(args.out)  # written to now: a read-only folder is said before training
 
 # -----------------------------------------------------------------------------
@@ -124,28 +111,23 @@ if args.mine:  # your functions take the place of the model's own
     sys.path.insert(0, os.path.join(HERE, "exercises"))
     try:
         import exercises
-    except ModuleNotFoundError as e:
-        if e.name != "exercises":
-            raise
-        runs.fail("--mine: docs/exercises/exercises.py not found")
+        functions = [getattr(exercises, name) for name in
+                     ("coord_channels", "attention_forward", "fusion_forward", "colorization_loss")]
+    except Exception as e:  # not there, it does not run, or a function is missing
+        runs.fail(f"--mine: docs/exercises/exercises.py: {type(e).__name__}: {e}; run python docs/exercises/check.py")
 
-    def student(name):
-        if not callable(getattr(exercises, name, None)):
-            runs.fail(f"--mine: docs/exercises/exercises.py has no function {name}")
-
+    def mine(function):
+        """Your function, stopping the script in one line while it is not written yet."""
         def call(*a):
             try:
-                return getattr(exercises, name)(*a)
+                return function(*a)
             except NotImplementedError:
-                runs.fail(f"--mine: {name} of docs/exercises/exercises.py is not written yet; "
-                             "run python docs/exercises/check.py")
+                runs.fail(f"--mine: {function.__name__} of docs/exercises/exercises.py is not written yet; "
+                          "run python docs/exercises/check.py")
         return call
 
-    model.coord_channels = student("coord_channels")  # Encoder.forward looks it up at each call
-    attention_forward, fusion_forward = student("attention_forward"), student("fusion_forward")
-    model.Attention.forward = lambda self, h, return_attention=False: attention_forward(self, h, return_attention)
-    model.Fusion.forward = lambda self, feats, embedding: fusion_forward(self, feats, embedding)
-    loss_fn = student("colorization_loss")
+    # In that order: Encoder.forward looks coord_channels up at each call; the forwards take (self, ...)
+    model.coord_channels, model.Attention.forward, model.Fusion.forward, loss_fn = map(mine, functions)
     # A tiny model through both attention paths and the loss: an unwritten
     # exercise stops the script here, not after the first model's training.
     probe, tiny = make_net("attention", width=2), torch.zeros(1, 1, 16, 16)
@@ -154,26 +136,21 @@ if args.mine:  # your functions take the place of the model's own
 
 
 # Which input pixels can change one output pixel? Those where its gradient is
-# nonzero. Random weights are enough for that, with the ReLUs taken out: an untrained
-# layer of few channels (a small --width) can have every ReLU off at a pixel, and then no
-# gradient gets through at all. Eval mode, so that BatchNorm's batch statistics do not
-# tie every pixel to every other. At 320 x 320 it stays clear of the edges.
-start = time.monotonic()
+# nonzero. Random weights are enough for that, with every ReLU taken out (the fusion's
+# too): an untrained layer of few channels (a small --width) can have every ReLU off at
+# a pixel, and then no gradient gets through at all. Eval mode, so that BatchNorm's
+# batch statistics do not tie every pixel to every other. At 320 x 320 it stays clear of the edges.
 wiring = make_net("baseline").eval()
-for layer in list(wiring.modules()):
-    for name, child in layer.named_children():
-        if isinstance(child, torch.nn.ReLU):
-            setattr(layer, name, torch.nn.Identity())
+for relu in [m for m in wiring.modules() if isinstance(m, torch.nn.ReLU)]:
+    relu.forward = lambda x: x
+wiring.fusion.forward = lambda feats, embedding: wiring.fusion.conv(feats)  # its F.relu left out
 x = torch.randn(1, 1, 320, 320, requires_grad=True)
 wiring(x)[0, :, 160, 160].sum().backward()
 ys, xs = torch.nonzero(x.grad[0, 0], as_tuple=True)             # the pixels that matter
-if len(ys):
-    print(f"receptive field: {ys.max() - ys.min() + 1} x {xs.max() - xs.min() + 1} px "
-          f"(computed: gradient of one output pixel)")
-    print(f"it reaches {160 - xs.min()} px left and {xs.max() - 160} px right of its pixel; the cue is "
-          + ("2-8 px from the disk (--near)" if args.near else f"at least {FAR} px from the disk"))
-else:  # the fusion's ReLU is still in: every one of its channels off at that pixel
-    print("receptive field: not measured: no gradient reached the input through this untrained baseline")
+print(f"receptive field: {ys.max() - ys.min() + 1} x {xs.max() - xs.min() + 1} px "
+      f"(computed: gradient of one output pixel)")
+print(f"it reaches {160 - xs.min()} px left and {xs.max() - 160} px right of its pixel; the cue is "
+      + ("2-8 px from the disk (--near)" if args.near else f"at least {FAR} px from the disk"))
 
 # -----------------------------------------------------------------------------
 # 3. Training: the same batches, in the same order, for both models
@@ -194,7 +171,7 @@ def train(variant):
         optimizer.step()
         warmup.step()
         if step == 1 or step % max(1, args.steps // 4) == 0:
-            print(f"{variant} step {step}/{args.steps} | loss {loss.item():.5f} | {time.monotonic() - start:.0f} s")
+            print(f"{variant} step {step}/{args.steps} | loss {loss.item():.5f}")
     return net.eval()  # BatchNorm's running averages from here on
 
 
@@ -224,16 +201,6 @@ for c, name in enumerate(["red", "green"]):
 # 5. The figure and the explorer page
 
 
-def save(path, write):
-    """runs.save_atomic: never half a file; and never one that appeared while we trained, unasked."""
-    if os.path.lexists(path) and not args.overwrite:
-        runs.fail(f"{path} exists; pass --overwrite to replace it")
-    try:
-        runs.save_atomic(write, path)
-    except OSError as e:  # a full disk; a folder made at the name meanwhile
-        runs.fail(f"cannot write {path}: {e.strerror or e}")
-
-
 # Four held-out pictures, two of each class, one row each: five captioned panels.
 examples = [i for c in (0, 1) for i in torch.nonzero(label == c).flatten()[:2].tolist()]
 rows = []
@@ -249,10 +216,13 @@ for i in examples:
 sheet = Image.new("RGB", (rows[0].width, len(rows) * (rows[0].height + 6) - 6), "white")
 for k, row in enumerate(rows):
     sheet.paste(row, (0, k * (row.height + 6)))
-save(files[0], lambda f: sheet.save(f, format="PNG"))
 i = examples[0]
 page = attention_maps.attention_page(picture(lightness[i], preds["attention"][i]), alpha[i],
                                      "The attention task (the attention model)")
-save(files[1], lambda f: f.write(page.encode("utf-8")))
-print(f"wrote {files[0]} and {files[1]} in {time.monotonic() - start:.0f} s")
+try:  # each file whole (runs.save_atomic) or not at all
+    runs.save_atomic(lambda f: sheet.save(f, format="PNG"), files[0])
+    runs.save_atomic(lambda f: f.write(page.encode("utf-8")), files[1])
+except OSError as e:  # a full disk
+    runs.fail(f"--out {args.out}: cannot write there ({e.strerror or e})")
+print(f"wrote {files[0]} and {files[1]}")
 print(f"baseline {ratio['baseline']:.2f}x all-gray, attention {ratio['attention']:.2f}x all-gray")

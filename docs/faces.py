@@ -8,28 +8,17 @@ each face this prints the original's mean a* and b* and those of NAME_color.png
 in every folder given. Skin is warm: a* above 0 (the originals here: a* +12 to
 +18, b* +9 to +20). A colorizer that never saw people paints it green (a* below 0).
 """
-import os
-import signal
-import sys
-
-import numpy as np
-import torch
+import os, signal, sys  # noqa: E401
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)  # the repository's files
-import data  # noqa: E402
-import lab  # noqa: E402
-import runs  # noqa: E402
+import data, lab, runs  # noqa: E401,E402
 
 
 def read_boxes(path):
     """faces.txt -> [(photo name, (x0, y0, x1, y1))], in the file's order."""
-    faces = []
-    for line in open(path):
-        if line.strip() and not line.startswith("#"):
-            name, *box = line.split()
-            faces.append((name, tuple(int(v) for v in box)))
-    return faces
+    rows = [line.split() for line in open(path) if line.strip() and not line.startswith("#")]
+    return [(name, tuple(int(v) for v in box)) for name, *box in rows]
 
 
 def face_ab(image, box):
@@ -37,16 +26,15 @@ def face_ab(image, box):
     x0, y0, x1, y1 = box
     if not (0 <= x0 < x1 <= image.width and 0 <= y0 < y1 <= image.height):
         raise ValueError(f"box {box} is empty or outside the {image.width}x{image.height} picture")
-    rgb = torch.from_numpy(np.array(image.convert("RGB").crop(box))).permute(2, 0, 1)  # (3, h, w)
-    ab = lab.rgb_to_lab(rgb)[1:]                                                      # (2, h, w)
+    ab = lab.rgb_to_lab(data.to_tensor(image.convert("RGB").crop(box)))[1:]  # (3, h, w) uint8 -> (2, h, w)
     return tuple(ab.mean(dim=(1, 2)).tolist())
 
 
 def main(folders, photos=os.path.join(REPO, "demo", "photos"), boxes=os.path.join(REPO, "docs", "faces.txt")):
-    missing = [f for f in folders if not os.path.isdir(f)]
-    if missing:
-        runs.fail(f"{missing[0]}: " + ("not a folder" if os.path.exists(missing[0]) else "no such folder")
-                  + " (give folders of NAME_color.png)")
+    for folder in folders:
+        if not os.path.isdir(folder):
+            runs.fail(f"{folder}: " + ("not a folder" if os.path.exists(folder) else "no such folder")
+                      + " (give folders of NAME_color.png)")
     means = {}
     for name, box in read_boxes(boxes):
         stem = os.path.splitext(name)[0]

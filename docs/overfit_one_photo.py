@@ -6,20 +6,20 @@ The method is the function overfit: Lab, L in, a*b* out, MSE on a*b*. On one pho
 in a minute: the model can represent color; whether it can guess colors it never saw is what train.py measures."""
 import os, signal, sys  # noqa: E401
 signal.signal(signal.SIGINT, lambda *_: (print("interrupted", file=sys.stderr), os._exit(130)))  # while torch loads
-signal.signal(signal.SIGPIPE, signal.SIG_DFL) if hasattr(signal, "SIGPIPE") else None  # `| head`: a quiet stop
-import math, time  # noqa: E401,E402
-import numpy as np, torch, torch.nn.functional as F  # noqa: E401,E402
+if hasattr(signal, "SIGPIPE"):  # `| head`: a quiet stop
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+import torch, torch.nn.functional as F  # noqa: E401,E402
 from PIL import Image  # noqa: E402
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repository's files
 import data, lab, model, runs  # noqa: E401,E402
 
 
 def overfit(rgb, steps, width, lr):
-    """The method. rgb: a square color photo (PIL) -> its own L, and that L with the a*b* learned, as pictures."""
+    """The method. rgb: a square color photo (PIL) -> gray | prediction | original, one picture (PIL)."""
     torch.manual_seed(0)
-    pixels = torch.from_numpy(np.asarray(rgb).copy()).permute(2, 0, 1)[None]  # (1, 3, S, S) uint8
+    pixels = data.to_tensor(rgb)[None]                      # (1, 3, S, S) uint8
     lightness, ab = lab.lab_to_net(lab.rgb_to_lab(pixels))  # the input (1, 1, S, S), the target (1, 2, S, S)
-    gray_mse, start = ab.pow(2).mean().item(), time.time()  # all-gray's MSE: predicting no color at all
+    gray_mse = ab.pow(2).mean().item()                      # all-gray's MSE: predicting no color at all
     net = model.Colorizer(model.ColorizerConfig(global_branch=False, width=width))  # the paper's, small, no Inception
     optimizer = torch.optim.Adam(net.parameters(), lr=lr)
     for step in range(1, steps + 1):                        # predict a*b*, MSE against the truth, one Adam step
@@ -27,16 +27,16 @@ def overfit(rgb, steps, width, lr):
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        if not math.isfinite(loss.item()):                  # diverged: a picture of it would be noise
+        if not loss.isfinite():                             # diverged: a picture of it would be noise
             runs.fail(f"the loss is {loss.item()} at step {step}: --lr {lr} is too high for this photo", status=1)
         if step == 1 or step % max(1, steps // 10) == 0:
-            print(f"step {step}/{steps} | mse {loss.item():.5f} ({loss.item() / gray_mse:.3f}x all-gray) "
-                  f"| {time.time() - start:.0f} s")
+            print(f"step {step}/{steps} | mse {loss.item():.5f} ({loss.item() / gray_mse:.3f}x all-gray)")
     with torch.no_grad():                                   # eval: BatchNorm's running averages, as colorize.py
         pred = net.eval()(lightness)
     print(f"final, in eval mode: mse {F.mse_loss(pred, ab).item():.5f} (all-gray {gray_mse:.5f})")
-    return [Image.fromarray(lab.to_uint8(lab.lab_to_rgb(lab.net_to_lab(lightness, x))[0]).permute(1, 2, 0).numpy())
-            for x in (torch.zeros_like(pred), pred)]  # no color | the color learned
+    colored = lab.lab_to_rgb(lab.net_to_lab(lightness, pred))  # (1, 3, S, S) in [0, 1]
+    sheet = torch.cat([lab.to_uint8(lab.gray_rgb(lightness)), lab.to_uint8(colored), pixels], dim=3)  # (1, 3, S, 3S)
+    return Image.fromarray(sheet[0].permute(1, 2, 0).numpy())
 
 
 runs.exit_on_stop("interrupted: no half-written output is left")  # Ctrl-C, SIGTERM, SIGHUP: one line, 130
@@ -49,21 +49,19 @@ parser.add_argument("--lr", type=runs.number_in(float, 0, low_open=True), defaul
 parser.add_argument("--out", default="overfit.png", help="gray | prediction | original, as a PNG")
 parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
 args = parser.parse_args()
-out, photo = args.out, args.photo                          # --out: never the photo, never another file unasked
+rgb = data.center_crop(runs.checked(data.open_image, args.photo)[0], args.size)
+if data.is_grayscale(rgb):                                 # train.py leaves such photos out too
+    runs.fail(f"{args.photo}: no color (grayscale) at its center: nothing to learn; give a color photo")
+out = args.out                                             # never the photo, never another file unasked
 why = ("give a file name for the PNG" if not os.path.basename(out) else "that is the photo itself"
-       if os.path.exists(out) and os.path.exists(photo) and os.path.samefile(out, photo) else "exists and is not "
-       "a file" if os.path.lexists(out) and not os.path.isfile(out) else "exists (--overwrite replaces it)"
+       if os.path.isfile(out) and os.path.samefile(out, args.photo) else "exists and is not a file (a folder?)"
+       if os.path.lexists(out) and not os.path.isfile(out) else "exists (--overwrite replaces it)"
        if os.path.lexists(out) and not args.overwrite else None)
 if why:
     runs.fail(f"--out {out or repr(out)}: {why}")
-rgb = data.center_crop(runs.checked(data.open_image, photo)[0], args.size)
-if data.is_grayscale(rgb):                                 # train.py leaves such photos out too
-    runs.fail(f"{photo}: no color (grayscale) at its center: nothing to learn; give a color photo")
-try:  # --out's folder written to now, not after the training; then --out whole (runs.save_atomic) or not at all
-    runs.writable_folder(os.path.dirname(out) or ".")
-    sheet = Image.new("RGB", (3 * args.size, args.size))
-    for k, im in enumerate([*overfit(rgb, args.steps, args.width, args.lr), rgb]):  # gray | prediction | original
-        sheet.paste(im, (k * args.size, 0))
+runs.writable_folder(os.path.dirname(out) or ".")          # said now, not after the training
+sheet = overfit(rgb, args.steps, args.width, args.lr)
+try:                                                       # --out whole (runs.save_atomic) or not at all
     runs.save_atomic(lambda f: sheet.save(f, format="PNG"), out)
 except OSError as e:
     runs.fail(f"--out {out}: cannot write there ({e.strerror or e})")

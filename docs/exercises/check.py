@@ -13,11 +13,7 @@ them. One line per exercise: pass, not written yet, or the first difference;
 then "N of 4 pass". Exit status 0 when all pass, 1 otherwise, 2 for a bad argument,
 130 after Ctrl-C.
 """
-import importlib.util
-import math
-import os
-import signal
-import sys
+import importlib.util, math, os, signal, sys  # noqa: E401
 
 # Ctrl-C while torch loads (seconds): one line, no traceback
 signal.signal(signal.SIGINT, lambda *_: (print("interrupted", file=sys.stderr), os._exit(130)))
@@ -26,11 +22,8 @@ if hasattr(signal, "SIGPIPE"):  # `check.py | head`: stop quietly when the reade
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))  # the repository root, for model.py
 
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-
-import model  # noqa: E402
-import runs  # noqa: E402  (one-line errors, as every command of the repository)
+import torch, torch.nn.functional as F  # noqa: E401,E402
+import model, runs  # noqa: E401,E402  (runs: one-line errors, as every command of the repository)
 
 TOLERANCE = 1e-5  # float32 is good to ~1e-7 here; a real mistake is off by far more
 
@@ -48,22 +41,17 @@ def interrupted(signum, frame):
     raise Interrupted
 
 
-def show(shape):
-    return str(tuple(shape))
-
-
 def kind(value):
     """What a function returned, in words, when it is not what was expected."""
-    if value is None:
-        return "None (a missing return?)"
-    name = type(value).__name__
-    return f"{'an' if name[0].lower() in 'aeiou' else 'a'} {name}"
+    return "None (a missing return?)" if value is None else type(value).__name__
 
 
-def call(function, *args, **kwargs):
-    """The student's code, with its errors turned into one line (no traceback)."""
+def call(function, *args, watch=(), case=""):
+    """The student's code, with its errors turned into one line (no traceback);
+    none of the tensors of `watch` ((name, tensor) pairs) may change in place."""
+    before = [(name, tensor, tensor.detach().clone()) for name, tensor in watch]
     try:
-        return function(*args, **kwargs)
+        result = function(*args)
     except NotImplementedError:
         raise Failed("not written yet (NotImplementedError)") from None
     except SystemExit as e:  # sys.exit(0) in an exercise is no pass: it returned nothing to check
@@ -71,41 +59,41 @@ def call(function, *args, **kwargs):
     except (Exception, KeyboardInterrupt) as e:  # whatever the student's code raised is the answer to print
         message = str(e).strip().splitlines()[0] if str(e).strip() else ""
         raise Failed(f"raised {type(e).__name__}{': ' if message else ''}{message}"[:300]) from None
+    for name, tensor, copy in before:
+        if not torch.equal(tensor, copy):
+            raise Failed(f"changed its input {name} in place for {case}")
+    return result
 
 
-def compare(what, got, expected, case):
-    """Failed unless `got` is a tensor of expected's shape and dtype, within the
-    tolerance (relative to expected's largest value, for gradients that are large)."""
-    prefix = f"{what}: " if what else ""
+def difference(got, expected):
+    """How `got` differs from the tensor `expected` (its shape, its dtype, its numbers
+    within the tolerance, relative to expected's largest value), or "" when it does not."""
     if not isinstance(got, torch.Tensor):
-        raise Failed(f"{prefix}returned {kind(got)}, expected a tensor of shape {show(expected.shape)} for {case}")
+        return f"returned {kind(got)}, expected a tensor of shape {tuple(expected.shape)}"
     if got.shape != expected.shape:
-        raise Failed(f"{prefix}shape {show(got.shape)}, expected {show(expected.shape)} for {case}")
+        return f"shape {tuple(got.shape)}, expected {tuple(expected.shape)}"
     if got.dtype != expected.dtype:
-        raise Failed(f"{prefix}dtype {got.dtype}, expected {expected.dtype} (that of the input) for {case}")
+        return f"dtype {got.dtype}, expected {expected.dtype} (that of the input)"
     got, expected = got.detach().double(), expected.detach().double()
     tolerance = TOLERANCE * max(1.0, expected.abs().max().item())
-    error = (got - expected).abs().nan_to_num(nan=math.inf)  # a NaN is as wrong as can be
+    error = (got - expected).abs().nan_to_num(nan=math.inf).flatten()  # a NaN is as wrong as can be
     worst = error.argmax()
-    if error.flatten()[worst] <= tolerance:
-        return
-    shown_tolerance = f"{tolerance:.0e}".replace("e-0", "e-")
+    if error[worst] <= tolerance:
+        return ""
+    shown = f"{tolerance:.0e}".replace("e-0", "e-")
     if expected.dim() == 0:  # the loss: one number
-        raise Failed(f"{prefix}got {got.item():.4g}, expected {expected.item():.4g} "
-                     f"(tolerance {shown_tolerance}) for {case}")
-    where = tuple(int(i) for i in torch.unravel_index(worst, error.shape))
+        return f"got {got.item():.4g}, expected {expected.item():.4g} (tolerance {shown})"
+    where = tuple(int(i) for i in torch.unravel_index(worst, expected.shape))
     if got.flatten()[worst].isnan():
-        raise Failed(f"{prefix}NaN at {where} for {case}")
-    raise Failed(f"{prefix}largest error {error.flatten()[worst].item():.2g} at {where} "
-                 f"(tolerance {shown_tolerance}) for {case}")
+        return f"NaN at {where}"
+    return f"largest error {error[worst].item():.2g} at {where} (tolerance {shown})"
 
 
-def close(got, expected):
-    """compare's test as a yes or no: a tensor of expected's shape, within the tolerance."""
-    if not (isinstance(got, torch.Tensor) and got.shape == expected.shape):
-        return False
-    got, expected = got.detach().double(), expected.detach().double()
-    return bool(((got - expected).abs() <= TOLERANCE * max(1.0, expected.abs().max().item())).all())
+def compare(what, got, expected, case, hint=lambda: ""):
+    """Failed, naming `what` and the case, unless `got` is `expected`; hint() says more."""
+    why = difference(got, expected)
+    if why:
+        raise Failed(f"{what + ': ' if what else ''}{why} for {case}{hint()}")
 
 
 def compare_gradients(got, expected, inputs, case):
@@ -116,15 +104,10 @@ def compare_gradients(got, expected, inputs, case):
     names, tensors = zip(*inputs.items())
     weighting = torch.randn(expected.shape, generator=torch.Generator().manual_seed(1))
     expected_grads = torch.autograd.grad(expected, tensors, weighting)
-    got_grads = call(torch.autograd.grad, got, tensors, weighting, allow_unused=True)
+    got_grads = call(lambda: torch.autograd.grad(got, tensors, weighting, allow_unused=True))
     for name, grad, expected_grad in zip(names, got_grads, expected_grads):
         grad = torch.zeros_like(expected_grad) if grad is None else grad  # unused: no gradient at all
         compare(f"gradient of {name}", grad, expected_grad, case)
-
-
-def unchanged(name, tensor, before, case):
-    if not torch.equal(tensor, before):
-        raise Failed(f"changed its input {name} in place for {case}")
 
 
 def randn(*shape, seed):
@@ -139,23 +122,17 @@ def check_coord_channels(coord_channels):
     for seed, (shape, dtype) in enumerate([((2, 3, 7, 5), torch.float32), ((1, 1, 4, 4), torch.float32),
                                            ((3, 2, 6, 9), torch.float64)]):
         x = randn(*shape, seed=seed).to(dtype)
-        case = f"x {show(shape)}" + (f" {dtype}" if dtype != torch.float32 else "")
-        expected = model.coord_channels(x)                        # (B, 2, H, W)
-        before = x.clone()
-        got = call(coord_channels, x)
-        unchanged("x", x, before, case)
-        compare(None, got, expected, case)
+        case = f"x {shape}" + (f" {dtype}" if dtype != torch.float32 else "")
+        got = call(coord_channels, x, watch=[("x", x)], case=case)
+        compare(None, got, model.coord_channels(x), case)              # (B, 2, H, W)
 
 
-def row_sums(alpha, expected_alpha):
+def row_sums(alpha):
     """A wrong alpha whose rows do not sum to 1 (each position's look is a
     softmax over s): say so, it points at the softmax's dimension."""
-    if not (isinstance(alpha, torch.Tensor) and alpha.shape == expected_alpha.shape):
-        return ""
-    sums = alpha.detach().double().sum(-1)                        # (B, N)
-    if not sums.isfinite().all() or torch.allclose(sums, torch.ones_like(sums), atol=1e-4):
-        return ""
-    return f"; its rows sum to {sums.min():.2g} .. {sums.max():.2g}, not 1"
+    sums = alpha.detach().double().sum(-1) if isinstance(alpha, torch.Tensor) else torch.ones(1)  # (B, N)
+    wrong = sums.isfinite().all() and not torch.allclose(sums, torch.ones_like(sums), atol=1e-4)
+    return f"; its rows sum to {sums.min():.2g} .. {sums.max():.2g}, not 1" if wrong else ""
 
 
 def attention_mistake(attention, h, got, got_alpha):
@@ -174,7 +151,7 @@ def attention_mistake(attention, h, got, got_alpha):
             alpha = torch.softmax(scores / scale, dim=-1)
             context = (alpha @ keys).transpose(1, 2).reshape(h.shape)    # (B, C, H, W)
             out = torch.tanh(attention.W_c(torch.cat([context, h] if context_first else [h, context], dim=1)))
-            if close(got, out) and (got_alpha is None or close(got_alpha, alpha)):
+            if not difference(got, out) and (got_alpha is None or not difference(got_alpha, alpha)):
                 return f"; that is {says}"
     return ""
 
@@ -186,37 +163,27 @@ def check_attention_forward(attention_forward):
         torch.manual_seed(seed)                                   # the module's weights
         attention = model.Attention(shape[1])
         h = randn(*shape, seed=seed).requires_grad_()
-        case = f"h {show(shape)}, return_attention={return_attention}"
+        case = f"h {shape}, return_attention={return_attention}"
         expected, expected_alpha = model.Attention.forward(attention, h, return_attention)
-        before = h.detach().clone()
-        got = call(attention_forward, attention, h, return_attention)
-        unchanged("h", h, before, case)
+        got = call(attention_forward, attention, h, return_attention, watch=[("h", h)], case=case)
         if not (isinstance(got, (tuple, list)) and len(got) == 2):
             raise Failed(f"returned {kind(got)}, expected (out, alpha) for {case}")
         got, got_alpha = got[0], got[1] if return_attention else None
-        if return_attention:
-            try:
-                compare("alpha", got_alpha, expected_alpha, case)  # (B, N, N): where each t looks
-            except Failed as failed:
-                raise Failed(f"{failed}{row_sums(got_alpha, expected_alpha)}"
-                             f"{attention_mistake(attention, h, got, got_alpha)}") from None
-        try:
-            compare("out", got, expected, case)                   # (B, C, H, W)
-        except Failed as failed:
-            raise Failed(f"{failed}{attention_mistake(attention, h, got, got_alpha)}") from None
+        mistake = lambda: attention_mistake(attention, h, got, got_alpha)  # noqa: E731
+        if return_attention:                                      # (B, N, N): where each t looks
+            compare("alpha", got_alpha, expected_alpha, case, lambda: row_sums(got_alpha) + mistake())
+        compare("out", got, expected, case, mistake)              # (B, C, H, W)
         compare_gradients(got, expected, {"h": h, "W_a.weight": attention.W_a.weight,
                                           "W_c.weight": attention.W_c.weight}, case)
 
 
 def fusion_mistake(fusion, feats, embedding, got):
     """The embedding concatenated before the features, recognized by its numbers: "; that is ..." or ""."""
-    if embedding is None:
-        return ""
     with torch.no_grad():
         tiled = embedding[:, :, None, None].expand(-1, -1, *feats.shape[2:])  # (B, E, h, w)
         wrong = F.relu(fusion.conv(torch.cat([tiled, feats], dim=1)))
-    return ("; that is ReLU(conv([embedding; feats])): concatenate feats first, then the tiled embedding "
-            "(fusion.conv's weights are for that order)") if close(got, wrong) else ""
+    return "" if difference(got, wrong) else ("; that is ReLU(conv([embedding; feats])): concatenate feats first, "
+                                              "then the tiled embedding (fusion.conv's weights are for that order)")
 
 
 def check_fusion_forward(fusion_forward):
@@ -226,17 +193,11 @@ def check_fusion_forward(fusion_forward):
         fusion = model.Fusion(shape[1], embed_dim)
         feats = randn(*shape, seed=seed).requires_grad_()
         embedding = randn(shape[0], embed_dim, seed=seed + 100).requires_grad_() if embed_dim else None
-        case = f"feats {show(shape)}, embedding " + (show(embedding.shape) if embed_dim else "None")
+        case = f"feats {shape}, embedding " + (str(tuple(embedding.shape)) if embed_dim else "None")
         expected = model.Fusion.forward(fusion, feats, embedding)
         inputs = {"feats": feats, **({"embedding": embedding} if embed_dim else {})}
-        before = {name: t.detach().clone() for name, t in inputs.items()}
-        got = call(fusion_forward, fusion, feats, embedding)
-        for name, t in inputs.items():
-            unchanged(name, t, before[name], case)
-        try:
-            compare(None, got, expected, case)                    # (B, C, h, w)
-        except Failed as failed:
-            raise Failed(f"{failed}{fusion_mistake(fusion, feats, embedding, got)}") from None
+        got = call(fusion_forward, fusion, feats, embedding, watch=inputs.items(), case=case)
+        compare(None, got, expected, case, lambda: fusion_mistake(fusion, feats, embedding, got) if embed_dim else "")
         compare_gradients(got, expected, {**inputs, "conv.weight": fusion.conv.weight,
                                           "conv.bias": fusion.conv.bias}, case)
 
@@ -245,12 +206,9 @@ def check_colorization_loss(colorization_loss):
     for seed, shape in enumerate([(2, 2, 8, 8), (1, 2, 5, 7), (4, 2, 3, 3)]):
         pred_ab = randn(*shape, seed=seed).tanh().requires_grad_()  # the network ends in a tanh
         true_ab = randn(*shape, seed=seed + 100) * 0.3             # a*b*/128 of real photos is small
-        case = f"pred_ab and true_ab {show(shape)}"
+        case = f"pred_ab and true_ab {shape}"
         expected = F.mse_loss(pred_ab, true_ab)                   # as in train.py's training step
-        before = pred_ab.detach().clone(), true_ab.clone()
-        got = call(colorization_loss, pred_ab, true_ab)
-        unchanged("pred_ab", pred_ab, before[0], case)
-        unchanged("true_ab", true_ab, before[1], case)
+        got = call(colorization_loss, pred_ab, true_ab, watch=[("pred_ab", pred_ab), ("true_ab", true_ab)], case=case)
         compare(None, got, expected, case)                        # shape (): one number
         compare_gradients(got, expected, {"pred_ab": pred_ab}, case)
 
@@ -271,12 +229,8 @@ def main():
     if args.solutions and args.file:
         runs.fail("give FILE.py or --solutions, not both")
     path = args.file or os.path.join(HERE, "solutions.py" if args.solutions else "exercises.py")
-    if not os.path.exists(path):
-        runs.fail(f"{path}: no such file")
-    if not os.path.isfile(path):
-        runs.fail(f"{path}: not a file")
-    if not path.endswith(".py"):
-        runs.fail(f"{path}: not a Python file (.py)")
+    if not (os.path.isfile(path) and path.endswith(".py")):
+        runs.fail(f"{path}: " + ("no such file" if not os.path.exists(path) else "not a Python file (.py)"))
 
     spec = importlib.util.spec_from_file_location("checked_exercises", path)
     module = importlib.util.module_from_spec(spec)
