@@ -154,6 +154,30 @@ def writable_folder(path, flag="--out"):
     return made
 
 
+def new_files(paths, overwrite, inputs=None, flag="--out"):
+    """Before any work: each of `paths` (given by `flag`) can be written as a
+    file, none of them an input ({what: path}), no folder, none there unless
+    overwrite, their folders written to now. One line and exit 2 if not."""
+    for path in paths:
+        same = [what for what, p in (inputs or {}).items() if os.path.isfile(path) and os.path.samefile(path, p)]
+        why = ("give a file name" if not os.path.basename(path) else f"that is the {same[0]} itself" if same else
+               "exists and is not a file (a folder?)" if os.path.lexists(path) and not os.path.isfile(path) else
+               "exists (--overwrite replaces it)" if os.path.lexists(path) and not overwrite else None)
+        if why:
+            fail(f"{flag} {path or repr(path)}: {why}")
+        writable_folder(os.path.dirname(path) or ".", flag)
+
+
+def write_new(path, write, overwrite, flag="--out"):
+    """save_atomic(write, path) after new_files' checks once more (after minutes
+    of work, a file that appeared meanwhile is not replaced unasked), or one line."""
+    new_files([path], overwrite, flag=flag)
+    try:
+        save_atomic(write, path)
+    except OSError as e:  # a full disk, a folder made at the name meanwhile
+        fail(f"{flag} {path}: cannot write there ({e.strerror or e})")
+
+
 def checked(call, *args, said=None):
     """call(*args), or stop in one line (exit 2) when it raises ValueError or
     RuntimeError, which the modules below the scripts raise for input they

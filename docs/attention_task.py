@@ -55,12 +55,7 @@ parser.add_argument("--overwrite", action="store_true", help="replace earlier ou
 parser.add_argument("--mine", action="store_true", help="use your functions of docs/exercises/exercises.py")
 args = parser.parse_args()
 files = [os.path.join(args.out, "attention_task" + ext) for ext in (".png", ".html")]
-for path in files:  # refused now, not after minutes of training
-    why = ("exists and is not a file (a folder?)" if os.path.lexists(path) and not os.path.isfile(path) else
-           "exists (--overwrite replaces it)" if os.path.lexists(path) and not args.overwrite else None)
-    if why:
-        runs.fail(f"--out {path}: {why}")
-runs.writable_folder(args.out)  # written to now: a read-only folder is said before training
+runs.new_files(files, args.overwrite)  # refused now, not after minutes of training
 
 # -----------------------------------------------------------------------------
 # 1. The data: pictures made on the fly, in Lab
@@ -219,10 +214,7 @@ for k, row in enumerate(rows):
 i = examples[0]
 page = attention_maps.attention_page(picture(lightness[i], preds["attention"][i]), alpha[i],
                                      "The attention task (the attention model)")
-try:  # each file whole (runs.save_atomic) or not at all
-    runs.save_atomic(lambda f: sheet.save(f, format="PNG"), files[0])
-    runs.save_atomic(lambda f: f.write(page.encode("utf-8")), files[1])
-except OSError as e:  # a full disk
-    runs.fail(f"--out {args.out}: cannot write there ({e.strerror or e})")
+runs.write_new(files[0], lambda f: sheet.save(f, format="PNG"), args.overwrite)  # each whole, or not at all
+runs.write_new(files[1], lambda f: f.write(page.encode("utf-8")), args.overwrite)
 print(f"wrote {files[0]} and {files[1]}")
 print(f"baseline {ratio['baseline']:.2f}x all-gray, attention {ratio['attention']:.2f}x all-gray")

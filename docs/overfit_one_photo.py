@@ -52,17 +52,7 @@ args = parser.parse_args()
 rgb = data.center_crop(runs.checked(data.open_image, args.photo)[0], args.size)
 if data.is_grayscale(rgb):                                 # train.py leaves such photos out too
     runs.fail(f"{args.photo}: no color (grayscale) at its center: nothing to learn; give a color photo")
-out = args.out                                             # never the photo, never another file unasked
-why = ("give a file name for the PNG" if not os.path.basename(out) else "that is the photo itself"
-       if os.path.isfile(out) and os.path.samefile(out, args.photo) else "exists and is not a file (a folder?)"
-       if os.path.lexists(out) and not os.path.isfile(out) else "exists (--overwrite replaces it)"
-       if os.path.lexists(out) and not args.overwrite else None)
-if why:
-    runs.fail(f"--out {out or repr(out)}: {why}")
-runs.writable_folder(os.path.dirname(out) or ".")          # said now, not after the training
+runs.new_files([args.out], args.overwrite, inputs={"photo": args.photo})  # said now, not after the training
 sheet = overfit(rgb, args.steps, args.width, args.lr)
-try:                                                       # --out whole (runs.save_atomic) or not at all
-    runs.save_atomic(lambda f: sheet.save(f, format="PNG"), out)
-except OSError as e:
-    runs.fail(f"--out {out}: cannot write there ({e.strerror or e})")
-print(f"wrote {out}: gray | prediction | original")
+runs.write_new(args.out, lambda f: sheet.save(f, format="PNG"), args.overwrite)  # whole, or not at all
+print(f"wrote {args.out}: gray | prediction | original")
