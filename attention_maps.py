@@ -183,11 +183,11 @@ const W = D.width, H = D.height, [GH, GW] = D.grid, N = GH * GW, [QR, QC] = D.qu
 const codes = Uint8Array.from(atob(D.weights), c => c.charCodeAt(0));
 const pct = v => Math.round(100 * v) + "%";
 for (const span of document.querySelectorAll(".peak")) span.textContent = D.peak;
-document.getElementById("all").textContent = "All " + N + " positions: mean entropy " + D.mean_entropy.toFixed(2) +
-  " of uniform, the top 5% of positions hold " + pct(D.mean_top5) + " of the weight on average (uniform: 5%)." +
-  (S > 1 ? " Queries every " + S + " positions (the page's size is bounded)." : "");
-const canvases = ["picture", "heat"].map(id => document.getElementById(id));
-const [pic, heat] = canvases.map(c => Object.assign(c, {width: W, height: H}).getContext("2d"));
+document.getElementById("all").textContent = `All ${N} positions: mean entropy ${D.mean_entropy.toFixed(2)} of ` +
+  `uniform, the top 5% of positions hold ${pct(D.mean_top5)} of the weight on average (uniform: 5%).` +
+  (S > 1 ? ` Queries every ${S} positions (the page's size is bounded).` : "");
+const [pic, heat] = ["picture", "heat"].map(id => Object.assign(document.getElementById(id), {width: W, height: H})
+  .getContext("2d"));
 const images = [D.picture, D.gray].map(src => Object.assign(new Image(), {src}));
 const cells = Object.assign(document.createElement("canvas"), {width: GW, height: GH});
 const cellData = new ImageData(GW, GH);
@@ -215,20 +215,17 @@ function show(fx, fy) {  // fractions of width and height -> the nearest embedde
     ctx.strokeStyle = "#0ff"; ctx.lineWidth = 3; ctx.beginPath();
     ctx.arc((qx + 0.5) * W / GW, (qy + 0.5) * H / GH, 7, 0, 2 * Math.PI); ctx.stroke();
   }
-  document.getElementById("stats").textContent = "Query at x=" + ((qx + 0.5) / GW).toFixed(2) + ", y=" +
-    ((qy + 0.5) / GH).toFixed(2) + " (grid cell " + qx + ", " + qy + " of " + GW + " x " + GH + "): entropy " +
-    D.entropy[q].toFixed(2) + " of uniform; the top 5% of positions hold " + pct(D.top5[q]) +
-    " of its weight (uniform: 5%); the strongest, " + weight(q, best).toFixed(1) + "x uniform, at cell " +
-    (best % GW) + ", " + Math.floor(best / GW) + ".";
+  document.getElementById("stats").textContent = `Query at x=${((qx + 0.5) / GW).toFixed(2)}, ` +
+    `y=${((qy + 0.5) / GH).toFixed(2)} (grid cell ${qx}, ${qy} of ${GW} x ${GH}): entropy ${D.entropy[q].toFixed(2)} ` +
+    `of uniform; the top 5% of positions hold ${pct(D.top5[q])} of its weight (uniform: 5%); the strongest, ` +
+    `${weight(q, best).toFixed(1)}x uniform, at cell ${best % GW}, ${Math.floor(best / GW)}.`;
 }
 
-function fromHash() {
-  const m = /x=([0-9.]+),y=([0-9.]+)/.exec(location.hash);
-  return m ? [parseFloat(m[1]), parseFloat(m[2])] : [0.5, 0.5];
-}
+// the point of the fragment #x=..,y=.., else the middle
+const fromHash = () => (/x=([0-9.]+),y=([0-9.]+)/.exec(location.hash) || ["", "0.5", "0.5"]).slice(1).map(parseFloat);
 
 const pointer = ev => [ev.offsetX / ev.target.clientWidth, ev.offsetY / ev.target.clientHeight];
-for (const c of canvases) {
+for (const c of [pic.canvas, heat.canvas]) {
   c.addEventListener("pointermove", ev => { if (ev.pointerType === "mouse") show(...pointer(ev)); });
   c.addEventListener("pointerdown", ev => {  // a tap (or click) chooses the point and puts it in the link
     const [fx, fy] = pointer(ev); show(fx, fy);

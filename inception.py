@@ -39,17 +39,15 @@ import torch.nn.functional as F
 # 1. The network (Szegedy et al. 2016), with timm's module names
 
 
-class BasicConv2d(nn.Module):
-    """Conv (no bias) -> BatchNorm (eps 1e-3, as the TensorFlow original) -> ReLU."""
+class BasicConv2d(nn.Sequential):
+    """Conv (no bias) -> BatchNorm (eps 1e-3, as the TensorFlow original) -> ReLU,
+    run in the order they are set."""
 
     def __init__(self, cin, cout, kernel_size, stride=1, padding=0):
         super().__init__()
         self.conv = nn.Conv2d(cin, cout, kernel_size, stride, padding, bias=False)
         self.bn = nn.BatchNorm2d(cout, eps=1e-3)
         self.relu = nn.ReLU(inplace=True)
-
-    def forward(self, x):
-        return self.relu(self.bn(self.conv(x)))
 
 
 def conv_chain(*specs):
@@ -300,14 +298,13 @@ def hub_cached_inception():
     them, by its rules, if their sha256 is the expected one (a snapshot may hold
     another revision), else None."""
     hub = os.environ.get("HF_HUB_CACHE") or os.path.join(os.environ.get("HF_HOME") or cache_dir("huggingface"), "hub")
-    snapshots = os.path.join(glob.escape(os.path.expanduser(hub)), "models--timm--inception_resnet_v2.tf_in1k")
-    for path in sorted(glob.glob(os.path.join(snapshots, "snapshots", "*", "model.safetensors"))):
+    repo = os.path.join(glob.escape(os.path.expanduser(hub)), "models--timm--inception_resnet_v2.tf_in1k")
+    for path in sorted(glob.glob(os.path.join(repo, "snapshots", "*", "model.safetensors"))):
         try:
             if sha256_of(path) == INCEPTION_SHA256:
                 return path
         except (OSError, ValueError):  # unreadable, not a file, or gone meanwhile: not usable
             continue
-    return None
 
 
 def manual_steps(path, why):
