@@ -50,8 +50,7 @@ def heat_panel(picture, weights, grid, peak=PEAK, query=None):
     query's grid cell (qx, qy), if given. -> PIL RGB of the picture's size.
     The heat is 0 at or below uniform, 1 at `peak` times it, log in between,
     on a ramp of black, red, yellow, white."""
-    w, h = picture.size
-    gh, gw = grid
+    (w, h), (gh, gw) = picture.size, grid
     gray = to_tensor(picture.convert("L")) / 255                      # (1, h, w)
     times_uniform = (weights.float() * weights.numel()).reshape(1, 1, gh, gw)
     hot = (times_uniform.clamp_min(1).log() / math.log(peak)).clamp(0, 1)
@@ -70,18 +69,14 @@ def attention_figure(copy, colored_copy, alpha):
     the gray picture, and a line of their statistics. alpha: (N, N) over the
     h/8 x w/8 feature grid of `copy`. -> (panels, their labels, the line);
     outputs.side_by_side puts the panels in a row."""
-    w, h = copy.size
-    fh, fw = h // 8, w // 8
+    fh, fw = copy.height // 8, copy.width // 8
     queries = [((2 * gx + 1) * fw // 4, (2 * gy + 1) * fh // 4) for gy in range(2) for gx in range(2)]
     weights = alpha[[qy * fw + qx for qx, qy in queries]]              # (rings, N)
     entropy, top, top_sets = attention_stats(weights)
-    panels, labels = [colored_copy], ["colorized"]
-    for k, query in enumerate(queries):
-        panels.append(heat_panel(copy, weights[k], (fh, fw), PEAK, query))
-        labels.append(f"ring {k + 1}: top 5% hold {top[k]:.0%}")
+    panels = [colored_copy] + [heat_panel(copy, weights[k], (fh, fw), PEAK, q) for k, q in enumerate(queries)]
+    labels = ["colorized"] + [f"ring {k + 1}: top 5% hold {t:.0%}" for k, t in enumerate(top)]
     # Do the rings look at the same places? The share of one ring's top 5% that another's holds too.
-    overlap = [len(set(a.tolist()) & set(b.tolist())) / len(a)
-               for i, a in enumerate(top_sets) for b in top_sets[i + 1:]]
+    overlap = [len(set(a.tolist()) & set(b.tolist())) / len(a) for i, a in enumerate(top_sets) for b in top_sets[:i]]
     all_entropy, all_top, _ = attention_stats(alpha)
     line = (f"rings 1-{len(queries)}: entropy {'/'.join(f'{e:.2f}' for e in entropy)} of uniform, top 5% of "
             f"positions hold {'/'.join(f'{t:.0%}' for t in top)} of the weight (uniform: 5%); all "
@@ -155,7 +150,6 @@ PAGE = """<!DOCTYPE html>
 <title>TITLE: where each point looks</title>
 <style>
 body { font: 15px/1.4 sans-serif; margin: 16px; color: #222; }
-.row { display: flex; flex-wrap: wrap; gap: 12px; }
 figure { margin: 0; flex: 1 1 320px; max-width: 640px; }
 figcaption, small { font-size: 13px; color: #555; }
 canvas { display: block; width: 100%; cursor: crosshair; touch-action: none; }
@@ -168,7 +162,7 @@ canvas { display: block; width: 100%; cursor: crosshair; touch-action: none; }
 that point's attention takes from every position. <small>The heat is each weight against the uniform 1/N on a
 log scale: black at or below uniform, white at <span class="peak"></span> times it. A link ending in
 <code>#x=0.25,y=0.60</code> (fractions of width and height) opens at that point; clicking sets it.</small></p>
-<div class="row">
+<div style="display: flex; flex-wrap: wrap; gap: 12px">
 <figure><canvas id="picture"></canvas><figcaption>the picture, the query ringed</figcaption></figure>
 <figure><canvas id="heat"></canvas><figcaption>its attention weights over the gray picture</figcaption></figure>
 </div>
@@ -190,8 +184,7 @@ const [pic, heat] = ["picture", "heat"].map(id => Object.assign(document.getElem
   .getContext("2d"));
 const images = [D.picture, D.gray].map(src => Object.assign(new Image(), {src}));
 const cells = Object.assign(document.createElement("canvas"), {width: GW, height: GH});
-const cellData = new ImageData(GW, GH);
-cellData.data.fill(255);  // opaque: only the red, green and blue of each cell change
+const cellData = new ImageData(new Uint8ClampedArray(4 * N).fill(255), GW);  // opaque: only red, green, blue change
 // The weight of query row q on key k, as the PNG's heat: a multiple of uniform
 const weight = (q, k) => Math.pow(2, (codes[q * N + k] - D.uniform_code) / D.steps);
 
@@ -199,12 +192,11 @@ function show(fx, fy) {  // fractions of width and height -> the nearest embedde
   const r = Math.min(QR - 1, Math.max(0, Math.round((Math.min(fy, 0.9999) * GH - 0.5) / S)));
   const c = Math.min(QC - 1, Math.max(0, Math.round((Math.min(fx, 0.9999) * GW - 0.5) / S)));
   const q = r * QC + c, qx = c * S, qy = r * S;
-  let best = 0;
   for (let k = 0; k < N; k++) {  // heat_panel's heat and ramp; the array clamps each value to 0..255
     const h = Math.log(weight(q, k)) / Math.log(D.peak);
     for (let j = 0; j < 3; j++) cellData.data[4 * k + j] = 255 * (3 * h - j);
-    if (codes[q * N + k] > codes[q * N + best]) best = k;
   }
+  const row = codes.subarray(q * N, (q + 1) * N), best = row.reduce((b, code, k) => code > row[b] ? k : b, 0);
   cells.getContext("2d").putImageData(cellData, 0, 0);
   pic.drawImage(images[0], 0, 0);
   heat.drawImage(images[1], 0, 0);

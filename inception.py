@@ -54,8 +54,7 @@ def conv_chain(*specs):
     """BasicConv2d units from (cin, cout, kernel, stride, padding) tuples: a
     Sequential of them, or the unit itself when there is one (timm's keys
     are `branch0.conv.weight` there, not `branch0.0.conv.weight`)."""
-    units = [BasicConv2d(*s) for s in specs]
-    return units[0] if len(units) == 1 else nn.Sequential(*units)
+    return BasicConv2d(*specs[0]) if len(specs) == 1 else nn.Sequential(*(BasicConv2d(*s) for s in specs))
 
 
 class Branches(nn.Module):
@@ -78,8 +77,7 @@ class ResidualBlock(Branches):
 
     def __init__(self, channels, branches, scale, relu=True):
         super().__init__(*branches)
-        mixed = sum([m for m in b.modules() if isinstance(m, nn.Conv2d)][-1].out_channels
-                    for b in branches)
+        mixed = sum([m for m in b.modules() if isinstance(m, nn.Conv2d)][-1].out_channels for b in branches)
         self.conv2d = nn.Conv2d(mixed, channels, 1)  # added after the branches, so state_dict order matches
         self.scale = scale
         self.relu = nn.ReLU(inplace=True) if relu else nn.Identity()
@@ -207,15 +205,13 @@ def read_safetensors(path):
     for name, info in header.items():
         if not isinstance(info, dict) or info.get("dtype") not in SAFETENSORS_DTYPES:
             raise bad(f"tensor {name!r} has no known dtype")
-        dtype = SAFETENSORS_DTYPES[info["dtype"]]
-        shape, offsets = info.get("shape"), info.get("data_offsets")
+        dtype, shape, offsets = SAFETENSORS_DTYPES[info["dtype"]], info.get("shape"), info.get("data_offsets")
         if not (isinstance(shape, list) and all(type(s) is int and s >= 0 for s in shape)):
             raise bad(f"tensor {name!r} has a bad shape {shape!r}")
-        if not (isinstance(offsets, list) and len(offsets) == 2 and all(isinstance(o, int) for o in offsets)):
-            raise bad(f"tensor {name!r} has bad data_offsets {offsets!r}")
+        if not (isinstance(offsets, list) and len(offsets) == 2 and all(type(o) is int for o in offsets)
+                and 0 <= offsets[0] <= offsets[1] <= len(data)):
+            raise bad(f"tensor {name!r} has data_offsets {offsets!r} outside the {len(data)} data bytes (truncated?)")
         begin, end = offsets
-        if not 0 <= begin <= end <= len(data):
-            raise bad(f"tensor {name!r} bytes [{begin}, {end}) lie outside the {len(data)} data bytes (truncated?)")
         need = math.prod(shape) * dtype.itemsize
         if end - begin != need:
             raise bad(f"tensor {name!r} has {end - begin} bytes, shape {shape} needs {need}")
@@ -293,20 +289,6 @@ def sha256_of(path):
     return h.hexdigest()
 
 
-def hub_cached_inception():
-    """timm's weights where huggingface_hub (through which timm downloads) keeps
-    them, by its rules, if their sha256 is the expected one (a snapshot may hold
-    another revision), else None."""
-    hub = os.environ.get("HF_HUB_CACHE") or os.path.join(os.environ.get("HF_HOME") or cache_dir("huggingface"), "hub")
-    repo = os.path.join(glob.escape(os.path.expanduser(hub)), "models--timm--inception_resnet_v2.tf_in1k")
-    for path in sorted(glob.glob(os.path.join(repo, "snapshots", "*", "model.safetensors"))):
-        try:
-            if sha256_of(path) == INCEPTION_SHA256:
-                return path
-        except (OSError, ValueError):  # unreadable, not a file, or gone meanwhile: not usable
-            continue
-
-
 def manual_steps(path, why):
     """The error of a download that cannot happen: what to do by hand instead."""
     return RuntimeError(
@@ -357,16 +339,24 @@ def download_inception(path):
 
 def default_inception_path(download=True):
     """Path of timm's inception_resnet_v2 weights: in the user cache, else where
-    timm (huggingface_hub) downloaded them, else downloaded into the user cache
-    when allowed (not with HF_HUB_OFFLINE set to a true value: a user who said
-    "no network" means it here too). Neither there nor downloaded: the
-    user-cache path, which does not exist."""
+    timm downloaded them (huggingface_hub's cache, by its rules) if their
+    sha256 is the expected one (a snapshot may hold another revision), else
+    downloaded into the user cache when allowed (not with HF_HUB_OFFLINE set to
+    a true value: a user who said "no network" means it here too). Neither
+    there nor downloaded: the user-cache path, which does not exist."""
     path = os.path.join(cache_dir(), "inception_resnet_v2.tf_in1k.safetensors")
     if os.path.exists(path):
         return path
-    found = hub_cached_inception()
-    if found or not download:
-        return found or path
+    hub = os.environ.get("HF_HUB_CACHE") or os.path.join(os.environ.get("HF_HOME") or cache_dir("huggingface"), "hub")
+    repo = os.path.join(glob.escape(os.path.expanduser(hub)), "models--timm--inception_resnet_v2.tf_in1k")
+    for found in sorted(glob.glob(os.path.join(repo, "snapshots", "*", "model.safetensors"))):
+        try:
+            if sha256_of(found) == INCEPTION_SHA256:
+                return found
+        except (OSError, ValueError):  # unreadable, not a file, or gone meanwhile: not usable
+            continue
+    if not download:
+        return path
     offline = os.environ.get("HF_HUB_OFFLINE", "")
     if offline.strip().lower() in ("1", "true", "yes", "on"):
         raise manual_steps(path, f"HF_HUB_OFFLINE={offline}")

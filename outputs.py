@@ -90,11 +90,10 @@ def plan_outputs(jobs):
         extensions.setdefault(entry(stem), []).append(os.path.splitext(path)[1].lower())
     taken = {entry(path) for path, _ in jobs} | {os.path.realpath(path) for path, _ in jobs}  # no output may
     # replace an input, nor the file behind an input that is a link
-    inputs, planned = set(), []
+    planned = {}  # entry of an input: (the input, the stem of its outputs)
     for path, stem in jobs:
-        if entry(path) in inputs:
+        if entry(path) in planned:
             continue  # the same file named twice
-        inputs.add(entry(path))
         shared = extensions[entry(stem)]
         if len(shared) > 1 and len(set(shared)) == len(shared) and os.path.splitext(path)[1]:
             stem += "_" + os.path.splitext(path)[1][1:].lower()
@@ -103,8 +102,8 @@ def plan_outputs(jobs):
             n += 1
             candidate = f"{stem}-{n}"
         taken.update(entry(candidate + s) for s in OUTPUT_SUFFIXES)
-        planned.append((path, candidate))
-    return planned
+        planned[entry(path)] = (path, candidate)
+    return list(planned.values())
 
 
 def save_output(output, path, out=None):
@@ -119,10 +118,9 @@ def save_output(output, path, out=None):
             raise OSError(f"{printable(folder)} is a link, and no output is written through one")
         if not os.path.isdir(folder):
             os.mkdir(folder)
-    if isinstance(output, str):
-        runs.save_atomic(lambda f: f.write(output.encode("utf-8")), path)
-    else:  # compress_level 1: 3-4x faster than the default, ~15% bigger
-        runs.save_atomic(lambda f: output.save(f, format="PNG", compress_level=1), path)
+    # compress_level 1: 3-4x faster than the default, ~15% bigger
+    runs.save_atomic(lambda f: f.write(output.encode("utf-8")) if isinstance(output, str) else
+                     output.save(f, format="PNG", compress_level=1), path)
 
 
 # One input to colorize: its number in the plan, its file, the stem of its
@@ -265,17 +263,15 @@ class OutputPlan:
         all-gray, and (two or more images) how far each mean can be trusted;
         then the exit status: 1 when an input failed, 3 when nothing was
         written because every output existed (said loudly), else 0."""
-        metrics = self.metrics
-        if metrics:
-            print(f"metrics: mean over {len(metrics)} color images (PSNR on uint8 RGB at full resolution; "
+        if self.metrics:
+            print(f"metrics: mean over {len(self.metrics)} color images (PSNR on uint8 RGB at full resolution; "
                   f"ab MSE in ab/128 units; colorfulness: Hasler-Suesstrunk on |rg|, |yb|)")
-            means = {name: np.mean([r[name] for r in metrics], axis=0) for name in metrics[0]}  # name: PSNR, MSE, c
+            means = {name: np.mean([r[name] for r in self.metrics], axis=0) for name in self.metrics[0]}
             for name, (p, m, c) in means.items():  # the originals: only their colorfulness means anything
-                print(f"metrics:   {name:<12} " + (f"PSNR {p:6.2f} dB | ab MSE {m:.5f} ({m / means['all-gray'][1]:.2f}"
-                                                  f"x all-gray) | " if name != "original" else "") +
-                      f"colorfulness {c:5.1f}")
-            for name in self.names if len(metrics) > 1 else []:
-                print(f"metrics:   {name:<12} {uncertainty(metrics, name)}")
+                said = f"PSNR {p:6.2f} dB | ab MSE {m:.5f} ({m / means['all-gray'][1]:.2f}x all-gray) | "
+                print(f"metrics:   {name:<12} {said if name != 'original' else ''}colorfulness {c:5.1f}")
+            for name in self.names if len(self.metrics) > 1 else []:
+                print(f"metrics:   {name:<12} {uncertainty(self.metrics, name)}")
         if self.skipped and not self.written:
             print("nothing written: every output exists already and was kept (an earlier run's, maybe another "
                   "model's); --overwrite replaces them, -o DIR writes new ones elsewhere", file=sys.stderr)
@@ -310,10 +306,9 @@ def outputs_for(args, names, job, colored, gray, prediction):
         panels, labels, attention_line = attention_maps.attention_figure(copy, colored_copy, attention)
         images["_attention.png"] = side_by_side(panels, labels)
         images["_attention.html"] = attention_maps.attention_page(colored_copy, attention, os.path.basename(job.path))
-    if not args.metrics or not has_color:
-        return images, {} if args.metrics else None, attention_line
-    return images, {name: image_metrics(c, job.rgb) for name, c in zip(names + ["all-gray", "original"],
-                                                                       colored + [gray, job.rgb])}, attention_line
+    scores = None if not args.metrics else {} if not has_color else {
+        name: image_metrics(c, job.rgb) for name, c in zip(names + ["all-gray", "original"], colored + [gray, job.rgb])}
+    return images, scores, attention_line
 
 
 def side_by_side(images, labels):
