@@ -95,9 +95,8 @@ def predict_ab(loaded, copies, return_attention=False):
     ab = ab[:, :, PAD:-PAD, PAD:-PAD]                                  # (B, 2, h, w)
     if alpha is not None:  # keep the attention among the picture's own positions, not the border's
         B, gh, gw, cut = len(ab), ab.shape[2] // 8, ab.shape[3] // 8, PAD // 8  # the picture's grid, border cells
-        inside = slice(cut, -cut)
         alpha = alpha.view(B, gh + 2 * cut, gw + 2 * cut, gh + 2 * cut, gw + 2 * cut)  # (B, query y, x, key y, x)
-        alpha = alpha[:, inside, inside, inside, inside].reshape(B, gh * gw, gh * gw)  # (B, N, N), N = gh * gw
+        alpha = alpha[:, cut:-cut, cut:-cut, cut:-cut, cut:-cut].reshape(B, gh * gw, gh * gw)  # (B, N, N), N = gh * gw
         alpha = alpha / alpha.sum(-1, keepdim=True)                    # rows sum to 1 again
     return ab * lab.AB_SCALE, alpha
 

@@ -21,6 +21,7 @@ than F32, F16, BF16 and I64 (bool, 8- to 32-bit integers, F64, fp8).
 
     python -c "import inception; print(sum(p.numel() for p in inception.InceptionResNetV2().parameters()))"
 """
+import glob
 import hashlib
 import json
 import math
@@ -38,8 +39,9 @@ import torch.nn.functional as F
 # 1. The network (Szegedy et al. 2016), with timm's module names
 
 
-class BasicConv2d(nn.Module):
-    """Conv (no bias) -> BatchNorm (eps 1e-3, as the TensorFlow original) -> ReLU."""
+class BasicConv2d(nn.Sequential):
+    """Conv (no bias) -> BatchNorm (eps 1e-3, as the TensorFlow original) -> ReLU,
+    run in the order they are set."""
 
     def __init__(self, cin, cout, kernel_size, stride=1, padding=0):
         super().__init__()
@@ -47,16 +49,12 @@ class BasicConv2d(nn.Module):
         self.bn = nn.BatchNorm2d(cout, eps=1e-3)
         self.relu = nn.ReLU(inplace=True)
 
-    def forward(self, x):
-        return self.relu(self.bn(self.conv(x)))
-
 
 def conv_chain(*specs):
     """BasicConv2d units from (cin, cout, kernel, stride, padding) tuples: a
     Sequential of them, or the unit itself when there is one (timm's keys
     are `branch0.conv.weight` there, not `branch0.0.conv.weight`)."""
-    units = [BasicConv2d(*s) for s in specs]
-    return units[0] if len(units) == 1 else nn.Sequential(*units)
+    return BasicConv2d(*specs[0]) if len(specs) == 1 else nn.Sequential(*(BasicConv2d(*s) for s in specs))
 
 
 class Branches(nn.Module):
@@ -79,8 +77,7 @@ class ResidualBlock(Branches):
 
     def __init__(self, channels, branches, scale, relu=True):
         super().__init__(*branches)
-        mixed = sum([m for m in b.modules() if isinstance(m, nn.Conv2d)][-1].out_channels
-                    for b in branches)
+        mixed = sum([m for m in b.modules() if isinstance(m, nn.Conv2d)][-1].out_channels for b in branches)
         self.conv2d = nn.Conv2d(mixed, channels, 1)  # added after the branches, so state_dict order matches
         self.scale = scale
         self.relu = nn.ReLU(inplace=True) if relu else nn.Identity()
@@ -173,10 +170,8 @@ def regular_file(path):
     """`path` as a str, or ValueError when it is missing or not a regular file:
     open() on a FIFO waits for a writer that may never come, forever."""
     path = str(path)
-    if not os.path.exists(path):
-        raise ValueError(f"{path}: no such file")
     if not os.path.isfile(path):
-        raise ValueError(f"{path}: not a regular file")
+        raise ValueError(f"{path}: {'not a regular file' if os.path.exists(path) else 'no such file'}")
     return path
 
 
@@ -205,31 +200,24 @@ def read_safetensors(path):
     if not isinstance(header, dict):
         raise bad("header is not a JSON object")
     data = memoryview(blob)[8 + n:]
+    header.pop("__metadata__", None)
     tensors = {}
     for name, info in header.items():
-        if name == "__metadata__":
-            continue
         if not isinstance(info, dict) or info.get("dtype") not in SAFETENSORS_DTYPES:
             raise bad(f"tensor {name!r} has no known dtype")
-        dtype = SAFETENSORS_DTYPES[info["dtype"]]
-        shape, offsets = info.get("shape"), info.get("data_offsets")
+        dtype, shape, offsets = SAFETENSORS_DTYPES[info["dtype"]], info.get("shape"), info.get("data_offsets")
         if not (isinstance(shape, list) and all(type(s) is int and s >= 0 for s in shape)):
             raise bad(f"tensor {name!r} has a bad shape {shape!r}")
-        if not (isinstance(offsets, list) and len(offsets) == 2
-                and all(isinstance(o, int) for o in offsets)):
-            raise bad(f"tensor {name!r} has bad data_offsets {offsets!r}")
+        if not (isinstance(offsets, list) and len(offsets) == 2 and all(type(o) is int for o in offsets)
+                and 0 <= offsets[0] <= offsets[1] <= len(data)):
+            raise bad(f"tensor {name!r} has data_offsets {offsets!r} outside the {len(data)} data bytes (truncated?)")
         begin, end = offsets
-        if not 0 <= begin <= end <= len(data):
-            raise bad(f"tensor {name!r} bytes [{begin}, {end}) lie outside the "
-                      f"{len(data)} data bytes (truncated?)")
-        itemsize = torch.empty((), dtype=dtype).element_size()
-        if end - begin != math.prod(shape) * itemsize:
-            raise bad(f"tensor {name!r} has {end - begin} bytes, shape {shape} needs "
-                      f"{math.prod(shape) * itemsize}")
-        if end == begin:
-            tensors[name] = torch.empty(shape, dtype=dtype)
-        else:  # a view into blob: no copy until load_state_dict copies into the model
-            tensors[name] = torch.frombuffer(data[begin:end], dtype=dtype).reshape(shape)
+        need = math.prod(shape) * dtype.itemsize
+        if end - begin != need:
+            raise bad(f"tensor {name!r} has {end - begin} bytes, shape {shape} needs {need}")
+        # a view into blob: no copy until load_state_dict copies into the model (frombuffer refuses 0 bytes)
+        tensors[name] = torch.frombuffer(data[begin:end], dtype=dtype).reshape(shape) if need else \
+            torch.empty(shape, dtype=dtype)
     return tensors
 
 
@@ -276,23 +264,6 @@ def read_state_dict(path):
     return state
 
 
-def load_strict(module, state, source):
-    """load_state_dict with an error that names the missing, unexpected and
-    mis-shaped keys (a few of each) and the file they came from."""
-    own = module.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    misshaped = [f"{k} {tuple(state[k].shape)} != {tuple(v.shape)}"
-                 for k, v in own.items() if k in state and state[k].shape != v.shape]
-    problems = [f"{what} ({len(keys)}): {', '.join(keys[:5])}{' ...' if len(keys) > 5 else ''}"
-                for what, keys in (("missing", missing), ("unexpected", unexpected),
-                                   ("wrong shape", misshaped)) if keys]
-    if problems:
-        raise ValueError(f"{source}: weights do not fit {module.__class__.__name__}: "
-                         + "; ".join(problems))
-    module.load_state_dict(state)
-
-
 # -----------------------------------------------------------------------------
 # 3. The default weights: timm's TensorFlow-trained ImageNet model (top-1 80.43%),
 #    found in our cache or Hugging Face's, or downloaded once
@@ -302,42 +273,11 @@ INCEPTION_URL = "https://huggingface.co/timm/inception_resnet_v2.tf_in1k/resolve
 INCEPTION_SHA256 = "dbea26b13a5fc8351919fed6a94222c0577ce324b2765fd081a798f837ca9d72"
 
 
-def xdg_cache_home():
-    """$XDG_CACHE_HOME, or ~/.cache: the XDG rule ignores an empty or relative value."""
+def cache_dir(name="colorize"):
+    """$XDG_CACHE_HOME/name, else ~/.cache/name (the XDG rule ignores an empty or
+    relative value): this project's download folder, or Hugging Face's."""
     base = os.environ.get("XDG_CACHE_HOME", "")
-    return base if os.path.isabs(base) else os.path.expanduser("~/.cache")
-
-
-def cache_dir():
-    """This project's download folder (make_cache_dir creates it when needed)."""
-    return os.path.join(xdg_cache_home(), "colorize")
-
-
-def make_cache_dir():
-    """cache_dir(), created and writable, or a one-line RuntimeError saying what to do."""
-    folder = cache_dir()
-    try:
-        os.makedirs(folder, exist_ok=True)
-        why = None if os.access(folder, os.W_OK | os.X_OK) else "not writable"
-    except OSError as e:  # XDG_CACHE_HOME names a file, HOME is read-only, ...
-        why = e.strerror
-    if why:
-        raise RuntimeError(f"{folder}: cannot keep the Inception weights there ({why}); set XDG_CACHE_HOME "
-                           f"to a writable folder or pass --inception PATH")
-    return folder
-
-
-def hub_cache_dir():
-    """Where huggingface_hub (through which timm downloads) keeps files, by its rules."""
-    if os.environ.get("HF_HUB_CACHE"):
-        return os.path.expanduser(os.environ["HF_HUB_CACHE"])
-    home = os.environ.get("HF_HOME") or os.path.join(xdg_cache_home(), "huggingface")
-    return os.path.join(os.path.expanduser(home), "hub")
-
-
-def hub_offline():
-    """HF_HUB_OFFLINE set to a true value: a user who said "no network" means it here too."""
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+    return os.path.join(base if os.path.isabs(base) else os.path.expanduser("~/.cache"), name)
 
 
 def sha256_of(path):
@@ -349,24 +289,6 @@ def sha256_of(path):
     return h.hexdigest()
 
 
-def hub_cached_inception():
-    """timm's weights where huggingface_hub downloaded them, if their sha256 is
-    the expected one (a snapshot may hold another revision), else None."""
-    snapshots = os.path.join(hub_cache_dir(), "models--timm--inception_resnet_v2.tf_in1k", "snapshots")
-    try:
-        revisions = sorted(os.listdir(snapshots))
-    except OSError:  # none there (or unreadable): nothing to reuse
-        return None
-    for revision in revisions:
-        path = os.path.join(snapshots, revision, "model.safetensors")
-        try:
-            if os.path.isfile(path) and sha256_of(path) == INCEPTION_SHA256:
-                return path
-        except (OSError, ValueError):  # unreadable, or gone meanwhile: not usable
-            continue
-    return None
-
-
 def manual_steps(path, why):
     """The error of a download that cannot happen: what to do by hand instead."""
     return RuntimeError(
@@ -375,32 +297,31 @@ def manual_steps(path, why):
         f"without the global branch")
 
 
-def fetch(url, dest):
-    """Copy url into the file dest with a progress line on stderr, ended however
-    the copy ends (done, failed, Ctrl-C), so the next message starts a line."""
-    done = 0
+def download_inception(path):
+    """Download the default weights to `path` with a progress line on stderr,
+    through a temporary file of this process's own (several may download at
+    once), checked before it is renamed into place. Whatever stops it (a
+    failure, Ctrl-C), the temporary file goes too and the progress line ends,
+    so the next message starts a line."""
+    folder = os.path.dirname(path)
     try:
-        with urllib.request.urlopen(url, timeout=30) as r, open(dest, "wb") as f:
+        os.makedirs(folder, exist_ok=True)
+        why = None if os.access(folder, os.W_OK | os.X_OK) else "not writable"
+    except OSError as e:  # XDG_CACHE_HOME names a file, HOME is read-only, ...
+        why = e.strerror
+    if why:
+        raise RuntimeError(f"{folder}: cannot keep the Inception weights there ({why}); set XDG_CACHE_HOME "
+                           f"to a writable folder or pass --inception PATH")
+    partial, done = f"{path}.part{os.getpid()}", 0
+    print(f"downloading the Inception-ResNet-v2 weights (224 MB) to {path}", file=sys.stderr)
+    try:
+        with urllib.request.urlopen(INCEPTION_URL, timeout=30) as r, open(partial, "wb") as f:
             length = str(r.headers.get("Content-Length", ""))
             total = f"/{int(length) / 1e6:.0f}" if length.isdigit() else ""  # servers may not say
             while chunk := r.read(1 << 20):
                 f.write(chunk)
                 done += len(chunk)
                 print(f"\r  {done / 1e6:.0f}{total} MB", end="", file=sys.stderr, flush=True)
-    finally:
-        if done:
-            print(file=sys.stderr)
-
-
-def download_inception(path):
-    """Download the default weights to `path`, through a temporary file of this
-    process's own (several may download at once), checked before it is renamed
-    into place. Whatever stops it, the temporary file goes too."""
-    make_cache_dir()
-    partial = f"{path}.part{os.getpid()}"
-    print(f"downloading the Inception-ResNet-v2 weights (224 MB) to {path}", file=sys.stderr)
-    try:
-        fetch(INCEPTION_URL, partial)
         digest = sha256_of(partial)
         if digest != INCEPTION_SHA256:
             raise RuntimeError(f"downloaded file has sha256 {digest}, expected {INCEPTION_SHA256}")
@@ -409,6 +330,8 @@ def download_inception(path):
     except OSError as e:  # no network, a stalled or broken connection, a full disk
         raise manual_steps(path, e) from None
     finally:
+        if done:
+            print(file=sys.stderr)
         if os.path.exists(partial):
             os.remove(partial)
     return path
@@ -416,24 +339,44 @@ def download_inception(path):
 
 def default_inception_path(download=True):
     """Path of timm's inception_resnet_v2 weights: in the user cache, else where
-    timm (huggingface_hub) downloaded them, else downloaded into the user cache
-    when allowed (not with HF_HUB_OFFLINE). Neither there nor downloaded: the
-    user-cache path, which does not exist."""
+    timm downloaded them (huggingface_hub's cache, by its rules) if their
+    sha256 is the expected one (a snapshot may hold another revision), else
+    downloaded into the user cache when allowed (not with HF_HUB_OFFLINE set to
+    a true value: a user who said "no network" means it here too). Neither
+    there nor downloaded: the user-cache path, which does not exist."""
     path = os.path.join(cache_dir(), "inception_resnet_v2.tf_in1k.safetensors")
     if os.path.exists(path):
         return path
-    found = hub_cached_inception()
-    if found or not download:
-        return found or path
-    if hub_offline():
-        raise manual_steps(path, f"HF_HUB_OFFLINE={os.environ['HF_HUB_OFFLINE']}")
+    hub = os.environ.get("HF_HUB_CACHE") or os.path.join(os.environ.get("HF_HOME") or cache_dir("huggingface"), "hub")
+    repo = os.path.join(glob.escape(os.path.expanduser(hub)), "models--timm--inception_resnet_v2.tf_in1k")
+    for found in sorted(glob.glob(os.path.join(repo, "snapshots", "*", "model.safetensors"))):
+        try:
+            if sha256_of(found) == INCEPTION_SHA256:
+                return found
+        except (OSError, ValueError):  # unreadable, not a file, or gone meanwhile: not usable
+            continue
+    if not download:
+        return path
+    offline = os.environ.get("HF_HUB_OFFLINE", "")
+    if offline.strip().lower() in ("1", "true", "yes", "on"):
+        raise manual_steps(path, f"HF_HUB_OFFLINE={offline}")
     return download_inception(path)
 
 
 def load_inception(path):
-    """A frozen InceptionResNetV2 in eval mode with the weights in `path`."""
-    net = InceptionResNetV2()
-    load_strict(net, read_state_dict(path), path)
+    """A frozen InceptionResNetV2 in eval mode with the weights in `path`, loaded
+    strictly: an error names the missing, unexpected and mis-shaped keys (a few
+    of each) and the file they came from."""
+    net, state = InceptionResNetV2(), read_state_dict(path)
+    own = net.state_dict()
+    wrong = {"missing": [k for k in own if k not in state], "unexpected": [k for k in state if k not in own],
+             "wrong shape": [f"{k} {tuple(state[k].shape)} != {tuple(v.shape)}"
+                             for k, v in own.items() if k in state and state[k].shape != v.shape]}
+    problems = [f"{what} ({len(keys)}): {', '.join(keys[:5])}{' ...' if len(keys) > 5 else ''}"
+                for what, keys in wrong.items() if keys]
+    if problems:
+        raise ValueError(f"{path}: weights do not fit InceptionResNetV2: " + "; ".join(problems))
+    net.load_state_dict(state)
     return net.eval().requires_grad_(False)
 
 # -----------------------------------------------------------------------------
@@ -453,8 +396,6 @@ def open_inception(choice="auto", trained_with=None, strict=True, download=True)
     it only colorizes (colorize.py), it is a warning: the colors may suffer,
     and nothing is lost."""
     path = default_inception_path(download) if choice == "auto" else str(choice)
-    if not os.path.exists(path):
-        raise ValueError(f"{path}: no such file")
     record, warning = {"file": os.path.basename(path), "sha256": sha256_of(path)}, None
     if trained_with and trained_with.get("sha256") and trained_with["sha256"] != record["sha256"]:
         warning = (f"{path} is not the Inception the checkpoint was trained with ({trained_with.get('file')}, "

@@ -75,25 +75,6 @@ def command_line(argv, doc):
 # -----------------------------------------------------------------------------
 # 1. Inputs and their outputs
 
-def collect_inputs(paths, out_dir):
-    """[(input file, output stem)] for files and folders (recursive), one-line
-    errors (a missing path, a folder without images) and warnings (what the
-    folder walks passed over: unreadable folders, FIFOs)."""
-    jobs, errors, passed_over = [], [], []
-    for p in paths:
-        if os.path.isdir(p):
-            found = [f for f in data.find_images(p, passed_over)
-                     if not f.endswith(OUTPUT_SUFFIXES)]  # our own outputs from an earlier run
-            jobs += [(f, os.path.join(out_dir, os.path.relpath(f, p)) if out_dir else f) for f in found]
-            if not found:
-                errors.append(f"no images found in {printable(p)} ({', '.join(data.IMAGE_EXTENSIONS)})")
-        elif os.path.exists(p):
-            jobs.append((p, os.path.join(out_dir, os.path.basename(p)) if out_dir else p))
-        else:
-            errors.append(f"{printable(p)}: no such file or folder")
-    return [(f, os.path.splitext(stem)[0]) for f, stem in jobs], errors, passed_over
-
-
 def plan_outputs(jobs):
     """Give every input its own outputs, none of them an input: inputs that
     would share a name get their extension added (x_jpg, x_png) or, where that
@@ -109,11 +90,10 @@ def plan_outputs(jobs):
         extensions.setdefault(entry(stem), []).append(os.path.splitext(path)[1].lower())
     taken = {entry(path) for path, _ in jobs} | {os.path.realpath(path) for path, _ in jobs}  # no output may
     # replace an input, nor the file behind an input that is a link
-    inputs, planned = set(), []
+    planned = {}  # entry of an input: (the input, the stem of its outputs)
     for path, stem in jobs:
-        if entry(path) in inputs:
+        if entry(path) in planned:
             continue  # the same file named twice
-        inputs.add(entry(path))
         shared = extensions[entry(stem)]
         if len(shared) > 1 and len(set(shared)) == len(shared) and os.path.splitext(path)[1]:
             stem += "_" + os.path.splitext(path)[1][1:].lower()
@@ -122,8 +102,8 @@ def plan_outputs(jobs):
             n += 1
             candidate = f"{stem}-{n}"
         taken.update(entry(candidate + s) for s in OUTPUT_SUFFIXES)
-        planned.append((path, candidate))
-    return planned
+        planned[entry(path)] = (path, candidate)
+    return list(planned.values())
 
 
 def save_output(output, path, out=None):
@@ -138,17 +118,9 @@ def save_output(output, path, out=None):
             raise OSError(f"{printable(folder)} is a link, and no output is written through one")
         if not os.path.isdir(folder):
             os.mkdir(folder)
-    if isinstance(output, str):
-        runs.save_atomic(lambda f: f.write(output.encode("utf-8")), path)
-    else:  # compress_level 1: 3-4x faster than the default, ~15% bigger
-        runs.save_atomic(lambda f: output.save(f, format="PNG", compress_level=1), path)
-
-
-def model_name(path, names, several):
-    """A model's name in --compare strips and --metrics: its run folder's, when
-    several are compared (numbered when two folders share a name)."""
-    name = printable(os.path.basename(os.path.dirname(os.path.abspath(path)))) if several else "colorized"
-    return f"{name}-{len(names) + 1}" if name in names else name
+    # compress_level 1: 3-4x faster than the default, ~15% bigger
+    runs.save_atomic(lambda f: f.write(output.encode("utf-8")) if isinstance(output, str) else
+                     output.save(f, format="PNG", compress_level=1), path)
 
 
 # One input to colorize: its number in the plan, its file, the stem of its
@@ -165,15 +137,28 @@ class OutputPlan:
     no file. Failures are counted, said in one line each, and the rest goes on."""
 
     def __init__(self, args):
-        self.args, self.names, self.metrics, self.done, self.written, self.skipped = args, [], [], 0, 0, 0
+        """Files and folders (recursive) in, each file with its output stem;
+        one-line errors (a missing path, a folder without images) and warnings
+        (what the folder walks passed over: unreadable folders, FIFOs)."""
+        self.args, self.names, self.metrics, self.failed, self.done, self.written, self.skipped = \
+            args, [], [], 0, 0, 0, 0
         self.needs_gray = args.compare or args.metrics  # all-gray: a panel of --compare, the bar of --metrics
-        jobs, errors, passed_over = collect_inputs(args.paths, args.out)
-        self.jobs, self.failed = plan_outputs(jobs), len(errors)
-        self.eta = runs.Eta(len(self.jobs))
-        for e in errors:
-            print(f"error: {e}", file=sys.stderr)
+        jobs, passed_over = [], []  # [(input file, its output file, before its extension is cut)]
+        for p in args.paths:
+            if os.path.isdir(p):
+                found = [f for f in data.find_images(p, passed_over)
+                         if not f.endswith(OUTPUT_SUFFIXES)]  # our own outputs from an earlier run
+                jobs += [(f, os.path.join(args.out, os.path.relpath(f, p)) if args.out else f) for f in found]
+                if not found:
+                    self.error(None, f"no images found in {printable(p)} ({', '.join(data.IMAGE_EXTENSIONS)})")
+            elif os.path.exists(p):
+                jobs.append((p, os.path.join(args.out, os.path.basename(p)) if args.out else p))
+            else:
+                self.error(None, f"{printable(p)}: no such file or folder")
         for w in passed_over:
             print(f"warning: {w}", file=sys.stderr)
+        self.jobs = plan_outputs([(f, os.path.splitext(stem)[0]) for f, stem in jobs])
+        self.eta = runs.Eta(len(self.jobs))
 
     def use(self, loaded, demo):
         """A model colorize.load() returned, said in one line (demo: the bundled
@@ -196,7 +181,11 @@ class OutputPlan:
             found = (f"; the bundled demo model, trained on 229 photos on a GPU, then on 262 on a CPU; a run of "
                      f"train.py into {runs.SEARCHED} here is used instead")
         print(f"checkpoint: {path} ({loaded.summary}{found})", file=sys.stderr)
-        self.names.append(model_name(loaded.path, self.names, len(args.checkpoint or []) > 1))
+        # its name in --compare strips and --metrics: its run folder's when several are compared, numbered when
+        # two folders share a name
+        several = len(args.checkpoint or []) > 1
+        name = printable(os.path.basename(os.path.dirname(os.path.abspath(loaded.path)))) if several else "colorized"
+        self.names.append(f"{name}-{len(self.names) + 1}" if name in self.names else name)
         if args.attention and len(self.names) == 1 and loaded.net.attention is None:
             print(f"note: {path} is a baseline model without attention; no attention maps", file=sys.stderr)
             args.attention = False  # none asked for, none missing
@@ -261,15 +250,28 @@ class OutputPlan:
             print(line, flush=True)
         if attention_line:
             print(f"attention: {printable(job.path)}: {attention_line}")
-        if scores is not None:
-            print(metrics_line(job.path, scores))
-            self.metrics += [scores] if scores else []
+        if scores == {}:
+            print(f"metrics: {printable(job.path)}: grayscale input, nothing to compare against")
+        elif scores:
+            print(f"metrics: {printable(job.path)}: " + " | ".join(
+                f"{n} PSNR {p:.2f} dB, ab MSE {m:.4f}, colorfulness {c:.1f}" for n, (p, m, c) in scores.items()
+                if n != "original") + f" | original colorfulness {scores['original'][2]:.1f}")
+            self.metrics.append(scores)
 
     def finish(self):
-        """The means of --metrics, and the exit status: 1 when an input failed,
-        3 when nothing was written because every output existed (said loudly), else 0."""
+        """The means over the color images of --metrics, each model beside
+        all-gray, and (two or more images) how far each mean can be trusted;
+        then the exit status: 1 when an input failed, 3 when nothing was
+        written because every output existed (said loudly), else 0."""
         if self.metrics:
-            print_means(self.metrics, self.names)
+            print(f"metrics: mean over {len(self.metrics)} color images (PSNR on uint8 RGB at full resolution; "
+                  f"ab MSE in ab/128 units; colorfulness: Hasler-Suesstrunk on |rg|, |yb|)")
+            means = {name: np.mean([r[name] for r in self.metrics], axis=0) for name in self.metrics[0]}
+            for name, (p, m, c) in means.items():  # the originals: only their colorfulness means anything
+                said = f"PSNR {p:6.2f} dB | ab MSE {m:.5f} ({m / means['all-gray'][1]:.2f}x all-gray) | "
+                print(f"metrics:   {name:<12} {said if name != 'original' else ''}colorfulness {c:5.1f}")
+            for name in self.names if len(self.metrics) > 1 else []:
+                print(f"metrics:   {name:<12} {uncertainty(self.metrics, name)}")
         if self.skipped and not self.written:
             print("nothing written: every output exists already and was kept (an earlier run's, maybe another "
                   "model's); --overwrite replaces them, -o DIR writes new ones elsewhere", file=sys.stderr)
@@ -304,23 +306,19 @@ def outputs_for(args, names, job, colored, gray, prediction):
         panels, labels, attention_line = attention_maps.attention_figure(copy, colored_copy, attention)
         images["_attention.png"] = side_by_side(panels, labels)
         images["_attention.html"] = attention_maps.attention_page(colored_copy, attention, os.path.basename(job.path))
-    if not args.metrics or not has_color:
-        return images, {} if args.metrics else None, attention_line
-    return images, {name: image_metrics(c, job.rgb) for name, c in zip(names + ["all-gray", "original"],
-                                                                       colored + [gray, job.rgb])}, attention_line
+    scores = None if not args.metrics else {} if not has_color else {
+        name: image_metrics(c, job.rgb) for name, c in zip(names + ["all-gray", "original"], colored + [gray, job.rgb])}
+    return images, scores, attention_line
 
 
-def side_by_side(images, labels=None, gap=4, header=18):
-    """Images in a row on white; with labels, a caption strip above each."""
-    top = header if labels else 0
-    width = sum(im.width for im in images) + gap * (len(images) - 1)
-    sheet = Image.new("RGB", (width, top + max(im.height for im in images)), "white")
+def side_by_side(images, labels):
+    """Images in a row on white, 4 px apart, each under an 18 px strip with its label."""
+    sheet = Image.new("RGB", (sum(im.width + 4 for im in images) - 4, 18 + max(im.height for im in images)), "white")
     draw, x = ImageDraw.Draw(sheet), 0
-    for i, im in enumerate(images):
-        sheet.paste(im.convert("RGB"), (x, top))
-        if labels:
-            draw.text((x + 4, 3), labels[i], fill="black")
-        x += im.width + gap
+    for im, label in zip(images, labels):
+        sheet.paste(im.convert("RGB"), (x, 18))
+        draw.text((x + 4, 3), label, fill="black")
+        x += im.width + 4
     return sheet
 
 
@@ -330,27 +328,6 @@ def image_metrics(result, original):
     rows: bounded memory at any size."""
     pred, true = data.to_tensor(result)[None], data.to_tensor(original)[None]  # (1, 3, H, W) uint8
     return lab.psnr(pred, true).item(), lab.ab_mse(pred, true).item(), lab.colorfulness(pred).item()
-
-
-def metrics_line(path, scores):
-    if not scores:
-        return f"metrics: {printable(path)}: grayscale input, nothing to compare against"
-    return (f"metrics: {printable(path)}: " + " | ".join(f"{n} PSNR {p:.2f} dB, ab MSE {m:.4f}, colorfulness {c:.1f}"
-                                                 for n, (p, m, c) in scores.items() if n != "original")
-            + f" | original colorfulness {scores['original'][2]:.1f}")
-
-
-def print_means(metrics, names):
-    """The means over the color images of --metrics, each model beside
-    all-gray, and (two or more images) how far each mean can be trusted."""
-    print(f"metrics: mean over {len(metrics)} color images (PSNR on uint8 RGB at full resolution; "
-          f"ab MSE in ab/128 units; colorfulness: Hasler-Suesstrunk on |rg|, |yb|)")
-    means = {name: [sum(r[name][k] for r in metrics) / len(metrics) for k in range(3)] for name in metrics[0]}
-    for name, (p, m, c) in means.items():  # the originals: only their colorfulness means anything
-        print(f"metrics:   {name:<12} " + (f"PSNR {p:6.2f} dB | ab MSE {m:.5f} ({m / means['all-gray'][1]:.2f}x "
-                                          f"all-gray) | " if name != "original" else "") + f"colorfulness {c:5.1f}")
-    for name in names if len(metrics) > 1 else []:
-        print(f"metrics:   {name:<12} {uncertainty(metrics, name)}")
 
 
 def uncertainty(metrics, name, resamples=2000):
