@@ -31,11 +31,11 @@ import tempfile
 import time
 import types
 
-# A Ctrl-C in the seconds a command spends importing torch: one line, no
-# traceback. Only for this folder's commands, not a notebook that imports them.
-if os.path.dirname(os.path.abspath(getattr(sys.modules["__main__"], "__file__", "") or "/-")) == \
-        os.path.dirname(os.path.abspath(__file__)):
-    signal.signal(signal.SIGINT, lambda *_: os._exit(130))
+# A Ctrl-C in the seconds a script spends importing torch: one line, no traceback. Only for
+# this repository's scripts (docs/ too), which import runs first, not a notebook that imports them.
+if os.path.abspath(getattr(sys.modules["__main__"], "__file__", "") or "/-").startswith(
+        os.path.dirname(os.path.abspath(__file__)) + os.sep):
+    signal.signal(signal.SIGINT, lambda *_: (print("interrupted", file=sys.stderr), os._exit(130)))
 import torch  # noqa: E402
 from PIL import Image, ImageDraw  # noqa: E402
 
@@ -1000,6 +1000,13 @@ def exit_on_stop(message):
         print(message, file=sys.stderr)
         sys.exit(130)
     on_stop_signals(stop)
+
+
+def quiet_when_piped():
+    """`script | head`: the script ends quietly when its reader leaves (what it
+    writes is whole or not there), as command-line tools do."""
+    if hasattr(signal, "SIGPIPE"):
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
 
 
 def stop_every_rank(run, log):

@@ -18,15 +18,13 @@ same seed; the last line says how far each is from all-gray on the disk.
 Writes --out DIR/attention_task.png (held-out examples and where a disk position
 looks) and DIR/attention_task.html (the attention explorer of one of them).
 """
-import os, signal, sys  # noqa: E401
-signal.signal(signal.SIGINT, lambda *_: (print("interrupted", file=sys.stderr), os._exit(130)))  # while torch loads
-if hasattr(signal, "SIGPIPE"):  # `attention_task.py | head`: stop quietly when the reader leaves
-    signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # (the files are written whole or not at all)
-import torch, torch.nn.functional as F  # noqa: E401,E402
-from PIL import Image  # noqa: E402
+import os, sys  # noqa: E401
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))  # the repository's files
-import attention_maps, lab, model, outputs, runs  # noqa: E401,E402
+import runs  # noqa: E402  (first: a Ctrl-C while torch loads stops in one line)
+import torch, torch.nn.functional as F  # noqa: E401,E402
+from PIL import Image  # noqa: E402
+import attention_maps, lab, model, outputs  # noqa: E401,E402
 
 H, W = 64, 256        # the picture; the network's grid is H/8 x W/8 = 8 x 32
 CUE, RADIUS = 32, 16  # the striped square's side, the disk's radius (px)
@@ -41,6 +39,7 @@ HELD_OUT_SEED = 1_000_000  # the measurement's pictures; --seed stays below it
 
 
 runs.exit_on_stop("interrupted: no half-written output is left")  # Ctrl-C, SIGTERM, SIGHUP
+runs.quiet_when_piped()  # `attention_task.py | head`
 parser = runs.ArgumentParser(description=__doc__.split("\n\n")[0])  # a bad flag: one line, exit status 2
 parser.add_argument("--seed", type=runs.number_in(int, 0, HELD_OUT_SEED - 1), default=0,
                     help="the models' initialization and the training batches")

@@ -8,7 +8,7 @@ each face this prints the original's mean a* and b* and those of NAME_color.png
 in every folder given. Skin is warm: a* above 0 (the originals here: a* +12 to
 +18, b* +9 to +20). A colorizer that never saw people paints it green (a* below 0).
 """
-import os, signal, sys  # noqa: E401
+import os, sys  # noqa: E401
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)  # the repository's files
@@ -58,8 +58,7 @@ def main(folders, photos=os.path.join(REPO, "demo", "photos"), boxes=os.path.joi
 
 
 if __name__ == "__main__":
-    if hasattr(signal, "SIGPIPE"):  # `faces.py ... | head`: stop quietly when the reader leaves (it writes nothing)
-        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    runs.quiet_when_piped()  # `faces.py ... | head` (it writes nothing)
     parser = runs.ArgumentParser(description=__doc__.split("\n\n")[0])  # a bad argument: one line, exit status 2
     parser.add_argument("folders", nargs="*", metavar="FOLDER", help="a folder of NAME_color.png, one per model")
     main(parser.parse_args().folders)

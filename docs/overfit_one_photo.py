@@ -4,20 +4,18 @@
 
 The method is the function overfit: Lab, L in, a*b* out, MSE on a*b*. On one photo the loss falls far below all-gray's
 in a minute: the model can represent color; whether it can guess colors it never saw is what train.py measures."""
-import os, signal, sys  # noqa: E401
-signal.signal(signal.SIGINT, lambda *_: (print("interrupted", file=sys.stderr), os._exit(130)))  # while torch loads
-if hasattr(signal, "SIGPIPE"):  # `| head`: a quiet stop
-    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+import os, sys  # noqa: E401
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repository's files
+import runs  # noqa: E402  (first: a Ctrl-C while torch loads stops in one line)
 import torch, torch.nn.functional as F  # noqa: E401,E402
 from PIL import Image  # noqa: E402
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repository's files
-import data, lab, model, runs  # noqa: E401,E402
+import data, lab, model  # noqa: E401,E402
 
 
-def overfit(rgb, steps, width, lr):
-    """The method. rgb: a square color photo (PIL) -> gray | prediction | original, one picture (PIL)."""
+def overfit(pixels, steps, width, lr):
+    """The method. pixels: a square color photo (3, S, S) uint8 -> gray | prediction | original, one picture (PIL)."""
     torch.manual_seed(0)
-    pixels = data.to_tensor(rgb)[None]                      # (1, 3, S, S) uint8
+    pixels = pixels[None]                                   # (1, 3, S, S)
     lightness, ab = lab.lab_to_net(lab.rgb_to_lab(pixels))  # the input (1, 1, S, S), the target (1, 2, S, S)
     gray_mse = ab.pow(2).mean().item()                      # all-gray's MSE: predicting no color at all
     net = model.Colorizer(model.ColorizerConfig(global_branch=False, width=width))  # the paper's, small, no Inception
@@ -40,6 +38,7 @@ def overfit(rgb, steps, width, lr):
 
 
 runs.exit_on_stop("interrupted: no half-written output is left")  # Ctrl-C, SIGTERM, SIGHUP: one line, 130
+runs.quiet_when_piped()
 parser = runs.ArgumentParser(description=__doc__.split("\n\n")[0])  # a bad flag: one line, exit status 2
 parser.add_argument("photo", help="a color photograph")
 parser.add_argument("--steps", type=runs.number_in(int, 1, 10**6), default=100)
@@ -49,10 +48,9 @@ parser.add_argument("--lr", type=runs.number_in(float, 0, low_open=True), defaul
 parser.add_argument("--out", default="overfit.png", help="gray | prediction | original, as a PNG")
 parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
 args = parser.parse_args()
-rgb = data.center_crop(runs.checked(data.open_image, args.photo)[0], args.size)
-if data.is_grayscale(rgb):                                 # train.py leaves such photos out too
-    runs.fail(f"{args.photo}: no color (grayscale) at its center: nothing to learn; give a color photo")
+photo = data.ImageFolder([args.photo], args.size, train=False)  # as train.py validates: the center crop, in color
+pixels = runs.checked(photo.__getitem__, 0)[0]             # (3, S, S) uint8; unreadable or gray: one line
 runs.new_files([args.out], args.overwrite, inputs={"photo": args.photo})  # said now, not after the training
-sheet = overfit(rgb, args.steps, args.width, args.lr)
+sheet = overfit(pixels, args.steps, args.width, args.lr)
 runs.write_new(args.out, lambda f: sheet.save(f, format="PNG"), args.overwrite)  # whole, or not at all
 print(f"wrote {args.out}: gray | prediction | original")

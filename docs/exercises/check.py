@@ -13,17 +13,13 @@ them. One line per exercise: pass, not written yet, or the first difference;
 then "N of 4 pass". Exit status 0 when all pass, 1 otherwise, 2 for a bad argument,
 130 after Ctrl-C.
 """
-import importlib.util, math, os, signal, sys  # noqa: E401
+import importlib.util, math, os, sys  # noqa: E401
 
-# Ctrl-C while torch loads (seconds): one line, no traceback
-signal.signal(signal.SIGINT, lambda *_: (print("interrupted", file=sys.stderr), os._exit(130)))
-if hasattr(signal, "SIGPIPE"):  # `check.py | head`: stop quietly when the reader leaves (check.py writes nothing)
-    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))  # the repository root, for model.py
-
+import runs  # noqa: E402  (first: a Ctrl-C while torch loads stops in one line; one-line errors)
 import torch, torch.nn.functional as F  # noqa: E401,E402
-import model, runs  # noqa: E401,E402  (runs: one-line errors, as every command of the repository)
+import model  # noqa: E402
 
 TOLERANCE = 1e-5  # float32 is good to ~1e-7 here; a real mistake is off by far more
 
@@ -261,6 +257,7 @@ def main():
 
 if __name__ == "__main__":
     runs.on_stop_signals(interrupted)
+    runs.quiet_when_piped()  # `check.py | head` (it writes nothing)
     try:
         sys.exit(main())
     except Interrupted:
