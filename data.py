@@ -79,12 +79,6 @@ def find_images(root, problems=None, leave_out=()):
     return sorted(found)
 
 
-def is_run_picture(path):
-    """A train.py run's samples.png or loss.png (beside its checkpoint): no photo."""
-    return os.path.basename(path) in ("samples.png", "loss.png") and any(
-        os.path.exists(os.path.join(os.path.dirname(path), name)) for name in ("ckpt.pt", "best.pt"))
-
-
 def held_out_by_hash(root):
     """True when the split is made by a hash of the names (no DIR/train + DIR/val)."""
     return not (os.path.isdir(os.path.join(root, "train")) and os.path.isdir(os.path.join(root, "val")))
@@ -108,7 +102,9 @@ def split_images(root, val_fraction=VAL_FRACTION, problems=None, run_folder=None
 
     def photos(folder):
         files = find_images(folder, problems, leave_out=[run_folder] if inside else [])
-        outputs = {f for f in files if f.endswith(OUTPUT_SUFFIXES) or is_run_picture(f)}
+        # colorize.py's outputs, and a train.py run's pictures beside its checkpoint: no photos
+        outputs = {f for f in files if f.endswith(OUTPUT_SUFFIXES) or os.path.basename(f) in ("samples.png", "loss.png")
+                   and any(os.path.exists(os.path.join(os.path.dirname(f), n)) for n in ("ckpt.pt", "best.pt"))}
         if outputs:
             problems.append(f"{len(outputs)} files in {printable(folder)} are named like colorize.py's outputs "
                             f"({', '.join('*' + s for s in OUTPUT_SUFFIXES)}, or a run's samples.png and loss.png; "
@@ -250,11 +246,9 @@ def image_input(image):
                 image.dtype != np.uint8 and kind != "f"):  # 0-255 in int64 would read as white, 16 bits clip
             raise ValueError(f"an array of shape {shape} and dtype {image.dtype} is not an image: give uint8 "
                              f"(0-255) or floats in [0, 1], of shape (H, W), (H, W, 3) or (H, W, 4)")
-        if 0 in shape:
-            raise ValueError(f"an empty image (an array of shape {shape})")
         if kind == "f" and not np.isfinite(image).all():
             raise ValueError("a float array with NaN or infinite values is not an image: give floats in [0, 1]")
-        if kind == "f" and not 0 <= image.min() <= image.max() <= 1:
+        if kind == "f" and not ((image >= 0) & (image <= 1)).all():  # an empty array passes, said below
             raise ValueError(f"a float array must hold values from 0 to 1, this one {image.min():g} to "
                              f"{image.max():g}: divide by 255 (or 65535), or give uint8")
         image = Image.fromarray(image if kind != "f" else (image * 255).round().astype(np.uint8))
@@ -302,8 +296,7 @@ def center_crop(im, size):
     """Resize the short side to size, then take the central size x size."""
     W, H = im.size
     s = min(W, H)
-    box = ((W - s) // 2, (H - s) // 2, (W - s) // 2 + s, (H - s) // 2 + s)
-    return im.resize((size, size), Image.BILINEAR, box=box)
+    return im.resize((size, size), Image.BILINEAR, box=((W - s) // 2, (H - s) // 2, (W + s) // 2, (H + s) // 2))
 
 
 class ImageFolder(torch.utils.data.Dataset):
@@ -320,18 +313,16 @@ class ImageFolder(torch.utils.data.Dataset):
         self.files, self.size, self.train, self.min_area, self.seed = files, size, train, min_area, seed
         self.cache = {}  # path -> (PIL RGB image, None), or (None, the reason it is passed over)
         self.warned = set()  # files whose decoder warnings were said (once a process)
-        self.cached_bytes, started = 0, time.monotonic()
-        if cache_mb > 0:
-            for path in files:
-                rgb, reason = self.load(path)
-                nbytes = 4 * rgb.width * rgb.height if rgb is not None else 0  # Pillow keeps RGB in 4 bytes
-                if self.cached_bytes + nbytes > cache_mb * 2**20:
-                    break  # full: the rest are decoded for every crop (and not all once more, now)
-                self.cache[path] = rgb, reason
-                self.cached_bytes += nbytes
-        cached = sum(rgb is not None for rgb, _ in self.cache.values())
-        self.cache_note = (f"{cached} of the {len(files)} training photos decoded into memory once "
-                           f"({self.cached_bytes / 2**20:.0f} MB of --cache {cache_mb}, "
+        cached_bytes, started = 0, time.monotonic()
+        for path in files if cache_mb > 0 else []:
+            rgb, reason = self.load(path)
+            nbytes = 4 * rgb.width * rgb.height if rgb is not None else 0  # Pillow keeps RGB in 4 bytes
+            if cached_bytes + nbytes > cache_mb * 2**20:
+                break  # full: the rest are decoded for every crop (and not all once more, now)
+            self.cache[path] = rgb, reason
+            cached_bytes += nbytes
+        self.cache_note = (f"{sum(rgb is not None for rgb, _ in self.cache.values())} of the {len(files)} training "
+                           f"photos decoded into memory once ({cached_bytes / 2**20:.0f} MB of --cache {cache_mb}, "
                            f"{time.monotonic() - started:.1f} s)")
 
     def __len__(self):
@@ -383,9 +374,8 @@ def balance_weights(files, power):
     """Sampling weight of each file: 1 / n**power, n the files of its source.
     power 0: every photo alike, so a source of 200 photos is sampled 10x as
     often as one of 20; power 1: every source alike."""
-    sources = [source_of(f) for f in files]
-    counts = collections.Counter(sources)
-    return [counts[s] ** -power for s in sources]
+    counts = collections.Counter(map(source_of, files))
+    return [counts[source_of(f)] ** -power for f in files]
 
 
 def describe(args, train_set, val_set, weights, world):
@@ -404,10 +394,9 @@ def source_shares(files, weights, root, most=8):
     shares, total = collections.Counter(), sum(weights)
     for f, w in zip(files, weights):
         shares[source_of(f)] += w / total
-    largest = sorted(shares.items(), key=lambda kv: -kv[1])[:most]
     more = f", and {len(shares) - most} more sources" if len(shares) > most else ""
     name = lambda k: "(names without _)" if k == os.path.normpath(root) else os.path.relpath(k, root)  # noqa: E731
-    return ", ".join(f"{name(k)} {v:.0%}" for k, v in sorted(largest)) + more
+    return ", ".join(f"{name(k)} {v:.0%}" for k, v in sorted(shares.most_common(most))) + more
 
 
 class Draws(torch.utils.data.Sampler):
@@ -422,17 +411,13 @@ class Draws(torch.utils.data.Sampler):
         self.weights = None if weights is None else torch.as_tensor(weights, dtype=torch.double)
 
     def __iter__(self):
-        epoch, skip = divmod(self.start, self.n)  # the epochs before the start are skipped whole
-        draw = self.start
-        for epoch in itertools.count(epoch):
+        for epoch in itertools.count(self.start // self.n):  # the epochs before the start are skipped whole
             g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
             order = (torch.multinomial(self.weights, self.n, replacement=True, generator=g)
                      if self.weights is not None else torch.randperm(self.n, generator=g))
-            for i in order[skip:].tolist():
-                if draw % self.world == self.rank:
+            for draw, i in enumerate(order.tolist(), start=epoch * self.n):
+                if draw >= self.start and draw % self.world == self.rank:
                     yield i, draw
-                draw += 1
-            skip = 0
 
 
 def batches(dataset, batch_size, workers, note_skipped, seed=0, rank=0, world=1, pin_memory=False, weights=None,
