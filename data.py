@@ -79,13 +79,6 @@ def find_images(root, problems=None, leave_out=()):
     return sorted(found)
 
 
-def is_run_picture(path):
-    """A train.py run's samples.png or loss.png (beside its checkpoint): no photo."""
-    folder = os.path.dirname(path)
-    return os.path.basename(path) in ("samples.png", "loss.png") and any(
-        os.path.exists(os.path.join(folder, name)) for name in ("ckpt.pt", "best.pt"))
-
-
 def held_out_by_hash(root):
     """True when the split is made by a hash of the names (no DIR/train + DIR/val)."""
     return not (os.path.isdir(os.path.join(root, "train")) and os.path.isdir(os.path.join(root, "val")))
@@ -109,12 +102,13 @@ def split_images(root, val_fraction=VAL_FRACTION, problems=None, run_folder=None
 
     def photos(folder):
         files = find_images(folder, problems, leave_out=[run_folder] if inside else [])
-        outputs = {f for f in files if f.endswith(OUTPUT_SUFFIXES) or is_run_picture(f)}
+        # colorize.py's outputs, and a train.py run's pictures beside its checkpoint: no photos
+        outputs = {f for f in files if f.endswith(OUTPUT_SUFFIXES) or os.path.basename(f) in ("samples.png", "loss.png")
+                   and any(os.path.exists(os.path.join(os.path.dirname(f), n)) for n in ("ckpt.pt", "best.pt"))}
         if outputs:
             problems.append(f"{len(outputs)} files in {printable(folder)} are named like colorize.py's outputs "
                             f"({', '.join('*' + s for s in OUTPUT_SUFFIXES)}, or a run's samples.png and loss.png; "
-                            f"e.g. {printable(min(outputs))}) and are "
-                            f"left out; rename them to train on them")
+                            f"e.g. {printable(min(outputs))}) and are left out; rename them to train on them")
         return [f for f in files if f not in outputs]
     if not held_out_by_hash(root):
         train, val = photos(os.path.join(root, "train")), photos(os.path.join(root, "val"))
@@ -128,22 +122,19 @@ def split_images(root, val_fraction=VAL_FRACTION, problems=None, run_folder=None
                              f"photos the model never trained on")
     else:
         files = photos(root)
+        if len(files) == 1:
+            problems.append(f"{printable(files[0])} is the only photo: it is both the training and the validation set")
+            return files, files
 
         def held_out(path):  # stable across runs and machines, unlike hash()
             digest = hashlib.sha1(os.fsencode(os.path.relpath(path, root))).digest()
             return int.from_bytes(digest[:4], "big") / 2**32
-        val = [f for f in files if held_out(f) < val_fraction]
-        if not val and len(files) > 1:
-            val = [min(files, key=held_out)]
-        held = set(val)
-        train = [f for f in files if f not in held]
-        if len(files) == 1:
-            train = val = files
-            problems.append(f"{printable(files[0])} is the only photo: it is both the training and the validation set")
-        elif files and not train:
+        val = [f for f in files if held_out(f) < val_fraction] or sorted(files, key=held_out)[:1]
+        train = sorted(set(files) - set(val))  # files are sorted: their order
+        if files and not train:
             raise ValueError(f"{printable(root)}: --val-fraction {val_fraction} holds out all {len(files)} photos, "
                              f"leaving none to train on")
-        copies = copies_of(val, train) if len(files) > 1 else set()  # a folder and its backup: both sides
+        copies = copies_of(val, train)  # a folder and its backup: both sides
         if copies and len(copies) == len(train):
             raise ValueError(f"{printable(root)}: all {len(train)} training photos are byte-identical copies of "
                              f"validation photos (e.g. {printable(min(copies))}): nothing is left to train on")
@@ -153,7 +144,7 @@ def split_images(root, val_fraction=VAL_FRACTION, problems=None, run_folder=None
                             f"{printable(min(copies))}): left out of training, so validation is on photos it never saw")
     if not train:
         raise ValueError(f"{printable(root)}: no images found ({', '.join(IMAGE_EXTENSIONS)})")
-    return train, val or train
+    return train, val
 
 
 def copies_of(originals, files):
@@ -170,20 +161,6 @@ def copies_of(originals, files):
     return {f for f in candidates if digest(f) in known}
 
 
-def _to_8bit(im):
-    """16- and 32-bit grayscale (I;16 PNG/TIFF scans, float TIFFs) -> 8-bit L,
-    keeping the full range instead of Pillow's clipping convert('L'); float
-    images in [0, 1] are scaled up. -> (L, alpha or None): the alpha of a
-    'transparency' gray value, matched before the values are scaled."""
-    arr = np.nan_to_num(np.asarray(im, dtype=np.float64))
-    alpha = None
-    if "transparency" in im.info:
-        alpha = Image.fromarray(np.where(arr == im.info["transparency"], 0, 255).astype(np.uint8), "L")
-    peak = (1.0 if im.mode == "F" and arr.max() <= 1 else
-            65535.0 if arr.max() > 255 or im.mode.startswith("I;16") else 255.0)
-    return Image.fromarray(np.clip(arr / peak * 255 + 0.5, 0, 255).astype(np.uint8), "L"), alpha
-
-
 def load_image(path, draft=None):
     """Open any image as (RGB PIL image, alpha channel or None), EXIF rotation
     applied, in sRGB. draft: for JPEGs, let the decoder downscale by 2, 4 or 8
@@ -195,15 +172,12 @@ def load_image(path, draft=None):
     return to_rgb(to_srgb(im))
 
 
-SRGB = ImageCms.createProfile("sRGB")
-
-
 def to_srgb(im):
     """A photo tagged with another color space (Adobe RGB or ProPhoto from a
     scanner, a camera's wide gamut) -> the sRGB values a viewer shows, which
     is what lab.py assumes; read as sRGB, such a scan comes out darker and
     duller than it looks. Untagged and sRGB-tagged images, and profiles
-    that cannot be read, pass as they are."""
+    that cannot be read, pass as they are; an alpha channel is kept."""
     icc = im.info.get("icc_profile")
     if not icc or im.mode not in ("RGB", "RGBA", "CMYK"):
         return im
@@ -211,22 +185,25 @@ def to_srgb(im):
         profile = ImageCms.ImageCmsProfile(io.BytesIO(icc))
         if "srgb" in ImageCms.getProfileDescription(profile).lower():
             return im
-        alpha = im.getchannel("A") if im.mode == "RGBA" else None
-        rgb = ImageCms.profileToProfile(im.convert("RGB") if alpha else im, profile, SRGB, outputMode="RGB")
+        return ImageCms.profileToProfile(im, profile, ImageCms.createProfile("sRGB"),
+                                         outputMode="RGBA" if im.mode == "RGBA" else "RGB")
     except (ImageCms.PyCMSError, OSError, ValueError):
         return im
-    if alpha is not None:
-        rgb.putalpha(alpha)
-    return rgb
 
 
 def to_rgb(im):
-    """Any PIL image -> (RGB PIL image, alpha channel or None)."""
-    if im.mode.startswith("I") or im.mode == "F":  # first: convert("RGBA") would clip 16-bit values
-        im, alpha = _to_8bit(im)
-        return im.convert("RGB"), alpha
+    """Any PIL image -> (RGB PIL image, alpha channel or None). 16- and 32-bit
+    grayscale (I;16 PNG/TIFF scans, float TIFFs) keep their full range instead
+    of Pillow's clipping convert('L'); float images in [0, 1] are scaled up."""
     alpha = None
-    if im.mode in ("RGBA", "LA", "PA") or "transparency" in im.info:
+    if im.mode.startswith("I") or im.mode == "F":  # first: convert("RGBA") would clip 16-bit values
+        arr = np.nan_to_num(np.asarray(im, dtype=np.float64))
+        if "transparency" in im.info:  # a transparent gray value: matched before the values are scaled
+            alpha = Image.fromarray(np.where(arr == im.info["transparency"], 0, 255).astype(np.uint8), "L")
+        peak = (1.0 if im.mode == "F" and arr.max() <= 1 else
+                65535.0 if arr.max() > 255 or im.mode.startswith("I;16") else 255.0)
+        im = Image.fromarray(np.clip(arr / peak * 255 + 0.5, 0, 255).astype(np.uint8), "L")
+    elif im.mode in ("RGBA", "LA", "PA") or "transparency" in im.info:
         im = im.convert("RGBA")
         alpha = im.getchannel("A")
     return (im if im.mode == "RGB" else im.convert("RGB")), alpha  # RGB as it is: no copy of a photo
@@ -238,17 +215,18 @@ def to_tensor(im):
     return torch.from_numpy(np.atleast_3d(np.array(im))).permute(2, 0, 1)
 
 
-def open_image(path):
-    """(PIL RGB, alpha or None, [warnings]) for an image file, or ValueError
-    with a one-line reason. Warnings from Pillow, libtiff or numpy do not name the
-    file they are about: caught here, they come back as "FILE: message"."""
+def open_image(path, draft=None):
+    """(PIL RGB, alpha or None, [warnings]) for an image file (draft: as
+    load_image's), or ValueError with a one-line reason. Warnings from Pillow,
+    libtiff or numpy do not name the file they are about: caught here, they
+    come back as "FILE: message"."""
     if not os.path.isfile(path):  # a FIFO would block forever
         raise ValueError(f"{printable(path)}: " + ("no such file" if not os.path.exists(path) else "a folder"
                                             if os.path.isdir(path) else "not a regular file (a FIFO or a device)"))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            rgb, alpha = load_image(path)
+            rgb, alpha = load_image(path, draft=draft)
         except IMAGE_ERRORS as e:
             reason = "image too large (decompression bomb limit)" if isinstance(
                 e, Image.DecompressionBombError) else f"not a readable image ({e})"
@@ -264,16 +242,13 @@ def image_input(image):
     Anything else: ValueError, one line."""
     if isinstance(image, np.ndarray):
         shape, kind = image.shape, image.dtype.kind
-        if len(shape) not in (2, 3) or len(shape) == 3 and shape[2] not in (3, 4):
-            raise ValueError(f"an array of shape {shape} is not an image: give (H, W), (H, W, 3) or (H, W, 4)")
-        if image.dtype != np.uint8 and kind != "f":  # 0-255 in int64 would read as white, 16 bits clip
-            raise ValueError(f"an array of dtype {image.dtype} is not an image: give uint8 (0-255) or "
-                             f"floats in [0, 1]")
-        if 0 in shape:
-            raise ValueError(f"an empty image (an array of shape {shape})")
+        if len(shape) not in (2, 3) or len(shape) == 3 and shape[2] not in (3, 4) or (
+                image.dtype != np.uint8 and kind != "f"):  # 0-255 in int64 would read as white, 16 bits clip
+            raise ValueError(f"an array of shape {shape} and dtype {image.dtype} is not an image: give uint8 "
+                             f"(0-255) or floats in [0, 1], of shape (H, W), (H, W, 3) or (H, W, 4)")
         if kind == "f" and not np.isfinite(image).all():
             raise ValueError("a float array with NaN or infinite values is not an image: give floats in [0, 1]")
-        if kind == "f" and not 0 <= image.min() <= image.max() <= 1:
+        if kind == "f" and not ((image >= 0) & (image <= 1)).all():  # an empty array passes, said below
             raise ValueError(f"a float array must hold values from 0 to 1, this one {image.min():g} to "
                              f"{image.max():g}: divide by 255 (or 65535), or give uint8")
         image = Image.fromarray(image if kind != "f" else (image * 255).round().astype(np.uint8))
@@ -310,21 +285,18 @@ def random_resized_crop(im, size, min_area=0.25, rng=random):
         aspect = math.exp(rng.uniform(math.log(3 / 4), math.log(4 / 3)))
         w, h = round(math.sqrt(area * aspect)), round(math.sqrt(area / aspect))
         if 0 < w <= W and 0 < h <= H:
-            x, y = rng.randint(0, W - w), rng.randint(0, H - h)
-            return im.resize((size, size), Image.BILINEAR, box=(x, y, x + w, y + h))
-    # A panorama (wider than about 5:1) fits no such crop: a square of its short
-    # side, anywhere along it, so every part of it is trained on (not only the centre).
-    s = min(W, H)
-    x, y = rng.randint(0, W - s), rng.randint(0, H - s)
-    return im.resize((size, size), Image.BILINEAR, box=(x, y, x + s, y + s))
+            break
+    else:  # a panorama (wider than about 5:1) fits no such crop: a square of its short
+        w = h = min(W, H)  # side, anywhere along it, so every part of it is trained on (not only the centre)
+    x, y = rng.randint(0, W - w), rng.randint(0, H - h)
+    return im.resize((size, size), Image.BILINEAR, box=(x, y, x + w, y + h))
 
 
 def center_crop(im, size):
     """Resize the short side to size, then take the central size x size."""
     W, H = im.size
     s = min(W, H)
-    box = ((W - s) // 2, (H - s) // 2, (W - s) // 2 + s, (H - s) // 2 + s)
-    return im.resize((size, size), Image.BILINEAR, box=box)
+    return im.resize((size, size), Image.BILINEAR, box=((W - s) // 2, (H - s) // 2, (W + s) // 2, (H + s) // 2))
 
 
 class ImageFolder(torch.utils.data.Dataset):
@@ -341,37 +313,30 @@ class ImageFolder(torch.utils.data.Dataset):
         self.files, self.size, self.train, self.min_area, self.seed = files, size, train, min_area, seed
         self.cache = {}  # path -> (PIL RGB image, None), or (None, the reason it is passed over)
         self.warned = set()  # files whose decoder warnings were said (once a process)
-        self.cached_bytes, started = 0, time.monotonic()
-        if cache_mb > 0:
-            for path in files:
-                rgb, reason = self.load(path)
-                nbytes = 4 * rgb.width * rgb.height if rgb is not None else 0  # Pillow keeps RGB in 4 bytes
-                if self.cached_bytes + nbytes > cache_mb * 2**20:
-                    break  # full: the rest are decoded for every crop (and not all once more, now)
-                self.cache[path] = rgb, reason
-                self.cached_bytes += nbytes
-        self.cache_note = (f"{self.cached_photos()} of the {len(files)} training photos decoded into memory once "
-                           f"({self.cached_bytes / 2**20:.0f} MB of --cache {cache_mb}, "
+        cached_bytes, started = 0, time.monotonic()
+        for path in files if cache_mb > 0 else []:
+            rgb, reason = self.load(path)
+            nbytes = 4 * rgb.width * rgb.height if rgb is not None else 0  # Pillow keeps RGB in 4 bytes
+            if cached_bytes + nbytes > cache_mb * 2**20:
+                break  # full: the rest are decoded for every crop (and not all once more, now)
+            self.cache[path] = rgb, reason
+            cached_bytes += nbytes
+        self.cache_note = (f"{sum(rgb is not None for rgb, _ in self.cache.values())} of the {len(files)} training "
+                           f"photos decoded into memory once ({cached_bytes / 2**20:.0f} MB of --cache {cache_mb}, "
                            f"{time.monotonic() - started:.1f} s)")
-
-    def cached_photos(self):
-        return sum(rgb is not None for rgb, _ in self.cache.values())
 
     def __len__(self):
         return len(self.files)
 
     def load(self, path):
         """(PIL RGB image, None), or (None, a one-line reason to pass the file over).
-        What the decoder warns of (a corrupt EXIF) does not name the file: said
-        here, once, with its name."""
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            try:
-                rgb, _ = load_image(path, draft=2 * self.size)
-            except IMAGE_ERRORS as e:
-                return None, f"{printable(path)}: unreadable ({e.__class__.__name__}: {e})"
-        for message in sorted({str(w.message) for w in caught}) if path not in self.warned else []:
-            print(f"warning: {printable(path)}: {message}", file=sys.stderr, flush=True)
+        What the decoder warns of (a corrupt EXIF) is said once, with the file."""
+        try:
+            rgb, _, said = open_image(path, draft=2 * self.size)
+        except ValueError as e:  # "FILE: unreadable (why)": train.py counts these apart from the grayscale ones
+            return None, f"{printable(path)}: unreadable ({str(e).removeprefix(printable(path) + ': ')})"
+        for message in sorted(set(said)) if path not in self.warned else []:
+            print(f"warning: {message}", file=sys.stderr, flush=True)
         self.warned.add(path)
         return (None, f"{printable(path)}: grayscale, no color to learn") if is_grayscale(rgb) else (rgb, None)
 
@@ -409,9 +374,8 @@ def balance_weights(files, power):
     """Sampling weight of each file: 1 / n**power, n the files of its source.
     power 0: every photo alike, so a source of 200 photos is sampled 10x as
     often as one of 20; power 1: every source alike."""
-    sources = [source_of(f) for f in files]
-    counts = collections.Counter(sources)
-    return [counts[s] ** -power for s in sources]
+    counts = collections.Counter(map(source_of, files))
+    return [counts[source_of(f)] ** -power for f in files]
 
 
 def describe(args, train_set, val_set, weights, world):
@@ -430,10 +394,9 @@ def source_shares(files, weights, root, most=8):
     shares, total = collections.Counter(), sum(weights)
     for f, w in zip(files, weights):
         shares[source_of(f)] += w / total
-    largest = sorted(shares.items(), key=lambda kv: -kv[1])[:most]
     more = f", and {len(shares) - most} more sources" if len(shares) > most else ""
     name = lambda k: "(names without _)" if k == os.path.normpath(root) else os.path.relpath(k, root)  # noqa: E731
-    return ", ".join(f"{name(k)} {v:.0%}" for k, v in sorted(largest)) + more
+    return ", ".join(f"{name(k)} {v:.0%}" for k, v in sorted(shares.most_common(most))) + more
 
 
 class Draws(torch.utils.data.Sampler):
@@ -448,17 +411,13 @@ class Draws(torch.utils.data.Sampler):
         self.weights = None if weights is None else torch.as_tensor(weights, dtype=torch.double)
 
     def __iter__(self):
-        epoch, skip = divmod(self.start, self.n)  # the epochs before the start are skipped whole
-        draw = self.start
-        for epoch in itertools.count(epoch):
+        for epoch in itertools.count(self.start // self.n):  # the epochs before the start are skipped whole
             g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
             order = (torch.multinomial(self.weights, self.n, replacement=True, generator=g)
                      if self.weights is not None else torch.randperm(self.n, generator=g))
-            for i in order[skip:].tolist():
-                if draw % self.world == self.rank:
+            for draw, i in enumerate(order.tolist(), start=epoch * self.n):
+                if draw >= self.start and draw % self.world == self.rank:
                     yield i, draw
-                draw += 1
-            skip = 0
 
 
 def batches(dataset, batch_size, workers, note_skipped, seed=0, rank=0, world=1, pin_memory=False, weights=None,
