@@ -334,7 +334,9 @@ class ImageFolder(torch.utils.data.Dataset):
         try:
             rgb, _, said = open_image(path, draft=2 * self.size)
         except ValueError as e:  # "FILE: unreadable (why)": train.py counts these apart from the grayscale ones
-            return None, f"{printable(path)}: unreadable ({str(e).removeprefix(printable(path) + ': ')})"
+            why = str(e).removeprefix(f"{printable(path)}: ")
+            return None, f"{printable(path)}: unreadable " + (why.removeprefix("not a readable image ")
+                                                               if why.startswith("not a readable") else f"({why})")
         for message in sorted(set(said)) if path not in self.warned else []:
             print(f"warning: {message}", file=sys.stderr, flush=True)
         self.warned.add(path)

@@ -307,8 +307,8 @@ def test_cached_dataset_decodes_once_and_gives_the_same_crops(tmp_path, monkeypa
 
 
 def test_training_decodes_large_jpegs_at_a_reduced_size(tmp_path, monkeypatch):
-    """bench.py's decode rows: for a 12-megapixel photo the JPEG decoder's own
-    downscaling (by 2, 4 or 8) is several times faster than a full decode. The
+    """For a 12-megapixel photo the JPEG decoder's own downscaling (by 2, 4 or
+    8) is several times faster than a full decode (docs/benchmarks.md). The
     dataset decodes at the smallest such size that keeps 2x the crop."""
     big = tmp_path / "big.jpg"
     Image.open(make_photo(tmp_path / "src.png")).resize((1024, 768)).save(big, quality=90)
