@@ -184,7 +184,7 @@ const [pic, heat] = ["picture", "heat"].map(id => Object.assign(document.getElem
   .getContext("2d"));
 const images = [D.picture, D.gray].map(src => Object.assign(new Image(), {src}));
 const cells = Object.assign(document.createElement("canvas"), {width: GW, height: GH});
-const cellData = new ImageData(new Uint8ClampedArray(4 * N).fill(255), GW);  // opaque: only red, green, blue change
+const cellData = new ImageData(new Uint8ClampedArray(4 * N).fill(166), GW);  // alpha 166/255: heat_panel's 65%
 // The weight of query row q on key k, as the PNG's heat: a multiple of uniform
 const weight = (q, k) => Math.pow(2, (codes[q * N + k] - D.uniform_code) / D.steps);
 
@@ -200,9 +200,7 @@ function show(fx, fy) {  // fractions of width and height -> the nearest embedde
   cells.getContext("2d").putImageData(cellData, 0, 0);
   pic.drawImage(images[0], 0, 0);
   heat.drawImage(images[1], 0, 0);
-  heat.globalAlpha = 0.65;
   heat.drawImage(cells, 0, 0, W, H);
-  heat.globalAlpha = 1;
   for (const ctx of [pic, heat]) {  // the query ringed
     ctx.strokeStyle = "#0ff"; ctx.lineWidth = 3; ctx.beginPath();
     ctx.arc((qx + 0.5) * W / GW, (qy + 0.5) * H / GH, 7, 0, 2 * Math.PI); ctx.stroke();

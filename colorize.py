@@ -60,9 +60,8 @@ def load(checkpoint=None, device=None, inception=None):
         try:
             inception_net, _, warning = open_inception(inception or "auto", ckpt.get("inception"), strict=False)
         except (ValueError, RuntimeError) as e:  # the download advice names train.py's flags: cut it
-            reason = str(e).split("; download ")[0]
             raise CheckpointError(f"{printable(path)} needs the Inception-ResNet-v2 weights it was trained with "
-                                  f"({reason}); give them with --inception PATH") from None
+                                  f"({str(e).split('; download ')[0]}); give them with --inception PATH") from None
         if warning:
             print(f"warning: {warning}", file=sys.stderr)
         inception_net = inception_net.to(device)
@@ -72,11 +71,8 @@ def load(checkpoint=None, device=None, inception=None):
 
 def network_size(width, height, short):
     """(w, h) of the network's copy: short side `short`, aspect kept (long side at most 4x), multiples of 8."""
-    scale = short / min(width, height)
-    w, h = width * scale, height * scale
-    if max(w, h) > 4 * short:
-        w, h = w * 4 * short / max(w, h), h * 4 * short / max(w, h)
-    return max(8, round(w / 8) * 8), max(8, round(h / 8) * 8)
+    scale = min(short / min(width, height), 4 * short / max(width, height))
+    return max(8, round(width * scale / 8) * 8), max(8, round(height * scale / 8) * 8)
 
 
 @torch.no_grad()
@@ -105,15 +101,13 @@ def predict_all(loaded, images, return_attention=False):
     """For each PIL RGB image: a*b* (2, h, w), attention (N, N) or None, and the
     network's copy; images whose copies share a size go through in one batch."""
     copies = [im.resize(network_size(*im.size, loaded.size), Image.BILINEAR, reducing_gap=3.0) for im in images]
-    results, by_size = [None] * len(images), {}
-    for i, copy in enumerate(copies):
-        by_size.setdefault(copy.size, []).append(i)
-    return_attention = return_attention and loaded.net.attention is not None  # a baseline model has none
-    for indices in by_size.values():
-        ab, alpha = predict_ab(loaded, [copies[i] for i in indices], return_attention)
+    results = {}
+    for size in dict.fromkeys(copy.size for copy in copies):  # each size once, in order
+        indices = [i for i, copy in enumerate(copies) if copy.size == size]
+        ab, alpha = predict_ab(loaded, [copies[i] for i in indices], return_attention)  # a baseline's alpha: None
         for k, i in enumerate(indices):
             results[i] = (ab[k], None if alpha is None else alpha[k].float().cpu(), copies[i])
-    return results
+    return [results[i] for i in range(len(images))]
 
 
 def full_resolution(rgb, ab_small, device="cpu"):

@@ -63,12 +63,11 @@ class Branches(nn.Module):
 
     def __init__(self, *branches):
         super().__init__()
-        self.n_branches = len(branches)
         for i, branch in enumerate(branches):
             self.add_module(f"branch{i}", branch)
 
     def forward(self, x):
-        return torch.cat([getattr(self, f"branch{i}")(x) for i in range(self.n_branches)], dim=1)
+        return torch.cat([m(x) for name, m in self.named_children() if name.startswith("branch")], dim=1)
 
 
 class ResidualBlock(Branches):

@@ -229,30 +229,31 @@ class OutputPlan:
         self.failed += 1
 
     def save(self, job, colored, gray, prediction):
-        """Make one input's outputs (see outputs_for), write them, and say so:
-        its progress line, then its attention and metrics lines."""
-        images, scores, attention_line = outputs_for(self.args, self.names, job, colored, gray, prediction)
-        written = []
+        """Make one input's outputs (see outputs_for), write those not there
+        when it was read, and say so: its progress line, then its attention
+        line, then its metrics (PSNR, ab MSE, colorfulness), kept for the means."""
+        images, attention_line = outputs_for(self.names, job, colored, gray, prediction)
+        todo = {job.stem + s: output for s, output in images.items()  # {file: output}, those not there when read
+                if self.args.overwrite or not os.path.lexists(job.stem + s)}
         try:
-            for suffix, image in images.items():
-                if self.args.overwrite or not os.path.lexists(job.stem + suffix):  # not there when it was read
-                    save_output(image, job.stem + suffix, self.args.out)
-                    written.append(job.stem + suffix)
+            for path, output in todo.items():
+                save_output(output, path, self.args.out)
+                self.written += 1
         except OSError as e:  # disk full, no permission, a link on the way: said, and on with the rest
             return self.error(job.path, f"cannot write the output ({e})")
-        finally:
-            self.written += len(written)
-        if written:
+        if todo:
             self.done += 1
-            line = f"[{job.number}/{len(self.jobs)}] {printable(job.path)} -> {', '.join(map(printable, written))}"
+            line = f"[{job.number}/{len(self.jobs)}] {printable(job.path)} -> {', '.join(map(printable, todo))}"
             if len(self.jobs) > 1:  # as train.py logs: throughput and time left
                 line += f" | {self.done / (time.monotonic() - self.started):.2f} img/s | {self.eta.update(job.number)}"
             print(line, flush=True)
         if attention_line:
             print(f"attention: {printable(job.path)}: {attention_line}")
-        if scores == {}:
+        if self.args.metrics and data.is_grayscale(job.rgb):
             print(f"metrics: {printable(job.path)}: grayscale input, nothing to compare against")
-        elif scores:
+        elif self.args.metrics:
+            scores = {name: image_metrics(c, job.rgb)
+                      for name, c in zip(self.names + ["all-gray", "original"], colored + [gray, job.rgb])}
             print(f"metrics: {printable(job.path)}: " + " | ".join(
                 f"{n} PSNR {p:.2f} dB, ab MSE {m:.4f}, colorfulness {c:.1f}" for n, (p, m, c) in scores.items()
                 if n != "original") + f" | original colorfulness {scores['original'][2]:.1f}")
@@ -281,34 +282,30 @@ class OutputPlan:
 # -----------------------------------------------------------------------------
 # 2. The extras of one input: --compare, --attention, --metrics
 
-def outputs_for(args, names, job, colored, gray, prediction):
+def outputs_for(names, job, colored, gray, prediction):
     """{suffix: PIL image, or the text of a page} for the outputs job.todo
     names: NAME_color.png from the first model's colorized image (colored: one
-    per model, at full size), and the extras; its metrics (None without
-    --metrics, {} for a gray input, else {name: (PSNR, ab MSE, colorfulness)});
-    and a line of statistics of the attention weights, when drawn (else None).
-    gray: all-gray, the input's L with a*b* = 0 (for --compare and --metrics);
+    per model, at full size), and the extras; and a line of statistics of the
+    attention weights, when drawn (else None). names: the models'; gray:
+    all-gray, the input's L with a*b* = 0 (for --compare and --metrics);
     prediction: the first model's (a*b*, attention or None, network's copy)."""
     images, attention_line = {}, None
-    has_color = (args.compare or args.metrics) and not data.is_grayscale(job.rgb)
     if "_color.png" in job.todo:  # with alpha, a new image: the RGB one goes on to --compare and --metrics
         images["_color.png"] = colored[0] if job.alpha is None else \
             Image.merge("RGBA", (*colored[0].split(), job.alpha))
     if "_compare.png" in job.todo:  # copies: thumbnail() shrinks in place, and --metrics needs the full size
-        panels = [p.copy() for p in [gray] + colored + ([job.rgb] if has_color else [])]
+        original = [] if data.is_grayscale(job.rgb) else [job.rgb]
+        panels = [p.copy() for p in [gray] + colored + original]
         for p in panels:
             p.thumbnail((1024, 1024))
-        labels = ["gray input"] + (names if len(names) > 1 else ["colorized"]) + (["original"] if has_color else [])
-        images["_compare.png"] = side_by_side(panels, labels)
+        images["_compare.png"] = side_by_side(panels, ["gray input"] + names + ["original"] * len(original))
     _, attention, copy = prediction
     if attention is not None and {"_attention.png", "_attention.html"} & set(job.todo):
         colored_copy = colored[0].resize(copy.size, Image.BILINEAR)
         panels, labels, attention_line = attention_maps.attention_figure(copy, colored_copy, attention)
         images["_attention.png"] = side_by_side(panels, labels)
         images["_attention.html"] = attention_maps.attention_page(colored_copy, attention, os.path.basename(job.path))
-    scores = None if not args.metrics else {} if not has_color else {
-        name: image_metrics(c, job.rgb) for name, c in zip(names + ["all-gray", "original"], colored + [gray, job.rgb])}
-    return images, scores, attention_line
+    return images, attention_line
 
 
 def side_by_side(images, labels):
@@ -336,9 +333,7 @@ def uncertainty(metrics, name, resamples=2000):
     range of 90% of bootstrap resamplings of the images (two or more)."""
     gain = np.array([r[name][0] - r["all-gray"][0] for r in metrics])
     mse = np.array([[r[name][1], r["all-gray"][1]] for r in metrics])
-    picks = np.random.default_rng(0).integers(0, len(mse), (resamples, len(mse)))
-    ratios = np.sort(mse[picks, 0].sum(1) / mse[picks, 1].sum(1))
-    se = gain.std(ddof=1) / np.sqrt(len(gain))
-    return (f"against all-gray: PSNR {gain.mean():+.2f} dB (standard error {se:.2f}), ab MSE "
-            f"{mse[:, 0].sum() / mse[:, 1].sum():.3f}x (90% of resamplings: {ratios[resamples // 20]:.3f}x to "
-            f"{ratios[-resamples // 20 - 1]:.3f}x)")
+    picks = np.random.default_rng(0).integers(0, len(mse), (resamples, len(mse)))  # (resamples, images)
+    low, high = np.percentile(mse[picks, 0].sum(1) / mse[picks, 1].sum(1), [5, 95], method="nearest")
+    return (f"against all-gray: PSNR {gain.mean():+.2f} dB (standard error {gain.std(ddof=1) / len(gain) ** 0.5:.2f}), "
+            f"ab MSE {mse[:, 0].sum() / mse[:, 1].sum():.3f}x (90% of resamplings: {low:.3f}x to {high:.3f}x)")
