@@ -195,8 +195,7 @@ for i in examples:
     gray = picture(lightness[i], torch.zeros(2, H, W))
     heat = attention_maps.heat_panel(gray, looks[i], grid, peak=16, query=tuple((centre[i] // 8).tolist()))
     truth = "truth (stripes across: red)" if label[i] == 0 else "truth (stripes up and down: green)"
-    panels = {"gray input": gray, "baseline": picture(lightness[i], preds["baseline"][i]),
-              "attention": picture(lightness[i], preds["attention"][i]),
+    panels = {"gray input": gray, **{variant: picture(lightness[i], pred[i]) for variant, pred in preds.items()},
               truth: picture(lightness[i], ab[i]),
               f"disk centre looks: peak {looks[i].max() * looks.shape[1]:.1f}x uniform": heat}
     rows.append(outputs.side_by_side(list(panels.values()), list(panels)))
