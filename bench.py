@@ -25,7 +25,6 @@ import time
 
 import runs  # first: a Ctrl-C while torch loads (seconds) stops in one line
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
 import colorize
@@ -50,9 +49,7 @@ parser.add_argument("--quick", action="store_true", help="tiny sizes, each stage
 args = parser.parse_args()
 
 
-def stop(*_):
-    print("interrupted: bench.py writes nothing, so nothing is lost", file=sys.stderr)
-    sys.exit(130)
+STOPPED = "interrupted: bench.py writes nothing, so nothing is lost"  # on Ctrl-C, SIGTERM or SIGHUP: exit 130
 
 
 # The flags, before any work: a typo costs a second, not a run that dies half-way. A folder
@@ -64,7 +61,7 @@ if args.compile and not cuda:
     runs.fail("--compile: CUDA only (PyTorch's CPU compiler fails on the colorizer's replicate padding)")
 if not (os.path.isdir(args.photos) or args.photos == parser.get_default("photos")):
     runs.fail(f"--photos {args.photos}: {'not a folder' if os.path.exists(args.photos) else 'no such folder'}")
-runs.on_stop_signals(stop)
+runs.exit_on_stop(STOPPED)
 # The photos the data and colorize rows measure with: color photos that decode (train.py passes over
 # broken and grayscale ones), listed as every script lists them (no FIFO is opened), checked now.
 passed_over, checker = [], data.ImageFolder([], 64)
@@ -73,8 +70,7 @@ reasons = {path: checker.load(path)[1] for path in found}  # None, or why train.
 passed_over += [reason for reason in reasons.values() if reason]
 photos = [path for path, reason in reasons.items() if not reason][:4 if args.quick else None]
 if found and not photos:
-    runs.fail(f"--photos {args.photos}: none of its {len(found)} images is a color photo that decodes (first: "
-              f"{passed_over[0]})")
+    runs.fail(f"--photos {args.photos}: no color photo that decodes among its {len(found)} images ({passed_over[0]})")
 for reason in passed_over:
     print(f"note: passed over {reason}")
 if photos:  # the train.py loop row trains on the folder as it is: a split train.py refuses is said now
@@ -139,9 +135,9 @@ def flop_rate(flops, seconds):
 
 def failed(what, status, stderr):
     """What bench.py ran failed: its last line on stderr, in one line, exit 1;
-    or it was stopped by the same Ctrl-C."""
+    or the same Ctrl-C stopped it, and so stops bench.py (its own line, exit 130)."""
     if status in (130, -signal.SIGINT):
-        stop()
+        signal.raise_signal(signal.SIGINT)
     runs.fail(f"{what} failed: {(stderr.strip().splitlines() or [f'exit status {status}'])[-1]}", status=1)
 
 
@@ -220,7 +216,7 @@ for name, variant, global_branch in [("attention + global", "attention", True), 
     def step():  # one forward + backward + Adam step of this net on the fixed tensors
         with autocast:
             embedding = inception.inception_embedding(inception_net, lab.gray_rgb(l)) if global_branch else None
-            loss = F.mse_loss(step_net(l, embedding).float(), target)
+            loss = torch.nn.functional.mse_loss(step_net(l, embedding).float(), target)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -243,17 +239,16 @@ if photos:
                                      ("", "the same, decoded once (--cache)", 1024)]:  # train.py's default
         dataset = data.ImageFolder(files, S, train=True, cache_mb=cache_mb)
         per_worker = len(files) / timed(lambda: [dataset[i] for i in range(len(dataset))], repeat=3)
-        need = {name: math.ceil(rate / per_worker) for name, rate in bare_rates.items()}
-        report(stage, setting, f"{per_worker:.0f} crops/s/worker",
-               f"workers needed: {need['attention + global']} (attention + global), {need['baseline']} (baseline)")
+        need = [f"{math.ceil(bare_rates[name] / per_worker)} ({name})" for name in ("attention + global", "baseline")]
+        report(stage, setting, f"{per_worker:.0f} crops/s/worker", "workers needed: " + ", ".join(need))
     steps = 4 if args.quick else 60 if cuda else 12
     # on the photo folder itself, split as train.py splits any folder
     out = run("train.py", "train.py", "--data", os.path.abspath(args.photos), "--out", os.path.join(work.name, "run"),
               "--inception", "none", "--size", str(S), "--batch-size", str(batch), "--max-steps", str(steps),
               "--eval-every", str(steps), "--val-images", "16", "--log-every", str(max(1, steps // 6)),
               "--device", device.type, "--dtype", args.dtype, *(["--compile"] if args.compile else []))
-    rates = [float(line.split(" img/s")[0].split("| ")[-1]) for line in out.splitlines() if " img/s" in line]
-    rates = rates[1:]  # the first of its 4 or 6 intervals includes start-up
+    # the first of its 4 or 6 intervals includes start-up
+    rates = [float(line.split(" img/s")[0].split("| ")[-1]) for line in out.splitlines() if " img/s" in line][1:]
     loop_rate = sum(rates) / len(rates)
     report("train.py loop", f"attention, {S}x{S}, batch {batch}", f"{loop_rate:.1f} img/s",
            f"{loop_rate / bare_rates['attention']:.0%} of the bare step")
@@ -268,30 +263,27 @@ if photos:
     some, net = photos[:16], net.to(device)
     sizes = [colorize.network_size(*Image.open(p).size, S) for p in some]
 
-    def colorize_run(out):
-        """Seconds a photo of colorize.main on `some` (its checkpoint load included), quiet."""
+    def colorize_run():
+        """colorize.main on `some` (its checkpoint load included), quiet; its outputs replace the last run's."""
         quiet = io.StringIO()
-        t = time.perf_counter()
         try:
             with contextlib.redirect_stdout(quiet), contextlib.redirect_stderr(quiet):
-                status = colorize.main(some + ["-o", out, "--checkpoint", ckpt, "--device", device.type])
+                status = colorize.main(some + ["-o", os.path.join(work.name, "out"), "--overwrite", "--checkpoint",
+                                               ckpt, "--device", device.type])
         except SystemExit as e:  # a stop signal while it ran: its handler exits 130
             status = e.code
-        runs.on_stop_signals(stop)  # colorize.main made the stop signals its own
+        runs.exit_on_stop(STOPPED)  # colorize.main made the stop signals its own
         if status:
             failed("colorize.py", status, quiet.getvalue())
-        return (time.perf_counter() - t) / len(some)
 
-    def forwards():
-        with torch.no_grad():
-            for w, h in sizes:
-                net(torch.zeros(1, 1, h, w, device=device))
+    @torch.no_grad()
+    def forwards():  # the bare forward at the same sizes
+        return [net(torch.zeros(1, 1, h, w, device=device)) for w, h in sizes]
     # Each run of colorize.py beside a bare forward at the same sizes: a shared machine slows
     # both alike, so the ratio of a pair holds where one run's milliseconds do not.
     forwards()  # the first call at a size sets up its kernels
-    pairs = [(colorize_run(os.path.join(work.name, f"out{k}")), timed(forwards, 1, warmup=0) / len(some))
-             for k in range(1 if args.quick else 5)]
-    times, bares, ratios = (sorted(x) for x in zip(*[(c, b, c / b) for c, b in pairs]))
+    pairs = [(timed(colorize_run, 1, warmup=0), timed(forwards, 1, warmup=0)) for _ in range(1 if args.quick else 5)]
+    times, bares, ratios = (sorted(x) for x in zip(*[(c / len(some), b / len(some), c / b) for c, b in pairs]))
     mid = len(pairs) // 2
     report("colorize.py per image", f"{len(some)} photos, net short side {S}, median of {len(pairs)} runs",
            f"{times[mid] * 1000:.0f} ms ({times[0] * 1000:.0f}-{times[-1] * 1000:.0f})",
@@ -324,15 +316,10 @@ print('G', round(torch.cuda.max_memory_allocated() / 1024) if h.is_cuda else 0)
 """
 
 
-def attention_block(px, explicit):
-    """(milliseconds, peak MB) of the attention block on the features of a px-pixel input."""
-    vals = run_python(ATTENTION.format(device=str(device), side=px // 8, explicit=explicit))
-    return float(vals["T"]) * 1000, int(vals["G" if cuda else "M"]) / 1024
-
-
 for px in (64,) if args.quick else (256, 512, 1024):
     n = (px // 8) ** 2
-    (tf, mf), (tw, mw) = attention_block(px, explicit=False), attention_block(px, explicit=True)
+    measured = [run_python(ATTENTION.format(device=str(device), side=px // 8, explicit=e)) for e in (False, True)]
+    (tf, mf), (tw, mw) = ((float(m["T"]) * 1000, int(m["G" if cuda else "M"]) / 1024) for m in measured)  # ms, MB
     report("attention block", f"{px} px input, N={n}, N x N = {n * n * 4 / 2**20:.0f} MB",
            f"sdpa {tf:.0f} ms, {'peak' if cuda else 'peak RSS'} {mf:.0f} MB", f"explicit {tw:.0f} ms, {mw:.0f} MB")
 

@@ -25,7 +25,8 @@ def face_ab(image, box):
     """Mean (a*, b*) of a PIL image inside box (x0, y0, x1, y1)."""
     x0, y0, x1, y1 = box
     if not (0 <= x0 < x1 <= image.width and 0 <= y0 < y1 <= image.height):
-        raise ValueError(f"box {box} is empty or outside the {image.width}x{image.height} picture")
+        raise ValueError(f"box {box} is empty or outside the {image.width}x{image.height} picture "
+                         "(docs/faces.txt's boxes are for each photo at its own size)")
     ab = lab.rgb_to_lab(data.to_tensor(image.convert("RGB").crop(box)))[1:]  # (3, h, w) uint8 -> (2, h, w)
     return tuple(ab.mean(dim=(1, 2)).tolist())
 
@@ -45,10 +46,7 @@ def main(folders, photos=os.path.join(REPO, "demo", "photos"), boxes=os.path.joi
             if not os.path.exists(path):
                 continue
             image = runs.checked(data.open_image, path)[0]  # a broken file or a FIFO: one line, no hang
-            try:
-                a, b = face_ab(image, box)
-            except ValueError as e:  # not a picture of that photo
-                runs.fail(f"{path}: {e} (docs/faces.txt's boxes are for {name} at its own size)")
+            a, b = runs.checked(face_ab, image, box, said=path)  # not a picture of that photo: one line
             means.setdefault(label, []).append(a)
             cells.append(f"{label}: a* {a:+5.1f} b* {b:+5.1f}")
         print(f"{stem} {box}: " + " | ".join(cells))

@@ -13,7 +13,7 @@ them. One line per exercise: pass, not written yet, or the first difference;
 then "N of 4 pass". Exit status 0 when all pass, 1 otherwise, 2 for a bad argument,
 130 after Ctrl-C.
 """
-import importlib.util, math, os, sys  # noqa: E401
+import math, os, runpy, sys  # noqa: E401
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))  # the repository root, for model.py
@@ -53,8 +53,7 @@ def call(function, *args, watch=(), case=""):
     except SystemExit as e:  # sys.exit(0) in an exercise is no pass: it returned nothing to check
         raise Failed(f"called sys.exit({e.code!r}) instead of returning") from None
     except (Exception, KeyboardInterrupt) as e:  # whatever the student's code raised is the answer to print
-        message = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        raise Failed(f"raised {type(e).__name__}{': ' if message else ''}{message}"[:300]) from None
+        raise Failed(f"raised {': '.join([type(e).__name__] + str(e).strip().splitlines()[:1])}"[:300]) from None
     for name, tensor, copy in before:
         if not torch.equal(tensor, copy):
             raise Failed(f"changed its input {name} in place for {case}")
@@ -92,17 +91,18 @@ def compare(what, got, expected, case, hint=lambda: ""):
         raise Failed(f"{what + ': ' if what else ''}{why} for {case}{hint()}")
 
 
-def compare_gradients(got, expected, inputs, case):
-    """The gradients of one random weighting of the output with respect to each
-    of `inputs` (name -> tensor): the student's graph against the reference's."""
+def compare_with_gradients(what, got, expected, inputs, case, hint=lambda: ""):
+    """compare, then the gradients of one random weighting of the output with respect
+    to each of `inputs` (name -> tensor): the student's graph against the reference's."""
+    compare(what, got, expected, case, hint)
     if not got.requires_grad:
         raise Failed(f"the output carries no gradient (a .detach(), .data or NumPy on the way?) for {case}")
     names, tensors = zip(*inputs.items())
     weighting = torch.randn(expected.shape, generator=torch.Generator().manual_seed(1))
     expected_grads = torch.autograd.grad(expected, tensors, weighting)
-    got_grads = call(lambda: torch.autograd.grad(got, tensors, weighting, allow_unused=True))
+    # materialize_grads: an input the output does not use has a gradient of zeros (not None)
+    got_grads = call(lambda: torch.autograd.grad(got, tensors, weighting, materialize_grads=True))
     for name, grad, expected_grad in zip(names, got_grads, expected_grads):
-        grad = torch.zeros_like(expected_grad) if grad is None else grad  # unused: no gradient at all
         compare(f"gradient of {name}", grad, expected_grad, case)
 
 
@@ -119,8 +119,8 @@ def check_coord_channels(coord_channels):
                                            ((3, 2, 6, 9), torch.float64)]):
         x = randn(*shape, seed=seed).to(dtype)
         case = f"x {shape}" + (f" {dtype}" if dtype != torch.float32 else "")
-        got = call(coord_channels, x, watch=[("x", x)], case=case)
-        compare(None, got, model.coord_channels(x), case)              # (B, 2, H, W)
+        # (B, 2, H, W): the student's against model.py's
+        compare(None, call(coord_channels, x, watch=[("x", x)], case=case), model.coord_channels(x), case)
 
 
 def row_sums(alpha):
@@ -140,8 +140,7 @@ def attention_mistake(attention, h, got, got_alpha):
         keys = h.flatten(2).transpose(1, 2)                              # (B, N, C)
         scores = attention.W_a(h).flatten(2).transpose(1, 2) @ keys.transpose(1, 2)  # (B, N, N), unscaled
         for scale, context_first, says in [
-                (1, True, "alpha without the 1/sqrt(C): the scores q_t . h_s are divided by sqrt(C) before the "
-                          "softmax"),
+                (1, True, "alpha without the 1/sqrt(C): divide the scores q_t . h_s by sqrt(C) before the softmax"),
                 (C, True, "the scores divided by sqrt(C) twice (by C): divide them by sqrt(C) once"),
                 (math.sqrt(C), False, "tanh(W_c [h_t; c_t]): the context goes first, [c_t; h_t]")]:
             alpha = torch.softmax(scores / scale, dim=-1)
@@ -168,9 +167,8 @@ def check_attention_forward(attention_forward):
         mistake = lambda: attention_mistake(attention, h, got, got_alpha)  # noqa: E731
         if return_attention:                                      # (B, N, N): where each t looks
             compare("alpha", got_alpha, expected_alpha, case, lambda: row_sums(got_alpha) + mistake())
-        compare("out", got, expected, case, mistake)              # (B, C, H, W)
-        compare_gradients(got, expected, {"h": h, "W_a.weight": attention.W_a.weight,
-                                          "W_c.weight": attention.W_c.weight}, case)
+        # (B, C, H, W); with the gradients of h, W_a.weight and W_c.weight
+        compare_with_gradients("out", got, expected, {"h": h, **dict(attention.named_parameters())}, case, mistake)
 
 
 def fusion_mistake(fusion, feats, embedding, got):
@@ -193,9 +191,8 @@ def check_fusion_forward(fusion_forward):
         expected = model.Fusion.forward(fusion, feats, embedding)
         inputs = {"feats": feats, **({"embedding": embedding} if embed_dim else {})}
         got = call(fusion_forward, fusion, feats, embedding, watch=inputs.items(), case=case)
-        compare(None, got, expected, case, lambda: fusion_mistake(fusion, feats, embedding, got) if embed_dim else "")
-        compare_gradients(got, expected, {**inputs, "conv.weight": fusion.conv.weight,
-                                          "conv.bias": fusion.conv.bias}, case)
+        compare_with_gradients(None, got, expected, {**inputs, **dict(fusion.named_parameters())}, case,  # conv's too
+                               lambda: fusion_mistake(fusion, feats, embedding, got) if embed_dim else "")
 
 
 def check_colorization_loss(colorization_loss):
@@ -205,8 +202,7 @@ def check_colorization_loss(colorization_loss):
         case = f"pred_ab and true_ab {shape}"
         expected = F.mse_loss(pred_ab, true_ab)                   # as in train.py's training step
         got = call(colorization_loss, pred_ab, true_ab, watch=[("pred_ab", pred_ab), ("true_ab", true_ab)], case=case)
-        compare(None, got, expected, case)                        # shape (): one number
-        compare_gradients(got, expected, {"pred_ab": pred_ab}, case)
+        compare_with_gradients(None, got, expected, {"pred_ab": pred_ab}, case)  # shape (): one number
 
 
 EXERCISES = [("coord_channels", check_coord_channels), ("attention_forward", check_attention_forward),
@@ -219,40 +215,35 @@ EXERCISES = [("coord_channels", check_coord_channels), ("attention_forward", che
 
 def main():
     parser = runs.ArgumentParser(description="Check docs/exercises/exercises.py (or FILE) against model.py.")
-    parser.add_argument("file", nargs="?", metavar="FILE.py", help="the file to check (default: exercises.py here)")
-    parser.add_argument("--solutions", action="store_true", help="check solutions.py, the answers")
+    which = parser.add_mutually_exclusive_group()  # both: one line, exit status 2
+    which.add_argument("file", nargs="?", metavar="FILE.py", help="the file to check (default: exercises.py here)")
+    which.add_argument("--solutions", action="store_true", help="check solutions.py, the answers")
     args = parser.parse_args()
-    if args.solutions and args.file:
-        runs.fail("give FILE.py or --solutions, not both")
     path = args.file or os.path.join(HERE, "solutions.py" if args.solutions else "exercises.py")
     if not (os.path.isfile(path) and path.endswith(".py")):
         runs.fail(f"{path}: " + ("no such file" if not os.path.exists(path) else "not a Python file (.py)"))
 
-    spec = importlib.util.spec_from_file_location("checked_exercises", path)
-    module = importlib.util.module_from_spec(spec)
     # A syntax error, a bad import, a sys.exit(0) at the top: the student's file, so exit 1 (not 2, nor a pass's 0).
     try:
-        spec.loader.exec_module(module)
+        functions = runpy.run_path(path)  # its names (its `if __name__ == "__main__":` part does not run)
     except (Exception, KeyboardInterrupt, SystemExit) as e:
         why = f"it calls sys.exit({e.code!r})" if isinstance(e, SystemExit) else f"{type(e).__name__}: {e}"
         print(f"{path} does not run: {why}".splitlines()[0])
         print(f"0 of {len(EXERCISES)} pass")
         return 1
 
-    passed = 0
+    said = []  # "pass", or why not
     for number, (name, check) in enumerate(EXERCISES, 1):
-        function = getattr(module, name, None)
         try:
-            if not callable(function):
+            if not callable(functions.get(name)):
                 raise Failed(f"missing (no function {name} in {path})")
-            check(function)
+            check(functions[name])
+            said.append("pass")
         except Failed as failed:
-            print(f"exercise {number} {name}: {failed}")
-        else:
-            print(f"exercise {number} {name}: pass")
-            passed += 1
-    print(f"{passed} of {len(EXERCISES)} pass")
-    return 0 if passed == len(EXERCISES) else 1
+            said.append(str(failed))
+        print(f"exercise {number} {name}: {said[-1]}")
+    print(f"{said.count('pass')} of {len(EXERCISES)} pass")
+    return 0 if said.count("pass") == len(EXERCISES) else 1
 
 
 if __name__ == "__main__":
