@@ -86,16 +86,6 @@ class ArgumentParser(argparse.ArgumentParser):
         fail(message)
 
 
-def flags_given(parser, args):
-    """The names of the flags typed on the command line (a second parse with
-    every default None): --resume keeps the run's own value of the others."""
-    defaults = {k: parser.get_default(k) for k in vars(args)}
-    parser.set_defaults(**{k: None for k in vars(args)})
-    given = {k for k, v in vars(parser.parse_args()).items() if v is not None}
-    parser.set_defaults(**defaults)
-    return given
-
-
 def number_in(kind, low, high=None, low_open=False, high_open=False, multiple=1):
     """An argparse type: a finite kind (int or float) from low to high (None:
     no bound), each end included unless said open, a multiple of `multiple`.
@@ -129,8 +119,7 @@ def device(choice, index=0):
     CUDA is asked for and there is none."""
     if choice == "cuda" and not torch.cuda.is_available():
         fail("--device cuda, but no CUDA device is available: --device cpu or auto")
-    return torch.device(f"cuda:{index}" if choice == "cuda" or (choice == "auto" and torch.cuda.is_available())
-                        else "cpu")
+    return torch.device(f"cuda:{index}" if choice != "cpu" and torch.cuda.is_available() else "cpu")
 
 
 def writable_folder(path, flag="--out"):
@@ -224,11 +213,9 @@ def save_atomic(write, path):
     stem = os.fsdecode(os.fsencode(name)[:240])  # room for ".tmp" and ten digits
     for _ in range(100):  # a name taken (by a link, or another process): another one
         tmp = os.path.join(folder, f"{stem}.tmp{secrets.randbelow(10**10)}")
-        try:
+        with contextlib.suppress(FileExistsError):
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o666)
             break
-        except FileExistsError:
-            continue
     else:
         raise FileExistsError(f"{folder or '.'}: no free temporary name for {name}")
     try:
@@ -340,17 +327,16 @@ def colorizer_from(ckpt, said, weights=None):
     with torch.device("meta"):
         net = model.Colorizer(model.ColorizerConfig(**ckpt["config"]))
     own, state = net.state_dict(), averaged_weights(ckpt) if weights is None else weights
-    for k in [*own, *state]:  # the first weight that does not fit
+    for k in [*own, *state]:  # the first weight that does not fit, else NaN or infinite values
         why = (f"{k} is missing" if k not in state else f"{k} is not in this model" if k not in own else
                f"{k} has shape {tuple(state[k].shape)}, the model needs {tuple(own[k].shape)}"
                if state[k].shape != own[k].shape else f"{k} is {state[k].dtype}, the model needs {own[k].dtype}"
                if state[k].is_floating_point() != own[k].is_floating_point() else None)
         if why:
             break
-    else:  # they all fit: are they finite?
-        bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
-        why = bad and f"its weights hold NaN or infinite values ({bad[0]}{' and more' if len(bad) > 1 else ''}: " \
-                      f"a diverged run?)"
+    bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    why = why or bad and f"its weights hold NaN or infinite values ({bad[0]}{' and more' if len(bad) > 1 else ''}: " \
+                         f"a diverged run?)"
     if why:
         raise CheckpointError(f"{said}: not a compatible colorizer checkpoint ({why})")
     net.load_state_dict(state, assign=True)
@@ -436,17 +422,17 @@ def export_checkpoint(src, dst, start=None, share=1.0, size=None):
     if not (0 <= share <= 1 and (size is None or type(size) is int and 8 <= size <= MAX_SIZE and size % 8 == 0)):
         raise ValueError(f"share {share!r} must be from 0 to 1 and size {size!r} a multiple of 8 from 8 to {MAX_SIZE}")
     ckpt = read_checkpoint(src)
-    weights = colorizer_from(ckpt, printable(src)).state_dict()  # judged: weights that fit its config, finite
+    weights = averaged_weights(ckpt)
     if start is not None:
         first = read_checkpoint(start)
-        if first["config"] != ckpt["config"]:
+        before = averaged_weights(first)
+        if {k: v.shape for k, v in before.items()} != {k: v.shape for k, v in weights.items()} or \
+                first["config"] != ckpt["config"]:
             raise ValueError(f"{start}: not the architecture of {src}")
-        before = colorizer_from(first, printable(start)).state_dict()
         weights = {k: share * v + (1 - share) * before[k] if v.is_floating_point() else v for k, v in weights.items()}
-    evals = [row for row in ckpt["history"] if "val_mse" in row]
     small = {"config": ckpt["config"], "step": ckpt["step"], "inception": ckpt["inception"],
-             "args": {"size": size or ckpt["args"]["size"]},
-             "validation": evals[-1] if evals and start is None else None,  # a blend was not validated
+             "args": {"size": size or ckpt["args"]["size"]},  # validation: the last one (a blend had none)
+             "validation": None if start else next((r for r in reversed(ckpt["history"]) if "val_mse" in r), None),
              "model": {k: v.half() if v.is_floating_point() else v for k, v in weights.items()}}
     save_atomic(torch_writer(small), dst)
 
@@ -507,7 +493,10 @@ def start_training(parser, args):
     start that fails later loses nothing. -> what the run starts from."""
     is_main = int(os.environ.get("RANK", 0)) == 0  # only rank 0 logs and writes files
     log = (lambda *a: print(*a, flush=True)) if is_main else (lambda *a: None)  # flushed: log files fill as it runs
-    given = flags_given(parser, args)  # --resume keeps the run's own value of the others
+    # The flags typed on the command line, which --resume applies (it keeps the run's own value of the others):
+    # a second parse into a namespace that holds None for each flag, which argparse then fills with no default.
+    typed = parser.parse_args(namespace=argparse.Namespace(**{k: None for k in vars(args)}))
+    given = {k for k, v in vars(typed).items() if v is not None}
     for stream in (sys.stdout, sys.stderr):  # file names that are not valid UTF-8 still print
         stream.reconfigure(errors="backslashreplace")
     on_stop_signals(lambda *_: fail("interrupted before training began: nothing written", 130))
@@ -567,14 +556,13 @@ def start_training(parser, args):
         for reason in set(reasons) - skipped:
             skipped.add(reason)
             log(f"warning: skipped {reason}")
-    world = int(os.environ.get("WORLD_SIZE", 1))
     return types.SimpleNamespace(
         log=log, is_main=is_main, ckpt=ckpt, step=step, config=config, net=net, ema_net=ema_net,
         inception=given_inception[:2] if given_inception else None, train_files=train_files, val_files=val_files,
         lock=lock, replaces=replaces, skipped=skipped, note_skipped=note_skipped,
         # the photos drawn so far (all ranks), where the stream of a resumed run goes on
-        draws=ckpt.get("draws", step * args.batch_size * world) if args.resume else 0,
-        fine_tune=bool(args.init or (ckpt or {}).get("args", {}).get("init")))  # also when --resume continues one
+        draws=ckpt.get("draws", step * args.batch_size * int(os.environ.get("WORLD_SIZE", 1))) if args.resume else 0,
+        fine_tune=bool(args.init or ((ckpt or {}).get("args") or {}).get("init")))  # also when --resume continues one
 
 
 def start_device(args):
@@ -589,11 +577,10 @@ def start_device(args):
         torch.cuda.set_device(dev)
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
         torch.backends.cudnn.benchmark = True
-    rank, world = 0, 1
     if "RANK" in os.environ:  # set by torchrun
         torch.distributed.init_process_group("nccl" if dev.type == "cuda" else "gloo",
                                              device_id=dev if dev.type == "cuda" else None)
-        rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
+    rank, world = (torch.distributed.get_rank(), torch.distributed.get_world_size()) if "RANK" in os.environ else (0, 1)
     random.seed(args.seed + rank)
     torch.manual_seed(args.seed + rank)
     if args.dtype == "auto":
@@ -671,15 +658,14 @@ def take_lock(out):
     if not re.fullmatch(r"\d*\n?", pid):
         fail(f"--out {out}: {LOCK} is not train.py's lock (it is not a file holding a process id); move it "
              f"away or give another --out")
-    if fcntl is None:
-        return lock
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        fail(f"--out {out}: another train.py (pid {pid.strip() or '?'}) is writing there; "
-             f"wait for it, stop it, or give another --out")
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    if fcntl:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            fail(f"--out {out}: another train.py (pid {pid.strip() or '?'}) is writing there; "
+                 f"wait for it, stop it, or give another --out")
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
     return lock
 
 
@@ -705,8 +691,8 @@ class Run:
         self.written = set()  # the files this run has written
         self.path = {name: os.path.join(args.out, name) for name in RUN_FILES}
         self.history, self.best_mse = [], math.inf  # history: one dict per logged step and per evaluation
-        self.finished = False  # True once the last save is done and the process is on its way out
-        self.last_step = False  # True from the start of the last step's evaluation and save
+        # finished: the last save is done, the process on its way out; last_step: from the last step's evaluation on
+        self.finished = self.last_step = False
         self.per_step = args.batch_size * world  # photos drawn per step, all ranks: how far the stream is at a step
         # What validation judges and what the stream of photos draws from: digests of the photos'
         # names and sizes, kept in checkpoints, so that a --resume can tell when they changed.
@@ -802,11 +788,10 @@ class Run:
         """The last line of a run that went to its end (its last evaluation saved
         everything); under torchrun the ranks wait for rank 0's last save."""
         self.finished = True  # a stop signal from here on has nothing to save
-        skipped = self.start.skipped
-        gray = sum("grayscale" in s for s in skipped)
+        gray = sum("grayscale" in s for s in self.start.skipped)
         self.log(f"done: {self.args.max_steps} steps, checkpoint {printable(self.path[CHECKPOINT])}, best "
-                 f"{printable(self.path[BEST])} (validation MSE {self.best_mse:.5f}). Skipped {len(skipped) - gray} "
-                 f"unreadable files and left out {gray} grayscale photos.")
+                 f"{printable(self.path[BEST])} (validation MSE {self.best_mse:.5f}). Skipped "
+                 f"{len(self.start.skipped) - gray} unreadable files and left out {gray} grayscale photos.")
         if "RANK" in os.environ:
             torch.distributed.barrier()  # else rank 0 finds its peers gone
             torch.distributed.destroy_process_group()
