@@ -15,6 +15,7 @@ none of it changes what a model learns or predicts:
 """
 import argparse
 import atexit
+import contextlib
 import csv
 import dataclasses
 import hashlib
@@ -68,7 +69,7 @@ class RunError(Exception):
 
 
 class CheckpointError(RunError):
-    pass
+    """A checkpoint that cannot be read or used, and why."""
 
 
 def fail(message, status=2):
@@ -85,16 +86,6 @@ class ArgumentParser(argparse.ArgumentParser):
         fail(message)
 
 
-def flags_given(parser, args):
-    """The names of the flags typed on the command line (a second parse with
-    every default None): --resume keeps the run's own value of the others."""
-    defaults = {k: parser.get_default(k) for k in vars(args)}
-    parser.set_defaults(**{k: None for k in vars(args)})
-    given = {k for k, v in vars(parser.parse_args()).items() if v is not None}
-    parser.set_defaults(**defaults)
-    return given
-
-
 def number_in(kind, low, high=None, low_open=False, high_open=False, multiple=1):
     """An argparse type: a finite kind (int or float) from low to high (None:
     no bound), each end included unless said open, a multiple of `multiple`.
@@ -104,10 +95,9 @@ def number_in(kind, low, high=None, low_open=False, high_open=False, multiple=1)
         above = value > low if low_open else value >= low
         below = high is None or (value < high if high_open else value <= high)
         if not ((kind is int or math.isfinite(value)) and above and below and (multiple == 1 or value % multiple == 0)):
-            raise argparse.ArgumentTypeError(
-                ("must be " if multiple == 1 else f"must be a multiple of {multiple}, ") +
-                f"{'above' if low_open else 'at least'} {low}" +
-                ("" if high is None else f" and {'below' if high_open else 'at most'} {high}") + f", got {text}")
+            said = f"a multiple of {multiple}, " * (multiple > 1) + f"{'above' if low_open else 'at least'} {low}"
+            said += "" if high is None else f" and {'below' if high_open else 'at most'} {high}"
+            raise argparse.ArgumentTypeError(f"must be {said}, got {text}")
         return value
     parse.__name__, parse.kind = kind.__name__, kind  # argparse names the type in "invalid int value"
     return parse
@@ -124,16 +114,12 @@ def inception_choice(text):
     return text
 
 
-inception_choice.kind = str
-
-
 def device(choice, index=0):
     """--device auto, cpu or cuda -> a torch.device, or one line and exit 2 when
     CUDA is asked for and there is none."""
     if choice == "cuda" and not torch.cuda.is_available():
         fail("--device cuda, but no CUDA device is available: --device cpu or auto")
-    return torch.device(f"cuda:{index}" if choice == "cuda" or (choice == "auto" and torch.cuda.is_available())
-                        else "cpu")
+    return torch.device(f"cuda:{index}" if choice != "cpu" and torch.cuda.is_available() else "cpu")
 
 
 def writable_folder(path, flag="--out"):
@@ -181,10 +167,10 @@ def write_new(path, write, overwrite, flag="--out"):
 def checked(call, *args, said=None):
     """call(*args), or stop in one line (exit 2) when it raises ValueError or
     RuntimeError, which the modules below the scripts raise for input they
-    cannot use; `said` (a flag and its value) goes before the reason."""
+    cannot use, or a RunError; `said` (a flag and its value) goes before the reason."""
     try:
         return call(*args)
-    except (ValueError, RuntimeError) as e:
+    except (ValueError, RuntimeError, RunError) as e:
         fail(f"{said}: {e}" if said else e)
 
 
@@ -227,11 +213,9 @@ def save_atomic(write, path):
     stem = os.fsdecode(os.fsencode(name)[:240])  # room for ".tmp" and ten digits
     for _ in range(100):  # a name taken (by a link, or another process): another one
         tmp = os.path.join(folder, f"{stem}.tmp{secrets.randbelow(10**10)}")
-        try:
+        with contextlib.suppress(FileExistsError):
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o666)
             break
-        except FileExistsError:
-            continue
     else:
         raise FileExistsError(f"{folder or '.'}: no free temporary name for {name}")
     try:
@@ -293,12 +277,9 @@ def malformed(ckpt):
     training size) of its type and range, so that nothing fails on it later."""
     if not isinstance(ckpt, dict):
         return f"a {type(ckpt).__name__}, not a dict"
-    for key in ("config", "model"):
-        if key not in ckpt:
-            return f"no {key!r}"
-    for key, kind in CHECKPOINT_TYPES.items():
-        if key in ckpt and not isinstance(ckpt[key], kind):
-            return f"{key!r} is a {type(ckpt[key]).__name__}"
+    for key, kind in CHECKPOINT_TYPES.items():  # a config and weights always
+        if (key in ckpt or key in ("config", "model")) and not isinstance(ckpt.get(key), kind):
+            return f"{key!r} is a {type(ckpt[key]).__name__}" if key in ckpt else f"no {key!r}"
     config = ckpt["config"]
     for key, allowed in CONFIG_VALUES.items():  # type(): True is an int, 1 == True
         if key not in config or type(config[key]) is not type(allowed[0]) or config[key] not in allowed:
@@ -316,8 +297,9 @@ def malformed(ckpt):
     if not all(isinstance(row, dict) and type(row.get("step")) is int and all(
             finite(v) for k, v in row.items() if k != "step") for row in ckpt.get("history") or []):
         return "'history' holds something other than rows of finite numbers"
-    if not (ckpt.get("step", 0) if type(ckpt.get("step", 0)) is int else -1) >= 0:
-        return f"'step' is {ckpt.get('step')!r}"
+    for key in ("step", "draws"):  # counts: of optimizer steps done, of photos drawn
+        if not (type(ckpt.get(key, 0)) is int and 0 <= ckpt.get(key, 0) < 2**62):
+            return f"{key!r} is {ckpt.get(key)!r}"
     size = (ckpt.get("args") or {}).get("size", 256)
     if not (type(size) is int and 8 <= size <= MAX_SIZE):
         return f"its training size is {size!r}"
@@ -334,38 +316,31 @@ def averaged_weights(ckpt):
     return {k: v.float() if v.is_floating_point() else v for k, v in (ckpt.get("ema") or ckpt["model"]).items()}
 
 
-def load_weights(net, state):
-    """net.load_state_dict(state), or ValueError naming the first weight that
-    does not fit, or saying that the weights hold NaN or infinite values (a
-    diverged run's weights colorize every photo black). A net on the meta
-    device (no memory) takes the file's tensors as its own."""
-    own = net.state_dict()
-    for k in [*own, *state]:
-        if k not in state or k not in own:
-            raise ValueError(f"{k} is {'missing' if k not in state else 'not in this model'}")
-        if state[k].shape != own[k].shape:
-            raise ValueError(f"{k} has shape {tuple(state[k].shape)}, the model needs {tuple(own[k].shape)}")
-        if state[k].is_floating_point() != own[k].is_floating_point():
-            raise ValueError(f"{k} is {state[k].dtype}, the model needs {own[k].dtype}")
-    bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
-    if bad:
-        raise ValueError(f"its weights hold NaN or infinite values ({bad[0]}{' and more' if len(bad) > 1 else ''}: "
-                         f"a diverged run?)")
-    net.load_state_dict(state, assign=any(v.is_meta for v in own.values()))
-    return net
-
-
 def colorizer_from(ckpt, said, weights=None):
     """The Colorizer a checkpoint describes, with its averaged weights (or
-    `weights`), or CheckpointError "said: why not". Built on the meta device (no memory, no
-    random initialization), judged there, then given the file's tensors: a
-    small file that declares a huge width is refused without building it."""
+    `weights`), or CheckpointError "said: why not", naming the first weight
+    that does not fit, or saying that the weights hold NaN or infinite values
+    (a diverged run's weights colorize every photo black). Built on the meta
+    device (no memory, no random initialization), judged there, then given
+    the file's tensors: a small file that declares a huge width is refused
+    without building it."""
     with torch.device("meta"):
         net = model.Colorizer(model.ColorizerConfig(**ckpt["config"]))
-    try:
-        return load_weights(net, averaged_weights(ckpt) if weights is None else weights)
-    except ValueError as e:
-        raise CheckpointError(f"{said}: not a compatible colorizer checkpoint ({e})") from None
+    own, state = net.state_dict(), averaged_weights(ckpt) if weights is None else weights
+    for k in [*own, *state]:  # the first weight that does not fit, else NaN or infinite values
+        why = (f"{k} is missing" if k not in state else f"{k} is not in this model" if k not in own else
+               f"{k} has shape {tuple(state[k].shape)}, the model needs {tuple(own[k].shape)}"
+               if state[k].shape != own[k].shape else f"{k} is {state[k].dtype}, the model needs {own[k].dtype}"
+               if state[k].is_floating_point() != own[k].is_floating_point() else None)
+        if why:
+            break
+    bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    why = why or bad and f"its weights hold NaN or infinite values ({bad[0]}{' and more' if len(bad) > 1 else ''}: " \
+                         f"a diverged run?)"
+    if why:
+        raise CheckpointError(f"{said}: not a compatible colorizer checkpoint ({why})")
+    net.load_state_dict(state, assign=True)
+    return net
 
 
 def config_from_flags(flags, ckpt=None, source="the checkpoint"):
@@ -379,19 +354,16 @@ def config_from_flags(flags, ckpt=None, source="the checkpoint"):
                                      global_branch=flags.inception != "none", width=flags.width or 64,
                                      padding=flags.padding or model.ColorizerConfig.padding)
     config = model.ColorizerConfig(**ckpt["config"])
-    has = f"--model {config.variant} --coords {'on' if config.coords else 'off'} --width {config.width} " \
-          f"--padding {config.padding}"
-    for flag, given, value in [("--model", flags.model, config.variant), ("--width", flags.width, config.width),
-                               ("--padding", flags.padding, config.padding),
-                               ("--coords", flags.coords and flags.coords == "on", config.coords)]:
-        if given is not None and given != value:
-            raise ValueError(f"{flag} {getattr(flags, flag[2:])}, but {source} is {has}")
-    if flags.inception == "none" and config.global_branch:
-        raise ValueError(f"--inception none, but {source} has a global branch: it needs the Inception weights "
-                         f"(--inception auto or PATH)")
-    if flags.inception not in (None, "none") and not config.global_branch:
-        raise ValueError(f"--inception {flags.inception}, but {source} has no global branch (trained with "
-                         f"--inception none)")
+    has = {"model": config.variant, "coords": "on" if config.coords else "off", "width": config.width,
+           "padding": config.padding}
+    for flag, value in has.items():
+        if getattr(flags, flag) not in (None, value):
+            raise ValueError(f"--{flag} {getattr(flags, flag)}, but {source} is "
+                             + " ".join(f"--{k} {v}" for k, v in has.items()))
+    if flags.inception is not None and (flags.inception != "none") != config.global_branch:
+        raise ValueError(f"--inception {flags.inception}, but {source} " + (
+            "has a global branch: it needs the Inception weights (--inception auto or PATH)" if config.global_branch
+            else "has no global branch (trained with --inception none)"))
     return config
 
 
@@ -404,7 +376,7 @@ def malformed_flags(parser, flags):
         if action.dest not in flags or action.dest == "help" or (flags[action.dest] is None and action.default is None):
             continue
         value, flag = flags[action.dest], action.option_strings[0]
-        kind = bool if action.nargs == 0 else getattr(action.type, "kind", action.type or str)
+        kind = bool if action.nargs == 0 else getattr(action.type, "kind", str)  # number_in's, else a string
         if type(value) is not kind and not (kind is float and type(value) is int):
             return f"its {flag} is {value!r}, not {'an' if kind is int else 'a'} {kind.__name__}"
         if action.choices and value not in action.choices:
@@ -416,38 +388,18 @@ def malformed_flags(parser, flags):
     return None
 
 
-def resume_recipe(parser, args, ckpt, flags_given, source, log):
-    """--resume goes on with the run's own recipe, its checkpoint's flags,
-    except the flags typed now (said in the log) and this process's own;
-    flags of the wrong type, range or choice stop it in one line."""
-    wrong = malformed_flags(parser, ckpt["args"])
-    if wrong:
-        fail(f"{source}: not a run to continue ({wrong})")
-    own = ("out", "resume", "overwrite", "init", "device", "workers", "cache", "compile")
-    for k, v in ckpt["args"].items():
-        if k not in flags_given and k not in own:
-            setattr(args, k, v)
-    changed = [f"--{k.replace('_', '-')} {getattr(args, k)} (was {ckpt['args'].get(k)})" for k in sorted(flags_given)
-               if k not in ("resume", "out") and ckpt["args"].get(k, getattr(args, k)) != getattr(args, k)]
-    log("resume: " + (", ".join(changed) or "with the run's own settings"))
-
-
 def resumable(ckpt):
     """What keeps a checkpoint from being a run to continue, in words, or None."""
     if not (isinstance(ckpt.get("optimizer"), dict) and "param_groups" in ckpt["optimizer"]):
-        return "no optimizer state"
-    if not (isinstance(ckpt.get("rng"), dict) and {"torch", "python"} <= set(ckpt["rng"])):
-        return "no random state"
+        return "no optimizer state: a model alone is fine-tuned with --init CKPT and another --out"
     if not (isinstance(ckpt.get("args"), dict) and isinstance(ckpt.get("history"), list) and "step" in ckpt
             and isinstance(ckpt.get("best_mse", 0.0), float) and not math.isnan(ckpt.get("best_mse", 0.0))):
         return "no flags, history, step or best validation"
-    if not (type(ckpt.get("draws", 0)) is int and 0 <= ckpt.get("draws", 0) < 2**62):
-        return f"'draws' is {ckpt.get('draws')!r}, not a count of photos drawn"
     try:  # set on generators of their own: nothing of this process's changes
         random.Random().setstate(ckpt["rng"]["python"])
         torch.Generator().set_state(ckpt["rng"]["torch"])
-    except (TypeError, ValueError, RuntimeError):
-        return "its random state is not one Python and PyTorch can take"
+    except (KeyError, TypeError, ValueError, RuntimeError):
+        return "no random state that Python and PyTorch can take"
     return None
 
 
@@ -467,8 +419,7 @@ def export_checkpoint(src, dst, start=None, share=1.0, size=None):
     model before and after fine-tuning, which can keep much of what each knew
     (Wortsman et al. 2022, "Robust fine-tuning of zero-shot models"). This is
     how demo/colorizer.pt was made (docs/demo.md)."""
-    size_ok = size is None or (isinstance(size, int) and 8 <= size <= MAX_SIZE and size % 8 == 0)
-    if not (0 <= share <= 1 and size_ok):
+    if not (0 <= share <= 1 and (size is None or type(size) is int and 8 <= size <= MAX_SIZE and size % 8 == 0)):
         raise ValueError(f"share {share!r} must be from 0 to 1 and size {size!r} a multiple of 8 from 8 to {MAX_SIZE}")
     ckpt = read_checkpoint(src)
     weights = averaged_weights(ckpt)
@@ -479,19 +430,11 @@ def export_checkpoint(src, dst, start=None, share=1.0, size=None):
                 first["config"] != ckpt["config"]:
             raise ValueError(f"{start}: not the architecture of {src}")
         weights = {k: share * v + (1 - share) * before[k] if v.is_floating_point() else v for k, v in weights.items()}
-    evals = [row for row in ckpt["history"] if "val_mse" in row]
     small = {"config": ckpt["config"], "step": ckpt["step"], "inception": ckpt["inception"],
-             "args": {"size": size or ckpt["args"]["size"]},
-             "validation": evals[-1] if evals and start is None else None,  # a blend was not validated
+             "args": {"size": size or ckpt["args"]["size"]},  # validation: the last one (a blend had none)
+             "validation": None if start else next((r for r in reversed(ckpt["history"]) if "val_mse" in r), None),
              "model": {k: v.half() if v.is_floating_point() else v for k, v in weights.items()}}
     save_atomic(torch_writer(small), dst)
-
-
-def find_checkpoint(roots=RUN_ROOTS):
-    """The checkpoint of the newest train.py run under any of the folders roots, or None."""
-    found = [os.path.join(folder, n) for root in roots for folder, _, names in os.walk(root)  # links not followed
-             for n in (BEST, CHECKPOINT) if n in names and os.path.isfile(os.path.join(folder, n))]
-    return open_run(os.path.dirname(max(found, key=os.path.getmtime))) if found else None
 
 
 def open_run(path):
@@ -511,7 +454,9 @@ def open_colorizer(checkpoint, default):
     default. -> (the Colorizer with its averaged weights, the checkpoint, its
     path), or CheckpointError in one line; for a checkpoint found by the
     search it says so, and how to choose another."""
-    found = None if checkpoint is not None else find_checkpoint()
+    found = [os.path.join(folder, n) for root in RUN_ROOTS if checkpoint is None for folder, _, names in os.walk(root)
+             for n in (BEST, CHECKPOINT) if n in names and os.path.isfile(os.path.join(folder, n))]
+    found = found and open_run(os.path.dirname(max(found, key=os.path.getmtime)))  # the newest; os.walk follows no link
     path = open_run(checkpoint) if checkpoint is not None else found or default
     try:
         ckpt = read_checkpoint(path, missing="no such checkpoint")
@@ -523,9 +468,19 @@ def open_colorizer(checkpoint, default):
 # -----------------------------------------------------------------------------
 # 3. A training run's folder
 
-def run_files(out):
-    """The names of the files train.py writes that --out holds (links too)."""
-    return [name for name in RUN_FILES if os.path.lexists(os.path.join(out, name))]
+def run_files(args, why="holds a run already"):
+    """The names of the files train.py writes that --out holds (links too),
+    when it may: none a folder, and no run there unless --resume or
+    --overwrite. Looked at before any work, and again under the lock."""
+    held = [name for name in RUN_FILES if os.path.lexists(os.path.join(args.out, name))]
+    folders = [name for name in held if os.path.isdir(os.path.join(args.out, name))]
+    if folders:  # no file of train.py's: neither replaced nor continued
+        fail(f"--out {args.out}: {', '.join(folders)} is a folder, not train.py's file; move it away or give "
+             f"another --out")
+    if held and not args.resume and not args.overwrite:  # whoever wrote them, train.py would replace them
+        fail(f"--out {args.out} {why} ({', '.join(held)}): --resume to continue it, --overwrite to start over, "
+             f"or another --out")
+    return held
 
 
 def start_training(parser, args):
@@ -538,16 +493,37 @@ def start_training(parser, args):
     start that fails later loses nothing. -> what the run starts from."""
     is_main = int(os.environ.get("RANK", 0)) == 0  # only rank 0 logs and writes files
     log = (lambda *a: print(*a, flush=True)) if is_main else (lambda *a: None)  # flushed: log files fill as it runs
-    given = flags_given(parser, args)
+    # The flags typed on the command line, which --resume applies (it keeps the run's own value of the others):
+    # a second parse into a namespace that holds None for each flag, which argparse then fills with no default.
+    typed = parser.parse_args(namespace=argparse.Namespace(**{k: None for k in vars(args)}))
+    given = {k for k, v in vars(typed).items() if v is not None}
     for stream in (sys.stdout, sys.stderr):  # file names that are not valid UTF-8 still print
         stream.reconfigure(errors="backslashreplace")
     on_stop_signals(lambda *_: fail("interrupted before training began: nothing written", 130))
-    ckpt = start_checkpoint(args)  # what --resume continues or --init starts from, or None
-    source = f"--resume {printable(os.path.join(args.out, CHECKPOINT))}" if args.resume else \
-        f"--init {printable(args.init or '')}"
+    # The --resume / --init / --overwrite rules for files: no run in --out is replaced unasked, and the
+    # checkpoint --resume continues (--out/ckpt.pt, a run to continue) or --init starts from is read and judged.
+    if args.resume and args.init:
+        fail("--resume continues a run, --init starts a new one from a checkpoint: give one of them")
+    run_files(args)
+    path = os.path.join(args.out, CHECKPOINT) if args.resume else args.init
+    flag = "--resume" if args.resume else "--init"
+    source = f"{flag} {printable(path or '')}"  # who asks, in messages
+    try:
+        ckpt = read_checkpoint(path, unreadable="not a train.py checkpoint") if path else None
+    except CheckpointError as e:
+        fail(f"{flag} {e}")
+    wrong = args.resume and (resumable(ckpt) or malformed_flags(parser, ckpt["args"]))
+    if wrong:  # its recorded flags too: a run must not go on with a string, or a negative number, for --lr
+        fail(f"{source}: not a run to continue ({wrong})")
     step = ckpt["step"] if args.resume else 0
     if args.resume:  # the run's own recipe, except the flags typed now (said) and this process's own
-        resume_recipe(parser, args, ckpt, given, source, log)
+        own = ("out", "resume", "overwrite", "init", "device", "workers", "cache", "compile")
+        for k, v in ckpt["args"].items():
+            if k not in given and k not in own:
+                setattr(args, k, v)
+        changed = [f"--{k.replace('_', '-')} {getattr(args, k)} (was {ckpt['args'].get(k)})" for k in sorted(given)
+                   if k not in ("resume", "out") and ckpt["args"].get(k, getattr(args, k)) != getattr(args, k)]
+        log("resume: " + (", ".join(changed) or "with the run's own settings"))
     for flag, wrong, must in [
             ("--max-steps", args.max_steps <= step, f"more than the {step} steps the run has done"),
             ("--balance", args.balance and "RANK" in os.environ, "0 under torchrun"),
@@ -557,12 +533,9 @@ def start_training(parser, args):
             fail(f"{flag} must be {must}, got {getattr(args, flag[2:].replace('-', '_'))}")
     device(args.device)
     config = checked(config_from_flags, args, ckpt, source)  # a checkpoint's own: flags may restate it
-    try:  # built on a network of no memory, judged, then given the file's tensors, now
-        net = colorizer_from(ckpt, source) if args.init else \
-            colorizer_from(ckpt, source, ckpt["model"]) if args.resume else None  # --resume: the last step's
-        ema_net = colorizer_from(ckpt, source, ckpt["ema"]) if args.resume and ckpt.get("ema") else None
-    except CheckpointError as e:
-        fail(e)
+    # built on a network of no memory, judged, then given the file's tensors, now (--resume: the last step's)
+    net = checked(colorizer_from, ckpt, source, ckpt["model"] if args.resume else None) if ckpt else None
+    ema_net = checked(colorizer_from, ckpt, source, ckpt["ema"]) if args.resume and ckpt.get("ema") else None
     given_inception = checked(inception.open_inception, args.inception, (ckpt or {}).get("inception"),
                               said=f"--inception {printable(args.inception or '')}") \
         if config.global_branch and args.inception not in (None, "auto", "none") else None
@@ -583,20 +556,20 @@ def start_training(parser, args):
         for reason in set(reasons) - skipped:
             skipped.add(reason)
             log(f"warning: skipped {reason}")
-    world = int(os.environ.get("WORLD_SIZE", 1))
     return types.SimpleNamespace(
         log=log, is_main=is_main, ckpt=ckpt, step=step, config=config, net=net, ema_net=ema_net,
         inception=given_inception[:2] if given_inception else None, train_files=train_files, val_files=val_files,
         lock=lock, replaces=replaces, skipped=skipped, note_skipped=note_skipped,
         # the photos drawn so far (all ranks), where the stream of a resumed run goes on
-        draws=ckpt.get("draws", step * args.batch_size * world) if args.resume else 0,
-        fine_tune=bool(args.init or (ckpt or {}).get("args", {}).get("init")))  # also when --resume continues one
+        draws=ckpt.get("draws", step * args.batch_size * int(os.environ.get("WORLD_SIZE", 1))) if args.resume else 0,
+        fine_tune=bool(args.init or ((ckpt or {}).get("args") or {}).get("init")))  # also when --resume continues one
 
 
 def start_device(args):
     """--device -> (torch.device, rank, world), the seeds set (each rank its
-    own), --dtype auto made bfloat16 on CUDA, float32 on the CPU. On CUDA: TF32 matmuls and cuDNN's autotuner (fixed crop sizes: it
-    picks the fastest kernels once). Under torchrun: the process group, each
+    own), --dtype auto made bfloat16 on CUDA, float32 on the CPU. On CUDA:
+    TF32 matmuls and cuDNN's autotuner (fixed crop sizes: it picks the
+    fastest kernels once). Under torchrun: the process group, each
     rank on the GPU of its LOCAL_RANK, named, so that collectives (the final
     barrier) know which one it is."""
     dev = device(args.device, index=int(os.environ.get("LOCAL_RANK", 0)))
@@ -604,11 +577,10 @@ def start_device(args):
         torch.cuda.set_device(dev)
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
         torch.backends.cudnn.benchmark = True
-    rank, world = 0, 1
     if "RANK" in os.environ:  # set by torchrun
         torch.distributed.init_process_group("nccl" if dev.type == "cuda" else "gloo",
                                              device_id=dev if dev.type == "cuda" else None)
-        rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
+    rank, world = (torch.distributed.get_rank(), torch.distributed.get_world_size()) if "RANK" in os.environ else (0, 1)
     random.seed(args.seed + rank)
     torch.manual_seed(args.seed + rank)
     if args.dtype == "auto":
@@ -633,47 +605,14 @@ def wrap_for_training(net, compile, dev):
     """What the training step calls: net compiled with --compile, and under
     torchrun in DistributedDataParallel (gradients averaged over the ranks)."""
     net = torch.compile(net) if compile else net
-    if "RANK" not in os.environ:
-        return net
-    return torch.nn.parallel.DistributedDataParallel(net, device_ids=[dev.index] if dev.type == "cuda" else None)
-
-
-def start_checkpoint(args):
-    """The --resume / --init / --overwrite rules for files, in one place: the
-    checkpoint --resume continues (--out/ckpt.pt, a run to continue) or --init
-    starts from (any colorizer checkpoint), or None for a new run, which may
-    not replace a run in --out unless --overwrite. One line and exit 2 if not."""
-    if args.resume and args.init:
-        fail("--resume continues a run, --init starts a new one from a checkpoint: give one of them")
-    out = args.out
-    path = os.path.join(args.out, CHECKPOINT) if args.resume else args.init
-    flag = "--resume" if args.resume else "--init"
-    held = run_files(args.out)
-    folders = [name for name in held if os.path.isdir(os.path.join(args.out, name))]
-    if folders:  # no file of train.py's: neither replaced nor continued
-        fail(f"--out {out}: {', '.join(folders)} is a folder, not train.py's file; move it away or give "
-             f"another --out")
-    if held and not args.resume and not args.overwrite:  # whoever wrote them, train.py would replace them
-        fail(f"--out {out} holds a run already ({', '.join(held)}): --resume to continue it, "
-             f"--overwrite to start over, or another --out")
-    if not (args.resume or args.init):
-        return None
-    try:
-        ckpt = read_checkpoint(path, unreadable="not a train.py checkpoint")
-    except CheckpointError as e:
-        fail(f"{flag} {e}")
-    if args.resume and "optimizer" not in ckpt:
-        fail(f"--resume: {path} holds only a model, not a run to continue; fine-tune from it "
-             f"with --init {path} and another --out")
-    if args.resume and resumable(ckpt):
-        fail(f"--resume: {path} is not a run to continue ({resumable(ckpt)})")
-    return ckpt
+    return torch.nn.parallel.DistributedDataParallel(net, device_ids=[dev.index] if dev.type == "cuda" else None) \
+        if "RANK" in os.environ else net
 
 
 def prepare_folder(args, ckpt=None):
     """Make --out and write to it now, not after the first 500 steps; lock it
     against a second train.py; look again, under the lock, at what
-    start_checkpoint saw (another train.py may have written a run there, or
+    start_training saw (another train.py may have written a run there, or
     gone on with the one --resume read: ckpt); remove what an interrupted
     save left behind. A folder made here and left empty by a failed start is
     removed again. -> (the lock, held while the process lives; the old run's
@@ -682,15 +621,11 @@ def prepare_folder(args, ckpt=None):
     if writable_folder(out):
         atexit.register(remove_if_empty, out)
     lock = take_lock(out)
-    held = run_files(out)  # under the lock: what no other train.py will change now
-    if held and not args.resume and not args.overwrite:
-        fail(f"--out {out}: another train.py wrote a run there ({', '.join(held)}) while this one started: "
-             f"--resume to continue it, --overwrite to start over, or another --out")
+    held = run_files(args, "holds a run, written while this train.py started")  # under the lock: as it stays
     if args.resume:
-        try:  # mmap: the step without reading the weights
+        step = None
+        with contextlib.suppress(Exception):  # mmap: the step without reading the weights
             step = torch.load(os.path.join(out, CHECKPOINT), map_location="cpu", weights_only=True, mmap=True)["step"]
-        except Exception:
-            step = None
         if step != ckpt["step"]:
             fail(f"--resume: {os.path.join(out, CHECKPOINT)} changed while this run started (step "
                  f"{ckpt['step']}, now {step}): another train.py went on with it; --resume again")
@@ -719,33 +654,27 @@ def take_lock(out):
         fail(f"--out {out}: {LOCK} is " + ("a link" if os.path.islink(path) else f"not usable ({e.strerror})")
              + ", not train.py's lock; move it away or give another --out")
     lock = os.fdopen(fd, "r+")
-    if not stat.S_ISREG(os.fstat(fd).st_mode) or not re.fullmatch(r"\d*\n?", lock.read(32)):
+    pid = lock.read(32) if stat.S_ISREG(os.fstat(fd).st_mode) else "not a file"
+    if not re.fullmatch(r"\d*\n?", pid):
         fail(f"--out {out}: {LOCK} is not train.py's lock (it is not a file holding a process id); move it "
              f"away or give another --out")
-    if fcntl is None:
-        return lock
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        lock.seek(0)
-        fail(f"--out {out}: another train.py (pid {lock.read().strip() or '?'}) is writing there; "
-             f"wait for it, stop it, or give another --out")
-    lock.seek(0)
-    lock.truncate()
-    lock.write(f"{os.getpid()}\n")
-    lock.flush()
+    if fcntl:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            fail(f"--out {out}: another train.py (pid {pid.strip() or '?'}) is writing there; "
+                 f"wait for it, stop it, or give another --out")
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
     return lock
 
 
 def remove_if_empty(out):
     """At exit: a run folder made by this process that holds nothing but the lock goes again."""
-    try:
+    with contextlib.suppress(OSError):
         if set(os.listdir(out)) <= {LOCK}:
-            if os.path.exists(os.path.join(out, LOCK)):
-                os.remove(os.path.join(out, LOCK))
+            os.remove(os.path.join(out, LOCK))  # take_lock made it, just after the folder
             os.rmdir(out)
-    except OSError:
-        pass
 
 
 class Run:
@@ -762,10 +691,9 @@ class Run:
         self.written = set()  # the files this run has written
         self.path = {name: os.path.join(args.out, name) for name in RUN_FILES}
         self.history, self.best_mse = [], math.inf  # history: one dict per logged step and per evaluation
-        self.finished = False  # True once the last save is done and the process is on its way out
-        self.last_step = False  # True from the start of the last step's evaluation and save
-        # (step, photos drawn by then, drawn per step): how far the stream of photos is at each step
-        self.stream = (start.step, start.draws, args.batch_size * world)
+        # finished: the last save is done, the process on its way out; last_step: from the last step's evaluation on
+        self.finished = self.last_step = False
+        self.per_step = args.batch_size * world  # photos drawn per step, all ranks: how far the stream is at a step
         # What validation judges and what the stream of photos draws from: digests of the photos'
         # names and sizes, kept in checkpoints, so that a --resume can tell when they changed.
         digest = lambda files: hashlib.sha1(repr([(os.path.relpath(f, args.data), os.path.getsize(f))  # noqa: E731
@@ -775,7 +703,7 @@ class Run:
         self.loss_sum, self.loss_count, self.images, self.clock = 0, 0, 0, time.monotonic()
         self.eta = Eta(args.max_steps, done=start.step)  # from the recent rate: it follows a machine that gets busy
         self.validating_since = None
-        self.stop_request = StopRequest(self, self.log) if "RANK" not in os.environ else stop_every_rank(self, self.log)
+        self.stop_request = StopRequest(self, self.log)
         if args.resume:
             self.restore(start.ckpt)
             self.log(f"resumed from {printable(self.path[CHECKPOINT])} at step {start.step}")
@@ -785,15 +713,14 @@ class Run:
         """--resume: the optimizer, history, best so far and random state of the
         run. Validation on other photos than the checkpoint's (photos added or
         removed) gives numbers that do not compare: the best starts over, said."""
-        optimizer = self.optimizer
         try:  # a hand-edited or damaged state fails here, in one line, not at the first step
-            optimizer.load_state_dict(ckpt["optimizer"])
-            for group in optimizer.param_groups:  # Adam's numbers, and a step count and two moments per weight
+            self.optimizer.load_state_dict(ckpt["optimizer"])
+            for group in self.optimizer.param_groups:  # Adam's numbers, and a step count and two moments per weight
                 numbers = [group.get(k) for k in ("lr", "eps", "weight_decay")] + list(group.get("betas") or [None])
                 if len(numbers) != 5 or not all(type(v) in (int, float) and math.isfinite(v) for v in numbers):
                     raise ValueError("its learning rate, betas, eps or weight decay are not numbers")
                 for p in group["params"]:
-                    state = optimizer.state[p]
+                    state = self.optimizer.state[p]
                     if state and not (set(state) == {"step", "exp_avg", "exp_avg_sq"} and all(
                             torch.is_tensor(v) and v.is_floating_point() and v.shape == (() if k == "step" else p.shape)
                             for k, v in state.items())):
@@ -845,7 +772,7 @@ class Run:
     def stop_if_asked(self, step, net, ema_net):
         """After a stop signal (StopRequest): save the step in hand, say where,
         exit 130; on the last step, its own save goes on."""
-        if not (self.stop_request and self.stop_request.requested) or self.last_step:
+        if not self.stop_request.requested or self.last_step:
             return
         self.stop_if_diverged(step, "loss", float(self.loss_sum))
         if step > self.start.step:
@@ -861,18 +788,18 @@ class Run:
         """The last line of a run that went to its end (its last evaluation saved
         everything); under torchrun the ranks wait for rank 0's last save."""
         self.finished = True  # a stop signal from here on has nothing to save
-        skipped = self.start.skipped
-        gray = sum("grayscale" in s for s in skipped)
+        gray = sum("grayscale" in s for s in self.start.skipped)
         self.log(f"done: {self.args.max_steps} steps, checkpoint {printable(self.path[CHECKPOINT])}, best "
-                 f"{printable(self.path[BEST])} (validation MSE {self.best_mse:.5f}). Skipped {len(skipped) - gray} "
-                 f"unreadable files and left out {gray} grayscale photos.")
+                 f"{printable(self.path[BEST])} (validation MSE {self.best_mse:.5f}). Skipped "
+                 f"{len(self.start.skipped) - gray} unreadable files and left out {gray} grayscale photos.")
         if "RANK" in os.environ:
             torch.distributed.barrier()  # else rank 0 finds its peers gone
             torch.distributed.destroy_process_group()
 
     def last_good(self):
-        exists = os.path.exists(self.path[CHECKPOINT])
-        return f"{printable(self.path[CHECKPOINT])} is the last good checkpoint" if exists else ""
+        """Where a run that stops now can go on from, for the line it stops with."""
+        return f"{printable(self.path[CHECKPOINT])} is the last good checkpoint, --resume continues from it" \
+            if os.path.exists(self.path[CHECKPOINT]) else "no checkpoint was written yet"
 
     def save(self, write, name):
         """save_atomic, or stop with one line saying why the file could not be
@@ -881,19 +808,17 @@ class Run:
             save_atomic(write, self.path[name])
             self.written.add(name)
         except OSError as e:
-            fail(f"cannot write {self.path[name]}: {e.strerror or e}" + (f"; {self.last_good()}" if self.last_good()
-                                                                        else ""))
+            fail(f"cannot write {self.path[name]}: {e.strerror or e}; {self.last_good()}")
 
     def save_checkpoint(self, step, net, ema_net, best_weights=None):
         """ckpt.pt: everything --resume needs; step is the number of optimizer
         steps done. best.pt too, holding best_weights, when train.py gives them
         (its best validation so far), with what colorize.py needs. Then log.csv
         and loss.png."""
-        first_step, drawn, per_step = self.stream
         common = {"config": dataclasses.asdict(self.config), "step": step, "history": self.history,
                   "inception": self.inception_record, "args": vars(self.args),
-                  "draws": drawn + (step - first_step) * per_step, "validated_on": self.validated_on,
-                  "trained_on": self.trained_on}
+                  "draws": self.start.draws + (step - self.start.step) * self.per_step,
+                  "validated_on": self.validated_on, "trained_on": self.trained_on}
         if best_weights is not None:
             self.save(torch_writer({**common, "model": best_weights}), BEST)
         self.save(torch_writer({**common, "model": net.state_dict(), "optimizer": self.optimizer.state_dict(),
@@ -913,14 +838,12 @@ class Run:
 
     def write_log(self):
         """log.csv (one row per logged step and per evaluation) and loss.png."""
-        columns = ["step", "loss", "lr", "img_per_s", "val_mse", "val_psnr", "val_mse_raw", "val_mse_gray"]
-
-        def write(f):
-            with io.TextIOWrapper(f, encoding="utf-8", newline="") as text:
-                writer = csv.DictWriter(text, columns)
-                writer.writeheader()
-                writer.writerows({k: row.get(k, "") for k in columns} for row in self.history)
-        self.save(write, LOG)
+        text = io.StringIO(newline="")
+        writer = csv.DictWriter(text, ["step", "loss", "lr", "img_per_s", "val_mse", "val_psnr", "val_mse_raw",
+                                       "val_mse_gray"], extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(self.history)
+        self.save(lambda f: f.write(text.getvalue().encode("utf-8")), LOG)
         curves = plot_curves(self.history)
         if curves:
             self.save(lambda f: curves.save(f, format="PNG"), CURVES)
@@ -933,9 +856,8 @@ class Run:
     def stop_if_diverged(self, step, what, value):
         """A diverged state is never saved: say so, and whether a good checkpoint exists."""
         if not math.isfinite(value):
-            good = (f"the last good checkpoint is {printable(self.path[CHECKPOINT])}"
-                    if os.path.exists(self.path[CHECKPOINT])
-                    else "no checkpoint was written")
+            good = f"the last good checkpoint is {printable(self.path[CHECKPOINT])}" \
+                if os.path.exists(self.path[CHECKPOINT]) else "no checkpoint was written"
             self.log(f"error: {what} is {value} by step {step}; stopping without saving ({good}); "
                      f"try a lower --lr or --dtype float32.")
             sys.exit(1)
@@ -945,10 +867,10 @@ def plot_curves(history, width=640, height=400, pad=56):
     """loss.png: training loss (blue), validation MSE (orange) and the all-gray
     prediction's validation MSE (gray, the bar to clear) against step, log
     scale. -> PIL image, or None before there are two points."""
-    series = [([(r["step"], r[key]) for r in history if key in r and r[key] > 0], color)
-              for key, color in (("loss", (31, 119, 180)), ("val_mse", (255, 127, 14)),
-                                 ("val_mse_gray", (150, 150, 150)))]
-    points = [p for s, _ in series for p in s]
+    series = [([(r["step"], r[key]) for r in history if key in r and r[key] > 0], color, label)
+              for key, color, label in (("loss", (31, 119, 180), "train"), ("val_mse", (255, 127, 14), "validation"),
+                                        ("val_mse_gray", (150, 150, 150), "all-gray"))]
+    points = [p for s, _, _ in series for p in s]
     if len(points) < 2:
         return None
     img = Image.new("RGB", (width, height), "white")
@@ -966,15 +888,13 @@ def plot_curves(history, width=640, height=400, pad=56):
         draw.text((4, xy(x0, value)[1] - 6), f"{value:.4f}", fill="black")
         step = round(x0 + frac * (x1 - x0))
         draw.text((xy(step, 10 ** y0)[0] - 12, height - pad + 6), str(step), fill="black")
-    for s, color in series:
+    draw.text((pad, 16), "MSE (ab/128) against step, log scale", fill="black")
+    for k, (s, color, label) in enumerate(series):
         if len(s) > 1:
             draw.line([xy(*p) for p in s], fill=color, width=2)
-        for p in s[-1:] if len(s) > 1 else s:
-            x, y = xy(*p)
+        for x, y in [xy(*p) for p in s[-1:]]:  # the last point, marked
             draw.ellipse([x - 3, y - 3, x + 3, y + 3], fill=color)
-    draw.text((pad, 16), "MSE (ab/128) against step, log scale", fill="black")
-    for k, label in enumerate(["train", "validation", "all-gray"]):
-        draw.text((width - pad - 170 + 60 * k, 16), label, fill=series[k][1])
+        draw.text((width - pad - 170 + 60 * k, 16), label, fill=color)  # the legend
     return img
 
 
@@ -1009,41 +929,31 @@ def quiet_when_piped():
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)
 
 
-def stop_every_rank(run, log):
-    """Under torchrun, a stop signal (torchrun passes Ctrl-C on as SIGTERM)
-    ends every rank at once, each at whatever step it is in: none saves, as
-    they would save different steps, and the last checkpoint, written
-    atomically, stays whole for --resume. os._exit, so that no exit handler
-    half-run by the signal prints a traceback."""
-    def on_signal(signum, frame):
-        name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
-        log(f"{name}: stopped; " + (f"{run.last_good()}, --resume continues from it" if run.last_good()
-                                    else "no checkpoint was written yet"))
-        os._exit(130)
-    on_stop_signals(on_signal)
-
-
 class StopRequest:
     """A stop signal during training: finish the step in hand, save ckpt.pt at
     that step and stop, so --resume continues from there; a second one stops
     at once (ckpt.pt is written atomically, so the last one saved stays whole).
-    Under torchrun every rank would stop at a different step: there
-    torchrun's own handling applies."""
+    Under torchrun (which passes Ctrl-C on as SIGTERM) every rank would save a
+    different step: each stops at once, none saves, and the last checkpoint
+    stays whole for --resume."""
 
     def __init__(self, run, log):
         self.requested, self.run, self.log = False, run, log
         on_stop_signals(self.on_signal)
 
     def on_signal(self, signum, frame):
+        name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+        # os._exit, not sys.exit, where an exit handler half-run by the signal would print a traceback
+        if "RANK" in os.environ:
+            self.log(f"{name}: stopped; {self.run.last_good()}")
+            os._exit(130)
         if self.run.finished:  # saved, and exiting (loader workers shutting down): nothing left to lose
             self.log("stopped while exiting: every file was already written")
-            os._exit(130)  # not sys.exit, which an exit handler in flight would print as a traceback
+            os._exit(130)
         if self.requested:
-            self.log("error: interrupted again: stopped without saving" +
-                     (f"; {self.run.last_good()}" if self.run.last_good() else ""))
+            self.log(f"error: interrupted again: stopped without saving; {self.run.last_good()}")
             sys.exit(130)
         self.requested = True
-        name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
         self.log(f"{name}: " + ("the last step is being saved; stopping once it is" if self.run.last_step else
                                 "saving a checkpoint after this step, then stopping")
                  + " (Ctrl-C again to stop at once)")
