@@ -95,8 +95,9 @@ def number_in(kind, low, high=None, low_open=False, high_open=False, multiple=1)
         above = value > low if low_open else value >= low
         below = high is None or (value < high if high_open else value <= high)
         if not ((kind is int or math.isfinite(value)) and above and below and (multiple == 1 or value % multiple == 0)):
-            said = f"a multiple of {multiple}, " * (multiple > 1) + f"{'above' if low_open else 'at least'} {low}"
+            said = f"{'above' if low_open else 'at least'} {low}"
             said += "" if high is None else f" and {'below' if high_open else 'at most'} {high}"
+            said = f"a multiple of {multiple}, {said}" if multiple > 1 else said
             raise argparse.ArgumentTypeError(f"must be {said}, got {text}")
         return value
     parse.__name__, parse.kind = kind.__name__, kind  # argparse names the type in "invalid int value"
@@ -327,18 +328,20 @@ def colorizer_from(ckpt, said, weights=None):
     with torch.device("meta"):
         net = model.Colorizer(model.ColorizerConfig(**ckpt["config"]))
     own, state = net.state_dict(), averaged_weights(ckpt) if weights is None else weights
-    for k in [*own, *state]:  # the first weight that does not fit, else NaN or infinite values
-        why = (f"{k} is missing" if k not in state else f"{k} is not in this model" if k not in own else
-               f"{k} has shape {tuple(state[k].shape)}, the model needs {tuple(own[k].shape)}"
-               if state[k].shape != own[k].shape else f"{k} is {state[k].dtype}, the model needs {own[k].dtype}"
-               if state[k].is_floating_point() != own[k].is_floating_point() else None)
-        if why:
-            break
-    bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
-    why = why or bad and f"its weights hold NaN or infinite values ({bad[0]}{' and more' if len(bad) > 1 else ''}: " \
-                         f"a diverged run?)"
-    if why:
-        raise CheckpointError(f"{said}: not a compatible colorizer checkpoint ({why})")
+    try:
+        for k in [*own, *state]:  # the first weight that does not fit
+            if k not in state or k not in own:
+                raise ValueError(f"{k} is {'missing' if k not in state else 'not in this model'}")
+            if state[k].shape != own[k].shape:
+                raise ValueError(f"{k} has shape {tuple(state[k].shape)}, the model needs {tuple(own[k].shape)}")
+            if state[k].is_floating_point() != own[k].is_floating_point():
+                raise ValueError(f"{k} is {state[k].dtype}, the model needs {own[k].dtype}")
+        bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+        if bad:
+            raise ValueError(f"its weights hold NaN or infinite values ({bad[0]}{' and more' if len(bad) > 1 else ''}"
+                             f": a diverged run?)")
+    except ValueError as e:
+        raise CheckpointError(f"{said}: not a compatible colorizer checkpoint ({e})") from None
     net.load_state_dict(state, assign=True)
     return net
 
