@@ -31,7 +31,7 @@ def test_train_never_replaces_a_run_unasked(photo_dir, tmp_path):
 
 
 def test_a_run_written_while_another_started_is_seen_under_the_lock(tmp_path):
-    """What start_checkpoint saw is looked at again once the lock is held: a
+    """What start_training saw is looked at again once the lock is held: a
     run another train.py wrote meanwhile is not replaced, and a --resume whose
     ckpt.pt another train.py went on with does not continue a stale copy."""
     fake_run(tmp_path / "new", 4, files=("ckpt.pt",))  # written after the first look, before the lock
