@@ -751,9 +751,9 @@ class Run:
             self.images + images
         if step % self.args.log_every and step != self.args.max_steps:
             return
-        self.stop_if_diverged(step, "loss", float(self.loss_sum))
-        now = time.monotonic()
-        row = {"step": step, "loss": float(self.loss_sum) / self.loss_count, "lr": lr,
+        loss_sum, now = float(self.loss_sum), time.monotonic()  # read from the device once
+        self.stop_if_diverged(step, "loss", loss_sum)
+        row = {"step": step, "loss": loss_sum / self.loss_count, "lr": lr,
                "img_per_s": self.images / (now - self.clock)}
         self.history.append(row)
         self.log(f"step {step}/{self.args.max_steps} | loss {row['loss']:.5f} | {row['img_per_s']:.1f} img/s | "
